@@ -1,0 +1,75 @@
+"""The unit of data that flows through the input and standardization layers."""
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+
+@dataclass
+class Chunk:
+    """A block of consecutive input rows, as read by one input rank.
+
+    Attributes
+    ----------
+    chunk_id : int
+        Global, layout-independent number of the chunk (files in sorted order,
+        ``chunk_rows`` rows per chunk within a file). Fitted statistics are
+        merged in chunk-id order, so they do not depend on the layout.
+    ids : ndarray of int64, shape (n,)
+        Global row ids (position in the ordered input).
+    features : ndarray, shape (n, d)
+        Numeric features (float32 or float64).
+    labels : ndarray, shape (n,), or None
+        Label column, if the input has one.
+    extras : dict of str -> ndarray
+        Further per-row columns (weights, raw categorical codes, ...).
+    source : str
+        The file the chunk came from (for error messages).
+    source_rows : ndarray of int64, shape (n,), or None
+        Row (or line) number of each row within ``source``, for error messages
+        and the rejects file; ``None`` means ``ids - first id + source_start``.
+    source_start : int
+        Row number in ``source`` of the chunk's first row.
+    """
+
+    chunk_id: int
+    ids: np.ndarray
+    features: np.ndarray
+    labels: np.ndarray | None = None
+    extras: dict = field(default_factory=dict)
+    source: str = ""
+    source_start: int = 0
+    source_rows: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        n = self.ids.nbytes + self.features.nbytes
+        if self.labels is not None:
+            n += self.labels.nbytes
+        return n + sum(a.nbytes for a in self.extras.values())
+
+    def rows_in_source(self) -> np.ndarray:
+        """Row number of each row within its source file."""
+        if self.source_rows is not None:
+            return self.source_rows
+        if len(self) == 0:
+            return np.empty(0, np.int64)
+        return self.ids - self.ids[0] + self.source_start
+
+    def take(self, keep) -> "Chunk":
+        """Return the chunk restricted to ``keep`` (boolean mask or index array)."""
+        return replace(
+            self,
+            ids=self.ids[keep],
+            features=self.features[keep],
+            labels=None if self.labels is None else self.labels[keep],
+            extras={k: v[keep] for k, v in self.extras.items()},
+            source_rows=self.rows_in_source()[keep],
+        )
+
+    def with_features(self, features: np.ndarray) -> "Chunk":
+        """Return the same rows with new features."""
+        return replace(self, features=features)

@@ -1,0 +1,137 @@
+"""The standardization step contract (DESIGN §3) and the step registry.
+
+A step is configured by a table ``{ op = "...", ... }``. Steps that need global
+statistics (``needs_fit = True``) are fitted per chunk: ``fit_chunk`` returns a
+mergeable state, ``merge_states`` combines two states, and ``set_fitted`` turns
+the merged state into fitted attributes (names ending in ``_``). The layer
+driver merges the per-chunk states in chunk-id order (:func:`merge_by_chunk`),
+so the fitted values are bit-identical for every layout. ``apply`` returns the
+transformed chunk and a dict ``reason -> rows dropped``.
+"""
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..chunk import Chunk
+from ..errors import ConfigError
+from ..schema import Param, validate_table
+
+STEPS: dict[str, type["Step"]] = {}
+
+
+def register_step(cls):
+    """Class decorator: make a step available as ``{ op = cls.op }``."""
+    if cls.op in STEPS:
+        raise ValueError(f"step {cls.op!r} registered twice")
+    STEPS[cls.op] = cls
+    return cls
+
+
+class LayerContext:
+    """What a step may know about the layer it runs in.
+
+    Attributes
+    ----------
+    comm : mpi4py communicator
+        The layer's communicator (all ranks of this standardization layer).
+    seed : int
+        The run's seed.
+    layer : int
+        Index of the standardization layer.
+    """
+
+    def __init__(self, comm, seed: int, layer: int):
+        self.comm = comm
+        self.seed = seed
+        self.layer = layer
+
+
+class Step:
+    """Base class of standardization steps. Subclasses set ``op`` and ``params``."""
+
+    op: ClassVar[str] = ""
+    needs_fit: ClassVar[bool] = False
+    params: ClassVar[dict[str, Param]] = {}
+
+    def __init__(self, **config):
+        self.config = config
+        self.feature_names_in_: list[str] = []
+
+    # ---- wiring -------------------------------------------------------------
+    def bind(self, feature_names: list[str]) -> list[str]:
+        """Record the input feature names; return the output feature names."""
+        self.feature_names_in_ = list(feature_names)
+        return list(feature_names)
+
+    def describe(self) -> str:
+        """Short text for progress lines and the report."""
+        return self.op
+
+    # ---- fitting ------------------------------------------------------------
+    def fit_chunk(self, chunk: Chunk) -> Any:
+        """Return the mergeable state of one chunk (``needs_fit`` steps only)."""
+        raise TypeError(f"step {self.op} does not fit")
+
+    def merge_states(self, a: Any, b: Any) -> Any:
+        """Combine two states (associative; applied in chunk-id order)."""
+        raise TypeError(f"step {self.op} does not fit")
+
+    def set_fitted(self, state: Any) -> None:
+        """Turn the merged state of all chunks (None if no rows) into fitted attributes."""
+
+    def fit_layer(self, ctx: LayerContext, chunks) -> None:
+        """Fit on every chunk of the layer (a collective over ``ctx.comm``).
+
+        The default fits each chunk, merges all chunk states in chunk-id order
+        and calls :meth:`set_fitted` on every rank. Steps whose fit needs its own
+        communication (dedup) override this.
+        """
+        states = {c.chunk_id: self.fit_chunk(c) for c in chunks}
+        self.set_fitted(merge_by_chunk(ctx.comm, states, self.merge_states))
+
+    # ---- applying -----------------------------------------------------------
+    def apply(self, chunk: Chunk) -> tuple[Chunk, dict[str, int]]:
+        """Return the transformed chunk and the rows dropped per reason."""
+        raise NotImplementedError(f"step {self.op} must implement apply")
+
+    def stats(self) -> dict[str, np.ndarray]:
+        """Fitted parameters to store under ``/stats/<layer>.<index>.<op>/`` in data.h5."""
+        return {}
+
+
+def merge_by_chunk(comm, states: dict[int, Any], merge):
+    """Merge per-chunk states from every rank of ``comm`` in chunk-id order.
+
+    Every rank returns the same object, computed in the same order, so floating
+    point results do not depend on how chunks were spread over ranks. States are
+    small (per chunk, not per row); they travel with one ``allgather``.
+
+    Returns
+    -------
+    The merged state, or None when no rank had a chunk.
+    """
+    gathered = comm.allgather(states)
+    pairs = [kv for d in gathered for kv in d.items()]
+    ordered = [st for _, st in sorted(pairs, key=lambda kv: kv[0])]
+    if not ordered:
+        return None
+    # pairwise tree: deterministic and better conditioned than a left fold
+    while len(ordered) > 1:
+        nxt = [merge(ordered[i], ordered[i + 1]) for i in range(0, len(ordered) - 1, 2)]
+        if len(ordered) % 2:
+            nxt.append(ordered[-1])
+        ordered = nxt
+    return ordered[0]
+
+
+def make_step(spec: dict, where: str) -> Step:
+    """Build a step from its config table ``{ op = ..., ... }``, validating its keys."""
+    if not isinstance(spec, dict) or "op" not in spec:
+        raise ConfigError(f"{where}: each step needs an op; known ops: {', '.join(sorted(STEPS))}")
+    op = spec["op"]
+    if op not in STEPS:
+        raise ConfigError(f"{where}.op = {op!r}: unknown step; known ops: {', '.join(sorted(STEPS))}")
+    cls = STEPS[op]
+    body = {k: v for k, v in spec.items() if k != "op"}
+    return cls(**validate_table(body, cls.params, where))
