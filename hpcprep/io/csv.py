@@ -1,0 +1,612 @@
+"""CSV input: header, byte-range splitting, record counting and vectorized parsing.
+
+A CSV file is read as a header line followed by data lines. Ranks read
+disjoint byte ranges that start at line starts (:func:`split_byte_ranges`),
+count their records cheaply (:func:`count_records`, :func:`count_lines`) so
+that global row ids can be assigned by an exclusive scan, and parse them into
+a :class:`CsvBlock` (:func:`parse_range`).
+
+Conventions (see ``docs/csv.md``):
+
+- Line ends are ``\\n`` or ``\\r\\n``; a missing final newline is fine.
+- A *blank line* (empty, or only ``\\r``) is not a record: it is skipped by
+  :func:`parse_range` and not counted by :func:`count_records`, but it still
+  counts as a physical line, so line numbers are those an editor shows.
+  Every other line is one record, valid or flagged bad.
+- The quote character is ``"``; quoted fields may contain the delimiter and
+  doubled quotes ``""``. A quoted field containing a newline is unsupported
+  and raises :class:`~hpcprep.errors.DataError`.
+- Numbers follow Python's ``float()`` syntax (surrounding spaces allowed).
+  A field equal to one of ``na_values`` is missing: NaN in numeric columns,
+  ``""`` in categorical columns.
+- Bytes that are not valid UTF-8 make their line a bad record (reason
+  ``BAD_ENCODING``); the header must be valid UTF-8 (a leading BOM is skipped).
+"""
+
+from __future__ import annotations
+
+import csv as _pycsv
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..errors import DataError
+
+DEFAULT_NA_VALUES = ("", "NA", "NaN", "null", "None")
+QUOTE = '"'
+
+BAD_NONE = 0
+BAD_FIELD_COUNT = 1
+BAD_NUMBER = 2
+BAD_ENCODING = 3
+BAD_QUOTING = 4
+
+#: Text of each ``CsvBlock.bad_reason`` code.
+BAD_REASONS = {
+    BAD_NONE: "ok",
+    BAD_FIELD_COUNT: "wrong number of fields",
+    BAD_NUMBER: "unparsable number",
+    BAD_ENCODING: "bytes that are not valid UTF-8",
+    BAD_QUOTING: "malformed quoting",
+}
+
+_WINDOW = 1 << 16           # bytes read around each cut by split_byte_ranges
+_MAX_GATHER = 1 << 26       # bytes of one fixed-width column gather before falling back
+_BLOCK = 4096               # values per float conversion attempt in the fallback
+
+
+@dataclass
+class CsvBlock:
+    """The records of one byte range, in file order.
+
+    Attributes
+    ----------
+    features : ndarray of float64, shape (n, d)
+        The ``features`` columns in the order asked for; NaN where missing
+        (and for every column of a record with the wrong number of fields).
+    labels : ndarray of float64, shape (n,), or None
+        The label column (NaN where missing), None without a label.
+    weights : ndarray of float64, shape (n,), or None
+        The weight column (NaN where missing), None without a weight.
+    categorical : dict of str -> ndarray of str, shape (n,)
+        Fixed-width unicode arrays; ``""`` marks a missing value.
+    lines : ndarray of int64, shape (n,)
+        Physical line number of each record (1-based; the header is line 1).
+    bad : ndarray of bool, shape (n,)
+        True for malformed records (they are kept, so that ids can be
+        assigned by position; the caller drops them or raises).
+    bad_reason : ndarray of int8, shape (n,)
+        A code of :data:`BAD_REASONS` (``BAD_NONE`` for good records).
+    bad_column : ndarray of int32, shape (n,)
+        For ``BAD_NUMBER``: index in ``header`` of the first unparsable
+        column; -1 otherwise.
+    header : list of str
+        The file's column names (to name ``bad_column``).
+    """
+
+    features: np.ndarray
+    labels: np.ndarray | None
+    weights: np.ndarray | None
+    categorical: dict
+    lines: np.ndarray
+    bad: np.ndarray
+    bad_reason: np.ndarray
+    bad_column: np.ndarray
+    header: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.lines.shape[0])
+
+    def reason_text(self, i: int) -> str:
+        """Describe why record ``i`` is bad (``"ok"`` for a good record)."""
+        code = int(self.bad_reason[i])
+        text = BAD_REASONS[code]
+        col = int(self.bad_column[i])
+        if code == BAD_NUMBER and col >= 0:
+            text += f" in column {self.header[col]!r}"
+        return text
+
+
+# --------------------------------------------------------------------------- header
+
+def _check_delimiter(delimiter: str) -> bytes:
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or ord(delimiter) > 127:
+        raise ValueError(f"delimiter must be one ASCII character, got {delimiter!r}")
+    if delimiter in ('"', "\n", "\r"):
+        raise ValueError(f"delimiter {delimiter!r} is not allowed")
+    return delimiter.encode("ascii")
+
+
+def read_header(path, delimiter: str = ",") -> tuple[list[str], int]:
+    """Read the header line of a CSV file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV file.
+    delimiter : str
+        One ASCII character.
+
+    Returns
+    -------
+    names : list of str
+        The column names (quoted names are unquoted; a UTF-8 BOM is skipped).
+    data_start : int
+        Byte offset of the first data line (the file size for a header-only
+        file without a final newline).
+
+    Raises
+    ------
+    DataError
+        If the file is empty, its first line is blank, it is not valid UTF-8,
+        or a column name appears twice.
+    """
+    _check_delimiter(delimiter)
+    line = b""
+    with open(path, "rb") as f:
+        while True:
+            piece = f.readline(_WINDOW)
+            line += piece
+            if not piece or piece.endswith(b"\n"):
+                break
+    data_start = len(line)
+    text = line.rstrip(b"\n").rstrip(b"\r")
+    if text.startswith(b"\xef\xbb\xbf"):
+        text = text[3:]
+    if not text:
+        what = "empty file" if data_start == 0 else "the first line is blank"
+        raise DataError(f"{os.fspath(path)}: no header ({what}); a CSV file must start with a header line")
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{os.fspath(path)}, line 1 (header): bytes that are not valid UTF-8 "
+                        f"at byte {e.start}") from None
+    try:
+        names = next(_pycsv.reader([decoded], delimiter=delimiter, quotechar=QUOTE, strict=True))
+    except _pycsv.Error as e:
+        raise DataError(f"{os.fspath(path)}, line 1 (header): {e}") from None
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"{os.fspath(path)}, line 1 (header): column {name!r} appears twice")
+        seen.add(name)
+    return names, data_start
+
+
+# --------------------------------------------------------------------------- ranges
+
+def _next_line_start(f, pos: int, size: int) -> int:
+    """Smallest line start >= pos (a line start is 0 or a byte after ``\\n``)."""
+    if pos <= 0:
+        return 0
+    f.seek(pos - 1)
+    at = pos - 1
+    while at < size:
+        win = f.read(_WINDOW)
+        k = win.find(b"\n")
+        if k >= 0:
+            return at + k + 1
+        at += len(win)
+        if not win:
+            break
+    return size
+
+
+def split_byte_ranges(path, chunk_bytes: int, delimiter: str = ",") -> list[tuple[int, int]]:
+    """Cut the data part of a CSV file into byte ranges that start at line starts.
+
+    The cuts are placed every ``chunk_bytes`` bytes after the header and moved
+    forward to the next line start, reading only a small window around each
+    cut. A range may hold more than ``chunk_bytes`` bytes (a long line) and
+    ranges never hold part of a line.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV file.
+    chunk_bytes : int
+        Target size of a range in bytes (> 0).
+    delimiter : str
+        The delimiter (only used to read the header).
+
+    Returns
+    -------
+    list of (start, end)
+        Consecutive half-open byte ranges covering ``[data_start, file size)``;
+        empty for a header-only file.
+
+    Raises
+    ------
+    DataError
+        If the file has no header (see :func:`read_header`).
+    """
+    if int(chunk_bytes) <= 0:
+        raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
+    chunk_bytes = int(chunk_bytes)
+    _, data_start = read_header(path, delimiter)
+    size = os.path.getsize(path)
+    if data_start >= size:
+        return []
+    bounds = [data_start]
+    with open(path, "rb") as f:
+        cut = data_start + chunk_bytes
+        while cut < size:
+            b = _next_line_start(f, cut, size)
+            if b >= size:
+                break
+            if b > bounds[-1]:
+                bounds.append(b)
+            cut = b + chunk_bytes
+    bounds.append(size)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+# --------------------------------------------------------------------------- counting
+
+def _read_range(path, start: int, end: int) -> bytes:
+    if start < 0 or end < start:
+        raise ValueError(f"bad byte range [{start}, {end})")
+    with open(path, "rb") as f:
+        if start > 0:
+            f.seek(start - 1)
+            if f.read(1) != b"\n":
+                raise ValueError(f"{os.fspath(path)}: byte {start} is not at a line start")
+        buf = f.read(end - start)
+    if len(buf) != end - start:
+        raise ValueError(f"{os.fspath(path)}: range [{start}, {end}) is past the end of the file")
+    return buf
+
+
+def _normalize(buf: bytes) -> bytes:
+    """Append a final newline and turn CRLF into LF (byte offsets are not kept)."""
+    if buf and not buf.endswith(b"\n"):
+        buf += b"\n"
+    if b"\r" in buf:
+        buf = buf.replace(b"\r\n", b"\n")
+    return buf
+
+
+def _count_blank(nbuf: bytes) -> int:
+    if not nbuf.startswith(b"\n") and b"\n\n" not in nbuf:
+        return 0
+    nl = np.flatnonzero(np.frombuffer(nbuf, np.uint8) == 10)
+    return int(nl[0] == 0) + int(np.count_nonzero(np.diff(nl) == 1))
+
+
+def range_counts(path, start: int, end: int) -> tuple[int, int]:
+    """Count the records and the physical lines of a byte range in one read.
+
+    Returns
+    -------
+    records : int
+        What :func:`count_records` returns.
+    lines : int
+        What :func:`count_lines` returns.
+    """
+    nbuf = _normalize(_read_range(path, start, end))
+    lines = nbuf.count(b"\n")
+    return lines - _count_blank(nbuf), lines
+
+
+def count_records(path, start: int, end: int) -> int:
+    """Number of records in ``[start, end)``: the lines that are not blank.
+
+    Equals ``len(parse_range(path, start, end, ...))`` whenever that call
+    succeeds (good and bad records alike). Uses bulk byte counts, with a
+    NumPy pass only when the range has blank lines.
+    """
+    return range_counts(path, start, end)[0]
+
+
+def count_lines(path, start: int, end: int) -> int:
+    """Number of physical lines in ``[start, end)``, blank ones included.
+
+    The ``first_line`` of the next range is this range's ``first_line`` plus
+    this count.
+    """
+    return range_counts(path, start, end)[1]
+
+
+# --------------------------------------------------------------------------- parsing
+
+@dataclass
+class _Columns:
+    ncol: int
+    numeric: list  # header indices: features..., label?, weight?
+    cats: list     # header indices of categorical columns
+
+
+def _resolve_columns(path, header, features, label, categorical, weight) -> _Columns:
+    where = {name: i for i, name in enumerate(header)}
+    wanted = list(features) + ([label] if label is not None else []) \
+        + ([weight] if weight is not None else []) + list(categorical)
+    for name in wanted:
+        if name not in where:
+            raise DataError(f"{os.fspath(path)}: column {name!r} is not in the header "
+                            f"(columns: {', '.join(header)})")
+    numeric = [where[n] for n in features]
+    if label is not None:
+        numeric.append(where[label])
+    if weight is not None:
+        numeric.append(where[weight])
+    return _Columns(len(header), numeric, [where[n] for n in categorical])
+
+
+def _to_float(col: np.ndarray, na: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Convert a string array (S or U) to float64; return (values, unparsable mask)."""
+    n = col.shape[0]
+    missing = np.isin(col, na)
+    if missing.any():
+        if col.dtype.itemsize // (4 if col.dtype.kind == "U" else 1) < 3:
+            col = col.astype(f"{col.dtype.kind}3")
+        else:
+            col = col.copy()
+        col[missing] = "nan" if col.dtype.kind == "U" else b"nan"
+    try:
+        return col.astype(np.float64), np.zeros(n, bool)
+    except ValueError:
+        pass
+    # Some value is unparsable: convert block-wise, element-wise only in failing blocks.
+    out = np.empty(n, np.float64)
+    bad = np.zeros(n, bool)
+    for s in range(0, n, _BLOCK):
+        part = col[s:s + _BLOCK]
+        try:
+            out[s:s + _BLOCK] = part.astype(np.float64)
+            continue
+        except ValueError:
+            pass
+        for k, x in enumerate(part.tolist()):
+            try:
+                out[s + k] = float(x)
+            except ValueError:
+                out[s + k] = np.nan
+                bad[s + k] = True
+    return out, bad
+
+
+def _to_str(col: np.ndarray, na: np.ndarray) -> np.ndarray:
+    """Convert a string array (S or U) to unicode with ``""`` for missing values."""
+    if col.dtype.kind == "S":
+        if col.size and col.view(np.uint8).max(initial=0) >= 128:
+            col = np.char.decode(col, "utf-8")
+        else:
+            col = col.astype(f"U{max(col.dtype.itemsize, 1)}")
+    missing = np.isin(col, na)
+    if missing.any():
+        col = col.copy()
+        col[missing] = ""
+    return col
+
+
+def _gather(a: np.ndarray, pad: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Fields ``a[starts[i]:ends[i]]`` as a fixed-width bytes array."""
+    lens = ends - starts
+    w = max(int(lens.max(initial=0)), 1)
+    if w * starts.shape[0] > _MAX_GATHER or w > pad.shape[0] - a.shape[0]:
+        buf = a.tobytes()
+        return np.array([buf[s:e] for s, e in zip(starts.tolist(), ends.tolist())], dtype=f"S{w}")
+    win = sliding_window_view(pad, w)[starts]
+    win[np.arange(w) >= lens[:, None]] = 0
+    return win.view(f"S{w}").ravel()
+
+
+class _Builder:
+    """Output arrays of one block, filled by the fast and the slow path."""
+
+    def __init__(self, n: int, cols: _Columns):
+        self.values = np.full((n, len(cols.numeric)), np.nan)
+        self.cats = [np.zeros(n, "U1") for _ in cols.cats]
+        self.reason = np.zeros(n, np.int8)
+        self.bad_column = np.full(n, -1, np.int32)
+        self.cols = cols
+
+    def put(self, rows: np.ndarray, numeric: list, cats: list, na_s, na_u):
+        """Store converted columns for ``rows`` (string arrays, one per column)."""
+        first_bad = np.full(rows.shape[0], np.iinfo(np.int32).max, np.int64)
+        for j, (hidx, raw) in enumerate(zip(self.cols.numeric, numeric)):
+            vals, bad = _to_float(raw, na_u if raw.dtype.kind == "U" else na_s)
+            self.values[rows, j] = vals
+            if bad.any():
+                first_bad[bad] = np.minimum(first_bad[bad], hidx)
+        for j, raw in enumerate(cats):
+            s = _to_str(raw, na_u)
+            if s.dtype.itemsize > self.cats[j].dtype.itemsize:
+                self.cats[j] = self.cats[j].astype(s.dtype)
+            self.cats[j][rows] = s
+        hit = first_bad != np.iinfo(np.int32).max
+        if hit.any():
+            self.reason[rows[hit]] = BAD_NUMBER
+            self.bad_column[rows[hit]] = first_bad[hit]
+
+
+def parse_range(path, start: int, end: int, *, header, features, label=None,
+                categorical=(), weight=None, delimiter: str = ",",
+                na_values=DEFAULT_NA_VALUES, first_line: int) -> CsvBlock:
+    """Parse the records of ``[start, end)`` into arrays.
+
+    Lines without a quote character are split and converted with bulk NumPy
+    operations (field boundaries from byte searches, one ``astype`` per
+    column); only lines holding a ``"`` go through Python's ``csv`` module.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV file.
+    start, end : int
+        A byte range starting at a line start (e.g. from
+        :func:`split_byte_ranges`).
+    header : list of str
+        The column names (from :func:`read_header`).
+    features : list of str
+        Numeric feature columns, in output order.
+    label, weight : str or None
+        Numeric label and weight columns.
+    categorical : sequence of str
+        Columns kept as strings.
+    delimiter : str
+        One ASCII character.
+    na_values : sequence of str
+        Field values that mean "missing" (compared exactly, no stripping).
+    first_line : int
+        Physical line number of the range's first line (2 for the first data
+        line; add :func:`count_lines` of the previous ranges).
+
+    Returns
+    -------
+    CsvBlock
+        One entry per non-blank line, bad records included and flagged.
+
+    Raises
+    ------
+    DataError
+        If a configured column is not in ``header``, or a quoted field holds a
+        newline (unsupported); the message names the file and the line.
+    """
+    dbyte = _check_delimiter(delimiter)
+    cols = _resolve_columns(path, header, features, label, categorical, weight)
+    na_u = np.array(list(na_values), dtype=str) if len(na_values) else np.array([], "U1")
+    na_s = np.array([v.encode("utf-8") for v in na_values], dtype="S") if len(na_values) \
+        else np.array([], "S1")
+    buf = _normalize(_read_range(path, start, end))
+
+    a = np.frombuffer(buf, np.uint8)
+    is_nl = a == 10
+    nl = np.flatnonzero(is_nl)
+    line_start = np.empty_like(nl)
+    if nl.size:
+        line_start[0] = 0
+        line_start[1:] = nl[:-1] + 1
+    nonblank = nl != line_start
+    rec_line = np.flatnonzero(nonblank)           # record k lives on line rec_line[k]
+    n = rec_line.shape[0]
+    lines = first_line + rec_line.astype(np.int64)
+    out = _Builder(n, cols)
+    line_to_rec = np.full(nl.shape[0], -1, np.int64)
+    line_to_rec[rec_line] = np.arange(n)
+
+    # Lines that take the slow path or are flagged before splitting.
+    special = np.zeros(nl.shape[0], bool)
+    try:
+        buf.decode("utf-8")
+    except UnicodeDecodeError:
+        for i, (s, e) in enumerate(zip(line_start.tolist(), nl.tolist())):
+            try:
+                buf[s:e].decode("utf-8")
+            except UnicodeDecodeError:
+                special[i] = True
+                out.reason[line_to_rec[i]] = BAD_ENCODING
+    quoted = np.zeros(nl.shape[0], bool)
+    if b'"' in buf:
+        qline = np.searchsorted(nl, np.flatnonzero(a == 34))
+        quoted[qline] = True
+        quoted &= ~special
+        special |= quoted
+
+    is_d = a == dbyte[0]
+    dpos = np.flatnonzero(is_d)
+    per_line = np.diff(np.searchsorted(dpos, nl), prepend=0)
+    fast = nonblank & ~special
+    wrong = fast & (per_line != cols.ncol - 1)
+    out.reason[line_to_rec[wrong]] = BAD_FIELD_COUNT
+    fast &= ~wrong
+
+    if fast.any():
+        ends = np.flatnonzero(is_d | is_nl)
+        starts = np.empty_like(ends)
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+        if not fast.all():
+            keep = np.repeat(fast, per_line + 1)
+            starts, ends = starts[keep], ends[keep]
+        starts = starts.reshape(-1, cols.ncol)
+        ends = ends.reshape(-1, cols.ncol)
+        used = cols.numeric + cols.cats
+        width = int((ends[:, used] - starts[:, used]).max(initial=0)) + 1
+        pad = np.concatenate([a, np.zeros(min(width, 1 << 12), np.uint8)])
+        numeric = [_gather(a, pad, starts[:, h], ends[:, h]) for h in cols.numeric]
+        cats = [_gather(a, pad, starts[:, h], ends[:, h]) for h in cols.cats]
+        out.put(line_to_rec[fast], numeric, cats, na_s, na_u)
+
+    if quoted.any():
+        _parse_quoted(path, buf, line_start, nl, np.flatnonzero(quoted), line_to_rec,
+                      first_line, cols, delimiter, out, na_s, na_u)
+
+    values = out.values
+    nf = len(features)
+    labels = values[:, nf] if label is not None else None
+    weights = values[:, nf + (label is not None)] if weight is not None else None
+    return CsvBlock(
+        features=np.ascontiguousarray(values[:, :nf]),
+        labels=None if labels is None else np.ascontiguousarray(labels),
+        weights=None if weights is None else np.ascontiguousarray(weights),
+        categorical={name: c for name, c in zip(categorical, out.cats)},
+        lines=lines,
+        bad=out.reason != BAD_NONE,
+        bad_reason=out.reason,
+        bad_column=out.bad_column,
+        header=list(header),
+    )
+
+
+def _parse_quoted(path, buf, line_start, nl, qlines, line_to_rec, first_line, cols,
+                  delimiter, out: _Builder, na_s, na_u):
+    """Parse lines holding a quote character with Python's csv module."""
+    texts = [buf[s:e].decode("utf-8") + "\n"
+             for s, e in zip(line_start[qlines].tolist(), nl[qlines].tolist())]
+    reader = _pycsv.reader(iter(texts), delimiter=delimiter, quotechar=QUOTE, doublequote=True)
+    good_rows, numeric, cats = [], [[] for _ in cols.numeric], [[] for _ in cols.cats]
+    consumed = 0
+    while consumed < len(texts):
+        k = consumed
+        rec = line_to_rec[qlines[k]]
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except _pycsv.Error:
+            out.reason[rec] = BAD_QUOTING
+            consumed = reader.line_num
+            continue
+        consumed = reader.line_num
+        if consumed - k > 1 or any("\n" in x for x in fields):
+            raise DataError(f"{os.fspath(path)}, line {first_line + int(qlines[k])}: a quoted field "
+                            "contains a newline (or its closing quote is missing); quoted newlines "
+                            "are not supported")
+        if len(fields) != cols.ncol:
+            out.reason[rec] = BAD_FIELD_COUNT
+            continue
+        good_rows.append(rec)
+        for j, h in enumerate(cols.numeric):
+            numeric[j].append(fields[h])
+        for j, h in enumerate(cols.cats):
+            cats[j].append(fields[h])
+    if good_rows:
+        def arr(values):
+            return np.array(values, dtype=str) if values else np.array([], "U1")
+        out.put(np.array(good_rows, np.int64), [arr(v) for v in numeric],
+                [arr(v) for v in cats], na_s, na_u)
+
+
+def first_bad_error(block: CsvBlock, path) -> DataError | None:
+    """The error to raise for ``on_bad_row = "error"``: the first bad record.
+
+    Returns
+    -------
+    DataError or None
+        Names the file, the line and (for unparsable numbers) the column;
+        None if the block has no bad record.
+    """
+    hits = np.flatnonzero(block.bad)
+    if hits.size == 0:
+        return None
+    i = int(hits[0])
+    msg = f"{os.fspath(path)}, line {int(block.lines[i])}: {block.reason_text(i)}"
+    if block.bad_reason[i] == BAD_FIELD_COUNT:
+        msg += f" (the header has {len(block.header)})"
+    more = hits.size - 1
+    if more:
+        msg += f"; {more} more bad record{'s' if more > 1 else ''} in this range"
+    return DataError(msg + ' (set on_bad_row = "drop" to drop and count them)')
