@@ -1,0 +1,95 @@
+"""CuPy kernels of the GPU path, compiled lazily on first use.
+
+Nothing here imports CuPy at module import: each getter imports it, builds the
+kernel once (``functools.cache``) and returns it. CuPy then compiles the CUDA
+source with NVRTC on the first launch and caches the binary on disk.
+
+The kernels use only integer arithmetic, IEEE double ``+ - /`` (correctly
+rounded on the GPU as on the CPU; no product is followed by a sum, so no fused
+multiply-add can change a result) and a double to float conversion (round to
+nearest even). Each therefore computes bit for bit what its NumPy twin in the
+sibling modules computes.
+"""
+
+import functools
+
+#: SplitMix64 finalizer as a CUDA device function (same constants as
+#: :func:`hpcprep.kernels.hashing.splitmix64`).
+SPLITMIX64_CUDA = r"""
+__device__ __forceinline__ unsigned long long hpcprep_splitmix64(unsigned long long x) {
+    unsigned long long z = x + 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+"""
+
+#: Body of the keyed hash: ``splitmix64(uint64(id) ^ base)``. A signed id is
+#: converted to uint64 modulo 2**64, as NumPy's ``astype(uint64)`` does.
+KEYED_HASH_BODY = "key = hpcprep_splitmix64(((unsigned long long) id) ^ base);"
+
+#: Row hash: one thread per row folds the row's 64-bit words into the state.
+ROW_HASH_SOURCE = SPLITMIX64_CUDA + r"""
+extern "C" __global__ void hpcprep_row_hash(
+        const unsigned long long* __restrict__ words,
+        const unsigned long long* __restrict__ h0,
+        unsigned long long* __restrict__ out,
+        const long long n_rows, const long long n_words) {
+    long long i = (long long) blockIdx.x * blockDim.x + threadIdx.x;
+    const long long stride = (long long) gridDim.x * blockDim.x;
+    for (; i < n_rows; i += stride) {
+        unsigned long long z = h0[i];
+        const unsigned long long* w = words + i * n_words;
+        for (long long j = 0; j < n_words; ++j) {
+            z = hpcprep_splitmix64(z ^ w[j]);
+        }
+        out[i] = z;
+    }
+}
+"""
+
+#: Fused ``(x - mean) / scale``, optionally clipped, in double, then cast.
+#: The comparisons (not fmin/fmax) keep NaN as NaN, as ``numpy.clip`` does.
+SCALE_CLIP_BODY = r"""
+double v = ((double) x - mean) / scale;
+if (clip) {
+    v = (v < lo) ? lo : ((v > hi) ? hi : v);
+}
+y = (Y) v;
+"""
+
+
+@functools.cache
+def keyed_hash_kernel():
+    """ElementwiseKernel ``(T id, uint64 base) -> uint64 key``."""
+    import cupy
+
+    return cupy.ElementwiseKernel(
+        "T id, uint64 base", "uint64 key", KEYED_HASH_BODY,
+        "hpcprep_keyed_hash", preamble=SPLITMIX64_CUDA)
+
+
+@functools.cache
+def row_hash_kernel():
+    """RawKernel ``hpcprep_row_hash(words, h0, out, n_rows, n_words)``."""
+    import cupy
+
+    return cupy.RawKernel(ROW_HASH_SOURCE, "hpcprep_row_hash")
+
+
+@functools.cache
+def scale_clip_kernel():
+    """ElementwiseKernel ``(T x, float64 mean, float64 scale, float64 lo, float64 hi, bool clip) -> Y y``."""
+    import cupy
+
+    return cupy.ElementwiseKernel(
+        "T x, float64 mean, float64 scale, float64 lo, float64 hi, bool clip", "Y y",
+        SCALE_CLIP_BODY, "hpcprep_scale_clip")
+
+
+def launch_1d(kernel, n: int, args, threads: int = 256):
+    """Launch a grid-stride RawKernel over ``n`` items (no launch for ``n == 0``)."""
+    if n == 0:
+        return
+    blocks = min((n + threads - 1) // threads, 65535)
+    kernel((blocks,), (threads,), args)
