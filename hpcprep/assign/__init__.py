@@ -1,0 +1,22 @@
+"""The assignment program (DESIGN §4): who does how much, and by when.
+
+Rank 0 gathers the workers' measurements, solves a DPP cvxpy program (or the
+exact water-filling closed form where it applies), rounds the shares to whole
+units and broadcasts the plan. See docs/assign.md.
+"""
+
+from .closed_form import water_fill, water_level
+from .collective import WorkerReport, gather_and_plan
+from .feasibility import check_feasible
+from .helpers import batch_sizes, contiguous_chunk_ranges, rows_by_speed
+from .plan import Plan
+from .problem import AssignError, AssignProblem, problem_from_table
+from .program import AssignmentProgram, Structure, accuracy_loss
+from .solve import Planner, proportional_plan, solve_problem
+
+__all__ = [
+    "AssignError", "AssignProblem", "AssignmentProgram", "Plan", "Planner", "Structure", "WorkerReport",
+    "accuracy_loss", "batch_sizes", "check_feasible", "contiguous_chunk_ranges", "gather_and_plan",
+    "problem_from_table", "proportional_plan", "rows_by_speed", "solve_problem", "water_fill",
+    "water_level",
+]

@@ -1,0 +1,142 @@
+"""Small NumPy-in, NumPy-out helpers the pipeline and the trainer call.
+
+Each is the pure-makespan plan (water-filling, :mod:`.closed_form`) rounded to
+whole units; no cvxpy, so they are cheap enough to call on every rank.
+"""
+
+import numpy as np
+
+from ..errors import ConfigError
+from .closed_form import water_fill
+from .rounding import bounded_largest_remainder
+
+
+def _speeds(speeds, name="speeds") -> np.ndarray:
+    s = np.atleast_1d(np.asarray(speeds, dtype=np.float64))
+    if s.ndim != 1 or s.size == 0 or not np.all(np.isfinite(s)) or not np.all(s > 0):
+        raise ConfigError(f"{name} must be a non-empty list of finite numbers > 0, got {s.tolist()}")
+    return s
+
+
+def rows_by_speed(total_rows: int, speeds, overheads=None, memory_caps=None) -> np.ndarray:
+    """Whole rows per worker that minimize the makespan.
+
+    Water-filling (every working worker finishes at the same time, given its
+    speed and overhead) followed by largest remainder within the memory caps.
+
+    Parameters
+    ----------
+    total_rows : int
+        Rows to place (>= 0).
+    speeds : array of float, shape (n,)
+        Rows per second of each worker (> 0).
+    overheads : array of float, shape (n,), optional
+        Seconds before each worker's first row (default 0).
+    memory_caps : array of float, shape (n,), optional
+        Most rows each worker may hold (default: none).
+
+    Returns
+    -------
+    array of int64, shape (n,)
+        Sums exactly to ``total_rows``; equal speeds give an equal split
+        (differing by at most one row, extra rows to the lowest ranks).
+
+    Raises
+    ------
+    AssignError
+        When the memory caps hold fewer than ``total_rows`` rows.
+
+    Examples
+    --------
+    >>> rows_by_speed(10, [1.0, 1.0, 2.0]).tolist()
+    [3, 2, 5]
+    """
+    s = _speeds(speeds)
+    total_rows = int(total_rows)
+    if total_rows < 0:
+        raise ConfigError(f"total_rows must be >= 0, got {total_rows}")
+    c = None if overheads is None else np.broadcast_to(np.asarray(overheads, dtype=np.float64), s.shape)
+    caps = (np.full(s.size, total_rows, dtype=np.int64) if memory_caps is None else
+            np.floor(np.minimum(np.broadcast_to(np.asarray(memory_caps, dtype=np.float64), s.shape),
+                                total_rows)).astype(np.int64))
+    loads, _ = water_fill(float(total_rows), s, c, caps.astype(np.float64))
+    return bounded_largest_remainder(loads, total_rows, np.zeros(s.size, dtype=np.int64), caps)
+
+
+def contiguous_chunk_ranges(chunk_sizes, speeds, overheads=None) -> list[tuple[int, int]]:
+    """Split an ordered list of chunks into one contiguous range per worker.
+
+    The real-valued plan (water-filling) gives worker ``k`` the cumulative row
+    target ``G_k = sum_{i<=k} rows_i``; worker ``k``'s range ends at the chunk
+    boundary nearest to ``G_k`` (ties to the lower boundary), so every worker's
+    rows are within one chunk of its plan at each end.
+
+    Parameters
+    ----------
+    chunk_sizes : array of int, shape (N,)
+        Rows in each chunk, in input order.
+    speeds : array of float, shape (n,)
+        Rows per second of each worker, in rank order.
+    overheads : array of float, shape (n,), optional
+        Seconds before each worker's first row.
+
+    Returns
+    -------
+    list of (start, stop)
+        Half-open chunk index ranges, one per worker, in order, covering
+        ``0..N`` without gaps (a range may be empty).
+
+    Examples
+    --------
+    >>> contiguous_chunk_ranges([100] * 10, [1, 1, 1, 1])
+    [(0, 2), (2, 5), (5, 7), (7, 10)]
+    """
+    s = _speeds(speeds)
+    sizes = np.asarray(chunk_sizes, dtype=np.int64)
+    if sizes.ndim != 1 or np.any(sizes < 0):
+        raise ConfigError("chunk_sizes must be a list of integers >= 0")
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    total = int(bounds[-1])
+    if total == 0:
+        stops = np.full(s.size, sizes.size)
+        stops[:-1] = 0
+    else:
+        c = None if overheads is None else np.broadcast_to(np.asarray(overheads, dtype=np.float64), s.shape)
+        loads, _ = water_fill(float(total), s, c)
+        goals = np.cumsum(loads)[:-1]
+        right = np.clip(np.searchsorted(bounds, goals, side="left"), 1, sizes.size)
+        left = right - 1
+        nearer_left = (goals - bounds[left]) <= (bounds[right] - goals)
+        stops = np.where(nearer_left, left, right)
+        stops = np.maximum.accumulate(np.concatenate([stops, [sizes.size]]))
+    starts = np.concatenate([[0], stops[:-1]])
+    return [(int(a), int(b)) for a, b in zip(starts, stops)]
+
+
+def batch_sizes(global_batch: int, seconds_per_sample, overheads=None, max_per_rank=None) -> np.ndarray:
+    """Per-rank batch sizes for one training step (worker-adaptive batching).
+
+    Parameters
+    ----------
+    global_batch : int
+        Samples per step over all ranks.
+    seconds_per_sample : array of float, shape (n,)
+        Measured compute time per sample on each rank (> 0).
+    overheads : array of float, shape (n,), optional
+        Fixed seconds per step on each rank (e.g. launch latency).
+    max_per_rank : array of int, shape (n,), optional
+        Most samples a rank fits in memory per step.
+
+    Returns
+    -------
+    array of int64, shape (n,)
+        Sums exactly to ``global_batch``. Weight each rank's gradient by its
+        batch size in the allreduce to get the exact full-batch gradient.
+
+    Examples
+    --------
+    >>> batch_sizes(100, [0.01, 0.01, 0.02]).tolist()
+    [40, 40, 20]
+    """
+    per_sample = _speeds(seconds_per_sample, "seconds_per_sample")
+    return rows_by_speed(global_batch, 1.0 / per_sample, overheads, max_per_rank)

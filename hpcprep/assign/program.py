@@ -1,0 +1,191 @@
+"""The assignment program of DESIGN §4, built once as a DPP cvxpy problem.
+
+Variables (tasks in deadline order, times divided by a reference time ``tau`` so
+that the solver sees numbers near 1):
+
+- ``Z[i, j]``: cumulative seconds worker ``i`` spends on tasks ``0..j``;
+  ``Y = diff(Z)`` (per-task seconds) must be ``>= 0``;
+- ``T``: the makespan; ``f[j]``: kept fraction of task ``j`` (only when some
+  task may be subsampled, else the constant 1).
+
+Constraints, with the Parameters in brackets:
+
+- finish times ``[c_i] + Z[i, m-1] <= T``;
+- task totals ``sum_i [s_i] * Y[i, j] == [W_j] * f_j`` (units);
+- memory caps ``Z[i, m-1] <= [M_i / s_i]`` (only when some worker has a cap);
+- deadlines ``Z[i, j] <= [R_ij]`` for each task with a deadline, where
+  ``R_ij = floor(s_i * max(D_j - c_i, 0)) / s_i`` is the time of the whole units
+  worker ``i`` can finish by ``D_j``. A worker whose overhead alone passes
+  ``D_j`` gets ``R_ij = 0``: none of the tasks due by then. Rounding to whole
+  units keeps every deadline (see :mod:`.rounding`).
+- ``f_min_j <= f_j <= 1``.
+
+Objective ``[w1] * T + [w3] * (T - mean_i t_i) + sum_j [u_j] * loss(f_j)`` with
+``u_j = w2 * v_j`` and the learning-curve loss of :func:`accuracy_loss` (the idle
+term's constant ``mean_i c_i`` is added back when the plan is reported).
+
+Every product is Parameter x parameter-free expression, so the problem is DPP:
+new speeds, overheads, caps, deadlines or weights re-solve without
+re-canonicalizing. The *structure* (sizes, number of deadline tasks, whether
+caps and subsampling exist, ``beta``) is fixed at build time.
+"""
+
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+
+from .problem import AssignProblem
+
+
+def accuracy_loss(f, beta: float):
+    """Learning-curve loss of keeping a fraction ``f`` of a task's data.
+
+    ``loss(f) = (f**-beta - 1) / beta`` (``-log f`` for ``beta = 0``): zero at
+    ``f = 1``, convex and decreasing, so ``-loss`` is a concave accuracy. It is
+    the power-law learning curve ``err(n) = a + b * n**-beta`` relative to its
+    value on the whole task, in units of ``b * n_full**-beta``; empirical
+    exponents are 0.07-0.5 (Hestness et al., 2017), default 0.3.
+
+    Parameters
+    ----------
+    f : float, array or cvxpy expression
+        Kept fraction(s), > 0.
+    beta : float
+        Exponent, >= 0.
+    """
+    if isinstance(f, cp.Expression):
+        if beta == 0:
+            return -cp.log(f)
+        return (cp.power(f, -beta, approx=False) - 1) / beta
+    f = np.asarray(f, dtype=np.float64)
+    return -np.log(f) if beta == 0 else (f ** -beta - 1) / beta
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What fixes the shape of the program; equal structures share one build."""
+
+    n_workers: int
+    n_tasks: int
+    n_deadlines: int
+    has_caps: bool
+    variable_fraction: bool
+    beta: float
+
+    @classmethod
+    def of(cls, problem: AssignProblem) -> "Structure":
+        return cls(problem.n_workers, problem.n_tasks, int(np.isfinite(problem.deadlines).sum()),
+                   problem.has_memory_caps, problem.variable_fraction,
+                   float(problem.beta) if problem.variable_fraction else 0.0)
+
+
+class AssignmentProgram:
+    """The DPP program for one :class:`Structure`; :meth:`solve` fills its Parameters.
+
+    Parameters
+    ----------
+    structure : Structure
+    """
+
+    def __init__(self, structure: Structure):
+        self.structure = st = structure
+        n, m, k = st.n_workers, st.n_tasks, st.n_deadlines
+        self.speed = cp.Parameter((n, 1), nonneg=True, name="speed")        # s_i * tau / W_scale
+        self.overhead = cp.Parameter(n, nonneg=True, name="overhead")       # c_i / tau
+        self.units = cp.Parameter(m, nonneg=True, name="units")             # W_j / W_scale
+        self.w_makespan = cp.Parameter(nonneg=True, name="w_makespan")
+        self.w_idle = cp.Parameter(nonneg=True, name="w_idle")
+        self.Z = cp.Variable((n, m), name="Z")
+        self.T = cp.Variable(name="T")
+        Y = cp.hstack([self.Z[:, :1], self.Z[:, 1:] - self.Z[:, :-1]]) if m > 1 else self.Z
+        busy = self.Z[:, m - 1]
+        if st.variable_fraction:
+            self.fraction = cp.Variable(m, name="f")
+            self.min_fraction = cp.Parameter(m, nonneg=True, name="f_min")
+            self.value = cp.Parameter(m, nonneg=True, name="u")             # w2 * v_j / tau
+            kept = cp.multiply(self.units, self.fraction)
+        else:
+            self.fraction = None
+            kept = self.units
+        constraints = [
+            Y >= 0,
+            self.overhead + busy <= self.T,
+            cp.sum(cp.multiply(self.speed, Y), axis=0) == kept,
+        ]
+        if st.variable_fraction:
+            constraints += [self.fraction >= self.min_fraction, self.fraction <= 1]
+        if st.has_caps:
+            self.cap_time = cp.Parameter(n, nonneg=True, name="cap_time")   # M_i / s_i / tau
+            constraints.append(busy <= self.cap_time)
+        if k:
+            self.deadline_time = cp.Parameter((n, k), nonneg=True, name="R")  # R_ij / tau
+            constraints.append(self.Z[:, :k] <= self.deadline_time)
+        objective = self.w_makespan * self.T + self.w_idle * (self.T - cp.sum(busy) / n)
+        if st.variable_fraction:
+            objective = objective + self.value @ accuracy_loss(self.fraction, st.beta)
+        self.problem = cp.Problem(cp.Minimize(objective), constraints)
+        self.solves = 0
+
+    def is_dpp(self) -> bool:
+        """Whether the built problem follows the DPP rules (it always should)."""
+        return self.problem.is_dpp()
+
+    def solve(self, problem: AssignProblem, solver: str = "CLARABEL", **solver_options) -> dict:
+        """Set the Parameters from ``problem`` and solve.
+
+        Parameters
+        ----------
+        problem : AssignProblem
+            Must have this program's structure.
+        solver : str
+            A cvxpy solver name.
+
+        Returns
+        -------
+        dict
+            ``status``, ``units`` (real units per worker and task, original task
+            order, shape (n, m)), ``fraction`` (m,), ``makespan`` (s),
+            ``compile_time``, ``solve_time`` (s, from cvxpy's stats when given).
+        """
+        st = self.structure
+        if Structure.of(problem) != st:
+            raise ValueError(f"problem structure {Structure.of(problem)} != program structure {st}")
+        order = problem.deadline_order()
+        s, c = problem.speeds, problem.overheads
+        units = problem.task_units[order].astype(np.float64)
+        w_scale = max(float(units.max()), 1.0)
+        tau = float(c.max()) + max(float(units.sum()), 1.0) / float(s.sum())
+        self.speed.value = (s * tau / w_scale)[:, None]
+        self.overhead.value = c / tau
+        self.units.value = units / w_scale
+        self.w_makespan.value = float(problem.w_makespan)
+        self.w_idle.value = float(problem.w_idle)
+        if st.variable_fraction:
+            self.min_fraction.value = problem.min_fractions[order]
+            self.value.value = problem.w_accuracy * problem.values[order] / tau
+        if st.has_caps:
+            caps = np.minimum(problem.unit_caps().astype(np.float64), units.sum())
+            self.cap_time.value = caps / s / tau
+        if st.n_deadlines:
+            deadlines = problem.deadlines[order][: st.n_deadlines]
+            whole = np.floor(s[:, None] * np.maximum(deadlines[None, :] - c[:, None], 0.0) + 1e-9)
+            self.deadline_time.value = whole / s[:, None] / tau
+        self.problem.solve(solver=solver, **solver_options)
+        self.solves += 1
+        stats = self.problem.solver_stats
+        out = {"status": self.problem.status, "units": None, "fraction": None, "makespan": None,
+               "compile_time": getattr(self.problem, "compilation_time", None),
+               "solve_time": stats.solve_time if stats is not None else None}
+        if self.Z.value is None:
+            return out
+        Z = np.maximum(self.Z.value, 0.0)
+        Y = np.diff(np.concatenate([np.zeros((st.n_workers, 1)), Z], axis=1), axis=1)
+        x = np.maximum(Y, 0.0) * tau * s[:, None]              # units per worker, deadline order
+        frac = np.ones(st.n_tasks) if self.fraction is None else np.clip(self.fraction.value, 0, 1)
+        x_orig = np.empty_like(x)
+        x_orig[:, order] = x
+        f_orig = np.empty_like(frac)
+        f_orig[order] = frac
+        out.update(units=x_orig, fraction=f_orig, makespan=float(self.T.value) * tau)
+        return out

@@ -1,0 +1,161 @@
+"""Whole units from real shares: largest remainder on cumulative sums.
+
+The solver returns real units ``x[i, j]``. A plan needs integers that keep each
+task's total exact, every memory cap and every deadline. Rounding each task on
+its own can break a cumulative deadline (worker ``i`` rounded up on several
+early tasks), so we round the *cumulative* sums ``X[i, j] = sum_{k<=j} x[i, k]``
+in deadline order, column by column, and difference them:
+
+- column ``j`` must sum to ``S_j`` (the kept units of tasks ``0..j``);
+- it stays within ``[Y[i, j-1], U[i, j]]``: no negative units, and ``U`` is the
+  whole units worker ``i`` can finish by ``D_j`` within its memory cap;
+- inside those bounds it is the largest-remainder rounding of ``X[:, j]``.
+
+``U`` grows with ``j`` and ``S_j <= sum_i U[i, j]`` holds for every ``j`` once
+:func:`.feasibility.check_feasible` passed, so every column has a solution and
+the rounded plan meets every deadline and cap exactly.
+"""
+
+import numpy as np
+
+from .problem import AssignError, AssignProblem
+
+
+def bounded_largest_remainder(target, total: int, lower, upper) -> np.ndarray:
+    """Integers near ``target`` within ``[lower, upper]`` that sum to ``total``.
+
+    Start from ``clip(floor(target), lower, upper)``, then add one unit at a time
+    to the largest remainders ``target - y`` (or take one from the smallest)
+    among those with room.
+
+    Parameters
+    ----------
+    target : array of float, shape (n,)
+    total : int
+    lower, upper : array of int, shape (n,)
+
+    Returns
+    -------
+    array of int64, shape (n,)
+
+    Raises
+    ------
+    AssignError
+        When ``sum(lower) > total`` or ``sum(upper) < total``.
+    """
+    target = np.asarray(target, dtype=np.float64)
+    lower = np.asarray(lower, dtype=np.int64)
+    upper = np.asarray(upper, dtype=np.int64)
+    if lower.sum() > total or upper.sum() < total:
+        raise AssignError(f"cannot place {total} whole units within bounds summing to "
+                          f"{lower.sum()}..{upper.sum()}")
+    y = np.clip(np.floor(target + 1e-9).astype(np.int64), lower, upper)
+    deficit = int(total - y.sum())
+    while deficit != 0:
+        step = 1 if deficit > 0 else -1
+        room = (upper - y) if step > 0 else (y - lower)
+        candidates = np.flatnonzero(room > 0)
+        remainder = target[candidates] - y[candidates]
+        # stable sort: ties go to the lower index, so every rank computes the same plan
+        ranked = candidates[np.argsort(-remainder * step, kind="stable")]
+        chosen = ranked[: abs(deficit)]
+        y[chosen] += step
+        deficit -= step * chosen.size
+    return y
+
+
+def cumulative_upper_bounds(problem: AssignProblem, order, use_deadlines: bool = True) -> np.ndarray:
+    """Most whole units worker ``i`` may have done after task ``order[j]``.
+
+    Parameters
+    ----------
+    problem : AssignProblem
+    order : array of int
+        Task order (deadline order).
+    use_deadlines : bool
+        False ignores deadlines (the proportional fallback).
+
+    Returns
+    -------
+    array of int64, shape (n, m)
+        ``min(floor(s_i * max(D_j - c_i, 0)), floor(M_i))``, non-decreasing in ``j``.
+    """
+    caps = problem.unit_caps()
+    n, m = problem.n_workers, problem.n_tasks
+    bounds = np.broadcast_to(caps[:, None], (n, m)).copy()
+    if use_deadlines:
+        deadlines = problem.deadlines[order]
+        finite = np.isfinite(deadlines)
+        if finite.any():
+            slack = np.maximum(deadlines[None, finite] - problem.overheads[:, None], 0.0)
+            whole = np.floor(problem.speeds[:, None] * slack + 1e-9)
+            bounds[:, finite] = np.minimum(bounds[:, finite], np.minimum(whole, caps[:, None]))
+    return bounds
+
+
+def round_plan(units_real, kept_units, problem: AssignProblem, use_deadlines: bool = True) -> np.ndarray:
+    """Round real units per worker and task to whole units.
+
+    Parameters
+    ----------
+    units_real : array of float, shape (n, m)
+        Real units from the solver or the closed form (original task order).
+    kept_units : array of int, shape (m,)
+        Whole units of each task to place (task totals to keep exactly).
+    problem : AssignProblem
+    use_deadlines : bool
+        False rounds within memory caps only.
+
+    Returns
+    -------
+    array of int64, shape (n, m)
+        Whole units, ``sum(axis=0) == kept_units``, within every cap and, with
+        ``use_deadlines``, every deadline.
+    """
+    order = problem.deadline_order() if use_deadlines else np.arange(problem.n_tasks)
+    x = np.asarray(units_real, dtype=np.float64)[:, order]
+    kept = np.asarray(kept_units, dtype=np.int64)[order]
+    upper = cumulative_upper_bounds(problem, order, use_deadlines)
+    X = np.cumsum(x, axis=1)
+    S = np.cumsum(kept)
+    Y = np.zeros_like(upper)
+    previous = np.zeros(problem.n_workers, dtype=np.int64)
+    for j in range(problem.n_tasks):
+        target = X[:, j]
+        if target.sum() > 0:
+            target = target * (S[j] / target.sum())   # remove the solver's last error
+        Y[:, j] = bounded_largest_remainder(target, int(S[j]), previous, upper[:, j])
+        previous = Y[:, j]
+    y = np.diff(np.concatenate([np.zeros((problem.n_workers, 1), dtype=np.int64), Y], axis=1), axis=1)
+    out = np.empty_like(y)
+    out[:, order] = y
+    return out
+
+
+def kept_whole_units(fraction, problem: AssignProblem, use_deadlines: bool = True) -> np.ndarray:
+    """Whole units to keep per task from real kept fractions.
+
+    ``floor(f_j * W_j)``, at least ``ceil(f_min_j * W_j)``; then, in deadline order,
+    units are taken back from the latest tasks above their minimum wherever the
+    tasks due by some deadline would not fit in whole units.
+
+    Returns
+    -------
+    array of int64, shape (m,)
+    """
+    W = problem.task_units
+    minimum = problem.min_units()
+    kept = np.clip(np.floor(np.asarray(fraction) * W + 1e-6).astype(np.int64), minimum, W)
+    order = problem.deadline_order() if use_deadlines else np.arange(problem.n_tasks)
+    capacity = cumulative_upper_bounds(problem, order, use_deadlines).sum(axis=0)
+    k, lo = kept[order].copy(), minimum[order]
+    for j in range(k.size):
+        excess = int(k[: j + 1].sum() - capacity[j])
+        for i in range(j, -1, -1):
+            if excess <= 0:
+                break
+            take = min(excess, int(k[i] - lo[i]))
+            k[i] -= take
+            excess -= take
+    kept[order] = k
+    return kept

@@ -1,0 +1,182 @@
+"""Plan a problem: feasibility check, closed form or cvxpy, rounding, predictions.
+
+:class:`Planner` keeps one built :class:`.program.AssignmentProgram` per
+structure, so re-planning with new measurements (same workers and tasks) is a
+DPP re-solve: cvxpy only refills its Parameters.
+"""
+
+import time
+
+import cvxpy as cp
+import numpy as np
+
+from ..errors import ConfigError
+from .closed_form import water_fill
+from .feasibility import check_feasible
+from .plan import Plan, evaluate
+from .problem import AssignError, AssignProblem
+from .program import AssignmentProgram, Structure
+from .rounding import kept_whole_units, round_plan
+
+SOLVERS = ("auto", "closed_form", "CLARABEL", "HIGHS", "SCS")
+ACCEPTED = (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
+
+
+def closed_form_is_exact(problem: AssignProblem) -> bool:
+    """Whether water-filling solves ``problem`` exactly.
+
+    True with no deadlines, nothing to subsample, and either no idle-time weight
+    or a water-filling plan that leaves no worker idle.
+    """
+    if problem.has_deadlines or problem.variable_fraction:
+        return False
+    if problem.w_idle == 0:
+        return True
+    loads, makespan = water_fill(float(problem.task_units.sum()), problem.speeds,
+                                 problem.overheads, problem.unit_caps())
+    finish = problem.overheads + loads / problem.speeds
+    return bool(np.all(makespan - finish <= 1e-9 * max(makespan, 1e-300)))
+
+
+def split_by_task(loads, task_units) -> np.ndarray:
+    """Spread per-worker real loads over tasks in proportion to task size, shape (n, m)."""
+    W = np.asarray(task_units, dtype=np.float64)
+    total = W.sum()
+    if total == 0:
+        return np.zeros((np.size(loads), W.size))
+    return np.outer(loads, W / total)
+
+
+class Planner:
+    """Solves assignment problems, reusing built programs across calls.
+
+    Parameters
+    ----------
+    solver : str
+        ``"auto"`` (closed form where exact, else Clarabel), ``"closed_form"``,
+        or a cvxpy solver: ``"CLARABEL"``, ``"HIGHS"`` (no subsampling), ``"SCS"``.
+    fallback : bool
+        On infeasibility or solver failure, return the proportional plan
+        (units in proportion to speed within memory caps, deadlines ignored) with
+        the reason in ``status`` instead of raising.
+    max_programs : int
+        Built programs kept (one per structure).
+    """
+
+    def __init__(self, solver: str = "auto", fallback: bool = False, max_programs: int = 8):
+        if solver not in SOLVERS:
+            raise ConfigError(f"solver = {solver!r}: expected one of {', '.join(map(repr, SOLVERS))}")
+        self.solver = solver
+        self.fallback = fallback
+        self.max_programs = max_programs
+        self.programs: dict[Structure, AssignmentProgram] = {}
+
+    def program_for(self, problem: AssignProblem) -> AssignmentProgram:
+        """The built program for ``problem``'s structure (built on first use)."""
+        key = Structure.of(problem)
+        if key not in self.programs:
+            if len(self.programs) >= self.max_programs:
+                self.programs.pop(next(iter(self.programs)))
+            self.programs[key] = AssignmentProgram(key)
+        return self.programs[key]
+
+    def plan(self, problem: AssignProblem) -> Plan:
+        """Solve ``problem`` and round it to whole units.
+
+        Returns
+        -------
+        Plan
+
+        Raises
+        ------
+        AssignError
+            Infeasible (naming late tasks and by how much) or solver failure,
+            unless ``fallback``.
+        """
+        start = time.perf_counter()
+        try:
+            plan = self._plan(problem)
+        except AssignError as err:
+            if not self.fallback:
+                raise
+            plan = proportional_plan(problem, reason=str(err))
+        plan.solve_time = time.perf_counter() - start
+        return plan
+
+    def _plan(self, problem: AssignProblem) -> Plan:
+        check_feasible(problem)
+        exact = closed_form_is_exact(problem)
+        if self.solver == "closed_form" and not exact:
+            raise ConfigError("solver = 'closed_form' solves only the pure-makespan case "
+                              "(no deadlines, min_fraction = 1, no idle weight); use 'auto'")
+        if self.solver in ("auto", "closed_form") and exact:
+            loads, makespan = water_fill(float(problem.task_units.sum()), problem.speeds,
+                                         problem.overheads, problem.unit_caps())
+            real = split_by_task(loads, problem.task_units)
+            units = round_plan(real, problem.task_units, problem)
+            return evaluate(problem, units, real, problem.task_units, makespan,
+                            "closed_form", "water-filling", "optimal")
+        solver = "CLARABEL" if self.solver in ("auto", "closed_form") else self.solver
+        if solver == "HIGHS" and problem.variable_fraction:
+            raise ConfigError("solver = 'HIGHS' solves linear programs only; "
+                              "with min_fraction < 1 use 'CLARABEL' or 'auto'")
+        program = self.program_for(problem)
+        try:
+            result = program.solve(problem, solver=solver)
+        except cp.SolverError as err:
+            raise AssignError(f"solver {solver} failed: {err}") from None
+        if result["status"] not in ACCEPTED or result["units"] is None:
+            raise AssignError(f"solver {solver} returned status {result['status']!r} although the "
+                              "whole-unit feasibility check passed (numerical trouble; try another solver)")
+        kept = kept_whole_units(result["fraction"], problem)
+        units = round_plan(result["units"], kept, problem)
+        return evaluate(problem, units, result["units"], kept, result["makespan"],
+                        "cvxpy", solver, result["status"])
+
+
+def proportional_plan(problem: AssignProblem, reason: str = "") -> Plan:
+    """Units in proportion to speed within memory caps; overheads and deadlines ignored.
+
+    Parameters
+    ----------
+    problem : AssignProblem
+    reason : str
+        Why the fallback was taken (kept in ``status``).
+
+    Raises
+    ------
+    AssignError
+        When even the memory caps cannot hold all tasks.
+    """
+    kept = problem.task_units
+    loads, _ = water_fill(float(kept.sum()), problem.speeds, None, problem.unit_caps())
+    real = split_by_task(loads, kept)
+    units = round_plan(real, kept, problem, use_deadlines=False)
+    finish = problem.overheads + real.sum(axis=1) / problem.speeds
+    return evaluate(problem, units, real, kept, float(finish.max()), "proportional", "none",
+                    f"fallback: {reason}" if reason else "proportional")
+
+
+_DEFAULT = Planner()
+
+
+def solve_problem(problem: AssignProblem, solver: str = "auto", fallback: bool = False) -> Plan:
+    """Plan ``problem`` with a shared :class:`Planner` (built programs are reused).
+
+    Parameters
+    ----------
+    problem : AssignProblem
+    solver : str
+        See :class:`Planner`.
+    fallback : bool
+        See :class:`Planner`.
+
+    Returns
+    -------
+    Plan
+    """
+    if solver == _DEFAULT.solver and not fallback:
+        return _DEFAULT.plan(problem)
+    planner = Planner(solver=solver, fallback=fallback)
+    planner.programs = _DEFAULT.programs
+    return planner.plan(problem)
