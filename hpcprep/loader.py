@@ -1,0 +1,488 @@
+"""Read an hpcprep dataset (docs/FORMAT.md) on one or many ranks.
+
+:func:`open_dataset` reads ``manifest.json``, checks every shard against it
+(existence and row counts; CRC-32 with ``verify=True``) and gives each rank of
+a communicator its rows: contiguous ranges of the global order, equal by
+default or by a plan of per-rank ``counts``. Rows are read from the shards
+directly with contiguous hyperslab reads (never through the virtual datasets,
+which HDF5 fills silently where a source file is missing, and never row by row).
+
+Examples
+--------
+>>> ds = open_dataset("out", split="train", comm=MPI.COMM_WORLD)   # doctest: +SKIP
+>>> for x, y in ds.batches(256, shuffle_seed=1, epoch=0):           # doctest: +SKIP
+...     ...
+"""
+
+import json
+import os
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import ConfigError, DataError, HpcprepError
+
+__all__ = ["open_dataset", "Dataset", "even_counts", "epoch_blocks", "block_ranges"]
+
+
+def even_counts(n: int, parts: int) -> list[int]:
+    """Split ``n`` rows into ``parts`` contiguous counts differing by at most one (first ones larger)."""
+    return [n // parts + (k < n % parts) for k in range(parts)]
+
+
+def epoch_blocks(n: int, batch_size: int, seed=None, epoch: int = 0, drop_last: bool = False):
+    """The batch order of one epoch over ``n`` positions: ``(rotation, [(start, length), ...])``.
+
+    Without a seed: ``rotation = 0`` and blocks in order. With a seed the positions
+    are rotated by a random offset and the blocks visited in a random order, both
+    drawn from ``(seed, epoch)`` only, so every rank computes the same plan. Rows of
+    an hpcprep dataset are already randomly shuffled; this makes the batches differ
+    from epoch to epoch while every read stays a contiguous hyperslab (at most two
+    per block, where a block wraps around the end).
+
+    The last block holds ``n % batch_size`` rows (dropped with ``drop_last``).
+    """
+    if batch_size <= 0:
+        raise ConfigError(f"batch_size = {batch_size}: must be > 0")
+    full, rest = divmod(n, batch_size)
+    blocks = [(k * batch_size, batch_size) for k in range(full)]
+    if rest and not drop_last:
+        blocks.append((full * batch_size, rest))
+    if seed is None or n == 0:
+        return 0, blocks
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x10AD, int(epoch)])
+    rotation = int(rng.integers(n))
+    order = rng.permutation(len(blocks))
+    return rotation, [blocks[k] for k in order]
+
+
+def block_ranges(start: int, length: int, rotation: int, n: int, base: int = 0):
+    """Positions ``[start, start + length)`` of a rotated order over ``n`` rows starting at
+    ``base`` as at most two contiguous ``(a, b)`` ranges of the global order."""
+    if length == 0:
+        return []
+    a = (start + rotation) % n
+    if a + length <= n:
+        return [(base + a, base + a + length)]
+    return [(base + a, base + n), (base, base + a + length - n)]
+
+
+class Dataset:
+    """One rank's view of an hpcprep dataset. Made by :func:`open_dataset`.
+
+    Attributes
+    ----------
+    path : Path
+        The dataset folder (the split's folder for a split).
+    manifest : dict
+    rows : int
+        Rows in the whole dataset.
+    n_features : int
+    feature_names : list of str
+    has_labels : bool
+    counts : tuple of int
+        Rows of each rank of the communicator.
+    start, stop : int
+        This rank's rows ``[start, stop)`` of the global order.
+    """
+
+    def __init__(self, path: Path, manifest: dict, comm=None, counts=None):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.rows = int(manifest["rows"])
+        self.n_features = int(manifest["n_features"])
+        self.feature_names = list(manifest.get("feature_names") or [])
+        self.has_labels = bool(manifest.get("label"))
+        self.comm = comm
+        self.rank = 0 if comm is None else comm.Get_rank()
+        self.size = 1 if comm is None else comm.Get_size()
+        self.counts = tuple(counts) if counts is not None else tuple(even_counts(self.rows, self.size))
+        self.start = int(sum(self.counts[:self.rank]))
+        self.stop = self.start + int(self.counts[self.rank])
+        shards = manifest["shards"]
+        self._shard_paths = [self.path / s["path"] for s in shards]
+        self._shard_start = np.array([s["start"] for s in shards], dtype=np.int64)
+        self._shard_rows = np.array([s["rows"] for s in shards], dtype=np.int64)
+        self._files = {}
+        self._files_pid = os.getpid()
+        self._lock = threading.Lock()
+        self._pool = None
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __repr__(self) -> str:
+        return (f"Dataset({str(self.path)!r}, rows={self.rows}, n_features={self.n_features}, "
+                f"rank {self.rank}/{self.size}: [{self.start}, {self.stop}))")
+
+    # -- reading -------------------------------------------------------------------------------
+    def _file(self, k: int):
+        with self._lock:
+            if self._files_pid != os.getpid():  # forked (e.g. a torch DataLoader worker)
+                self._files, self._files_pid = {}, os.getpid()
+            f = self._files.get(k)
+            if f is None:
+                f = self._files[k] = h5py.File(self._shard_paths[k], "r")
+            return f
+
+    def read_ranges(self, ranges, dtype=None):
+        """Read global row ranges ``[(a, b), ...]`` and concatenate them: ``(x, y)`` NumPy arrays.
+
+        ``y`` is None for a dataset without labels. Each overlap of a range with a shard
+        is one hyperslab read straight into the output array.
+        """
+        total = sum(b - a for a, b in ranges)
+        fdtype = np.dtype(self.manifest.get("feature_dtype") or "float32")
+        x = np.empty((total, self.n_features), dtype=fdtype)
+        y = None
+        if self.has_labels:
+            y = np.empty(total, dtype=np.dtype(self.manifest.get("label_dtype") or "int64"))
+        out = 0
+        ends = self._shard_start + self._shard_rows
+        for a, b in ranges:
+            if not (0 <= a <= b <= self.rows):
+                raise IndexError(f"rows [{a}, {b}) outside the dataset's {self.rows} rows")
+            k = int(np.searchsorted(ends, a, side="right"))
+            while a < b:
+                while self._shard_rows[k] == 0 or ends[k] <= a:
+                    k += 1
+                lo = a - int(self._shard_start[k])
+                hi = min(b, int(ends[k])) - int(self._shard_start[k])
+                f = self._file(k)
+                dest = np.s_[out:out + hi - lo]
+                if hi > lo:
+                    f["features"].read_direct(x, np.s_[lo:hi], dest)
+                    if y is not None:
+                        f["labels"].read_direct(y, np.s_[lo:hi], dest)
+                out += hi - lo
+                a += hi - lo
+        if dtype is not None:
+            x = x.astype(dtype, copy=False)
+        return x, y
+
+    def read_labels(self, start: int, stop: int):
+        """Only the labels of global rows ``[start, stop)`` (hyperslab reads per shard)."""
+        if not self.has_labels:
+            raise DataError(f"{self.path}: the dataset has no labels")
+        y = np.empty(stop - start, dtype=np.dtype(self.manifest.get("label_dtype") or "int64"))
+        ends = self._shard_start + self._shard_rows
+        for k in range(len(self._shard_paths)):
+            lo, hi = max(start, int(self._shard_start[k])), min(stop, int(ends[k]))
+            if hi > lo:
+                off = int(self._shard_start[k])
+                self._file(k)["labels"].read_direct(y, np.s_[lo - off:hi - off],
+                                                     np.s_[lo - start:hi - start])
+        return y
+
+    def read(self, start: int, stop: int, dtype=None):
+        """Read global rows ``[start, stop)``: ``(x, y)``."""
+        return self.read_ranges([(start, stop)], dtype)
+
+    def load(self, xp=np, dtype=None):
+        """All of this rank's rows at once: ``(x, y)`` as ``xp`` arrays."""
+        x, y = self.read(self.start, self.stop, dtype)
+        return _to_xp(xp, x, y)
+
+    # -- batches ------------------------------------------------------------------------------
+    def _executor(self):
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpcprep-prefetch")
+        return self._pool
+
+    def batch_ranges(self, batch_size: int, shuffle_seed=None, epoch: int = 0, drop_last=False):
+        """The global row ranges of each of this rank's batches in one epoch (a list of lists)."""
+        n = len(self)
+        rot, blocks = epoch_blocks(n, batch_size, shuffle_seed, epoch, drop_last)
+        return [block_ranges(s, m, rot, n, self.start) for s, m in blocks]
+
+    def batches(self, batch_size: int, xp=np, shuffle_seed=None, epoch: int = 0,
+                drop_last: bool = False, dtype=None, prefetch: bool = True):
+        """Yield ``(x, y)`` batches of this rank's rows as ``xp`` (NumPy or CuPy) arrays.
+
+        Parameters
+        ----------
+        batch_size : int
+        xp : module
+            ``numpy`` or ``cupy``; CuPy arrays are made on the current device.
+        shuffle_seed : int, optional
+            Without it, batches in order. With it, a random rotation and batch order
+            per ``(shuffle_seed, epoch)`` (see :func:`epoch_blocks`).
+        epoch : int
+        drop_last : bool
+            Drop the last, smaller batch.
+        dtype : dtype, optional
+            Cast the features (e.g. ``float64``).
+        prefetch : bool
+            Read the next batch on a background thread while the caller works.
+        """
+        plan = self.batch_ranges(batch_size, shuffle_seed, epoch, drop_last)
+        yield from self._iterate(plan, xp, dtype, prefetch)
+
+    def _iterate(self, plan, xp, dtype, prefetch):
+        def load(ranges):
+            return _to_xp(xp, *self.read_ranges(ranges, dtype))
+
+        if not prefetch:
+            for ranges in plan:
+                yield load(ranges)
+            return
+        pool = self._executor()
+        pending = pool.submit(load, plan[0]) if plan else None
+        try:
+            for k in range(len(plan)):
+                batch = pending.result()
+                pending = pool.submit(load, plan[k + 1]) if k + 1 < len(plan) else None
+                yield batch
+        finally:
+            if pending is not None:
+                pending.cancel() or pending.exception()
+
+    def prefetcher(self, xp=np, dtype=None):
+        """A :class:`Prefetcher` reading global row ranges on this dataset's background thread."""
+        return Prefetcher(self, xp, dtype)
+
+    def torch(self, batch_size: int, shuffle_seed=None, drop_last: bool = False, dtype=None):
+        """A ``torch.utils.data.IterableDataset`` yielding ``(x, y)`` tensor batches of this rank.
+
+        Use it with ``DataLoader(ds.torch(256), batch_size=None)``; call ``set_epoch(e)``
+        for a new shuffle each epoch. With ``num_workers > 0`` the batches are dealt out
+        to the workers. Raises ImportError when PyTorch is not installed.
+        """
+        try:
+            import torch
+            from torch.utils.data import IterableDataset, get_worker_info
+        except ImportError as e:
+            raise ImportError("Dataset.torch() needs PyTorch (pip install torch)") from e
+        outer = self
+
+        class HpcprepIterable(IterableDataset):
+            def __init__(self):
+                super().__init__()
+                self.epoch = 0
+
+            def set_epoch(self, epoch: int):
+                self.epoch = epoch
+
+            def __len__(self):
+                n = len(outer)
+                return n // batch_size if drop_last else -(-n // batch_size)
+
+            def __iter__(self):
+                plan = outer.batch_ranges(batch_size, shuffle_seed, self.epoch, drop_last)
+                info = get_worker_info()
+                if info is not None:
+                    plan = plan[info.id::info.num_workers]
+                for x, y in outer._iterate(plan, np, dtype, prefetch=info is None):
+                    yield torch.from_numpy(x), None if y is None else torch.from_numpy(y)
+
+        return HpcprepIterable()
+
+    def close(self):
+        """Stop the prefetch thread and close the shard files."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        with self._lock:
+            for f in self._files.values():
+                f.close()
+            self._files = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Prefetcher:
+    """Reads one keyed batch ahead on a background thread.
+
+    ``want(ranges)`` starts reading ``ranges`` (global row ranges) in the background;
+    ``get(ranges)`` returns them, from the prefetched read when it was the same
+    ranges, else by reading now (e.g. after batch sizes changed).
+    """
+
+    def __init__(self, dataset: Dataset, xp=np, dtype=None):
+        self.dataset, self.xp, self.dtype = dataset, xp, dtype
+        self._key = None
+        self._future = None
+        self.hits = 0
+        self.misses = 0
+
+    def _load(self, ranges):
+        return _to_xp(self.xp, *self.dataset.read_ranges(ranges, self.dtype))
+
+    def want(self, ranges) -> None:
+        key = tuple(map(tuple, ranges))
+        if key == self._key:
+            return
+        self._drop()
+        self._key = key
+        self._future = self.dataset._executor().submit(self._load, ranges)
+
+    def get(self, ranges):
+        key = tuple(map(tuple, ranges))
+        if key == self._key and self._future is not None:
+            fut, self._key, self._future = self._future, None, None
+            self.hits += 1
+            return fut.result()
+        self._drop()
+        self.misses += 1
+        return self._load(ranges)
+
+    def _drop(self):
+        if self._future is not None:
+            self._future.cancel() or self._future.exception()
+        self._key = self._future = None
+
+
+def _to_xp(xp, x, y):
+    if xp is np:
+        return x, y
+    x = xp.asarray(x)
+    return x, (None if y is None else xp.asarray(y))
+
+
+# -- opening --------------------------------------------------------------------------------------
+def _read_manifest(folder: Path) -> dict:
+    mpath = folder / "manifest.json"
+    if not mpath.is_file():
+        hint = " (the dataset is incomplete or still being written)" if folder.is_dir() else ""
+        raise DataError(f"{mpath}: no manifest.json{hint}")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{mpath}: cannot read the manifest: {e}") from None
+    if manifest.get("format") != "hpcprep-dataset":
+        raise DataError(f"{mpath}: not an hpcprep dataset manifest (format = {manifest.get('format')!r})")
+    if int(manifest.get("format_version", 0)) != 1:
+        raise DataError(f"{mpath}: format_version {manifest.get('format_version')!r} is not supported (1)")
+    return manifest
+
+
+def _resolve(path, split):
+    folder = Path(path)
+    manifest = _read_manifest(folder)
+    splits = manifest.get("splits") or {}
+    if split is not None:
+        if split not in splits:
+            have = ", ".join(sorted(splits)) or "none"
+            raise DataError(f"{folder}: no split {split!r} (splits: {have})")
+        folder = folder / splits[split]
+        manifest = _read_manifest(folder)
+    elif splits and not manifest.get("shards"):
+        raise DataError(f"{folder}: a split dataset; name a split ({', '.join(sorted(splits))})")
+    return folder, manifest
+
+
+def _check_shard(folder: Path, manifest: dict, k: int, verify: bool) -> str | None:
+    s = manifest["shards"][k]
+    p = folder / s["path"]
+    if not p.is_file():
+        return f"{p}: shard {k} listed in the manifest is missing"
+    try:
+        with h5py.File(p, "r") as f:
+            names = ["ids", "features"] + (["labels"] if manifest.get("label") else []) \
+                + (["weights"] if manifest.get("weights") else [])
+            for name in names:
+                if name not in f:
+                    return f"{p}: dataset '{name}' is missing"
+                if f[name].shape[0] != s["rows"]:
+                    return (f"{p}: '{name}' has {f[name].shape[0]} rows, the manifest says "
+                            f"{s['rows']}")
+            if f["features"].ndim != 2 or f["features"].shape[1] != manifest["n_features"]:
+                return f"{p}: features have shape {f['features'].shape}, expected (n, {manifest['n_features']})"
+            if verify and "crc32" in s:
+                crc = 0
+                for name in names:
+                    a = np.ascontiguousarray(f[name][()])
+                    crc = zlib.crc32(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes(), crc)
+                if crc != int(s["crc32"]):
+                    return f"{p}: crc32 {crc} does not match the manifest's {s['crc32']}"
+    except OSError as e:
+        return f"{p}: cannot read shard {k}: {e}"
+    return None
+
+
+def _check_layout(folder: Path, manifest: dict) -> str | None:
+    pos = 0
+    for k, s in enumerate(manifest["shards"]):
+        if int(s["start"]) != pos:
+            return f"{folder}/manifest.json: shard {k} starts at {s['start']}, expected {pos}"
+        pos += int(s["rows"])
+    if pos != int(manifest["rows"]):
+        return f"{folder}/manifest.json: shards hold {pos} rows, the manifest says {manifest['rows']}"
+    return None
+
+
+def open_dataset(path, split=None, comm=None, counts=None, verify: bool = False) -> Dataset:
+    """Open an hpcprep dataset folder (or one split of it) through its manifest.
+
+    Parameters
+    ----------
+    path : path-like
+        The dataset folder (holding ``manifest.json``).
+    split : str, optional
+        Name of a split of a split dataset (``"train"``, ``"val"``, ...).
+    comm : mpi4py communicator, optional
+        The ranks sharing the dataset; None means this process alone. Collective:
+        every rank of ``comm`` must call it.
+    counts : list of int, optional
+        Rows per rank (``len(counts) == comm.size``, summing to the dataset's rows);
+        rank r gets the contiguous rows after those of ranks < r. Default: equal.
+    verify : bool
+        Also check each shard's CRC-32 (reads every byte once, spread over the ranks).
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DataError
+        On every rank, when the manifest is missing or bad, or any shard is missing or
+        does not match the manifest (HDF5 would silently read a missing source of a
+        virtual dataset as fill values). The shards are checked in parallel, each by
+        one rank, and the result agreed by all.
+    ConfigError
+        Bad ``counts``.
+    """
+    rank = 0 if comm is None else comm.Get_rank()
+    size = 1 if comm is None else comm.Get_size()
+    problems = []
+    folder = manifest = None
+    try:
+        folder, manifest = _resolve(path, split)
+        problem = _check_layout(folder, manifest)
+        if problem:
+            problems.append(problem)
+        else:
+            for k in range(rank, len(manifest["shards"]), size):
+                problem = _check_shard(folder, manifest, k, verify)
+                if problem:
+                    problems.append(problem)
+    except HpcprepError as e:
+        problems.append(str(e))
+    except (KeyError, TypeError, ValueError) as e:
+        problems.append(f"{path}: malformed manifest ({type(e).__name__}: {e})")
+    if size > 1:
+        gathered = comm.allgather(problems[:5])
+        problems = [p for ps in gathered for p in ps]
+    if problems:
+        seen = list(dict.fromkeys(problems))
+        more = f" (and {len(seen) - 3} more)" if len(seen) > 3 else ""
+        err = DataError("; ".join(seen[:3]) + more)
+        err.all_ranks = True
+        raise err
+    if counts is not None:
+        counts = [int(c) for c in counts]
+        if len(counts) != size or min(counts, default=0) < 0 or sum(counts) != manifest["rows"]:
+            err = ConfigError(f"counts = {counts}: need {size} non-negative counts summing to "
+                              f"{manifest['rows']} rows")
+            err.all_ranks = True
+            raise err
+    return Dataset(folder, manifest, comm, counts)

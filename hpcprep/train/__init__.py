@@ -1,0 +1,14 @@
+"""Data-parallel training on hpcprep datasets (DESIGN §5, docs/train.md).
+
+Modules: ``models`` (logreg, softmax, mlp with explicit backward passes),
+``optim`` (SGD with momentum, Adam), ``metrics`` (loss, accuracy, exact AUC),
+``parallel`` (the fused-Allreduce step, adaptive communication), ``balance``
+(equal / worker-adaptive batch sizes), ``checkpoint`` (HDF5), ``trainer`` (the
+loop), ``cli`` (``hpcprep train``), ``synth`` (small synthetic datasets).
+"""
+
+from .models import MODELS, Layout, make_model
+from .optim import make_optimizer
+from .trainer import TRAIN_SPEC, train, validate_config
+
+__all__ = ["MODELS", "Layout", "make_model", "make_optimizer", "TRAIN_SPEC", "train", "validate_config"]
