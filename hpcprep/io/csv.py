@@ -30,7 +30,6 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import DataError
 
@@ -248,6 +247,8 @@ def split_byte_ranges(path, chunk_bytes: int, delimiter: str = ",") -> list[tupl
 def _read_range(path, start: int, end: int) -> bytes:
     if start < 0 or end < start:
         raise ValueError(f"bad byte range [{start}, {end})")
+    if start == end:
+        return b""
     with open(path, "rb") as f:
         if start > 0:
             f.seek(start - 1)
@@ -388,9 +389,12 @@ def _gather(a: np.ndarray, pad: np.ndarray, starts: np.ndarray, ends: np.ndarray
     if w * starts.shape[0] > _MAX_GATHER or w > pad.shape[0] - a.shape[0]:
         buf = a.tobytes()
         return np.array([buf[s:e] for s, e in zip(starts.tolist(), ends.tolist())], dtype=f"S{w}")
-    win = sliding_window_view(pad, w)[starts]
-    win[np.arange(w) >= lens[:, None]] = 0
-    return win.view(f"S{w}").ravel()
+    # Element i of this view is the w bytes from offset i: one take copies every field
+    # with its tail (the next fields), which is then zeroed.
+    at = np.ndarray(buffer=pad, dtype=f"S{w}", shape=(a.shape[0],), strides=(1,))
+    col = at[starts]
+    col.view(np.uint8).reshape(-1, w)[...] *= np.arange(w) < lens[:, None]
+    return col
 
 
 class _Builder:
@@ -473,8 +477,11 @@ def parse_range(path, start: int, end: int, *, header, features, label=None,
     buf = _normalize(_read_range(path, start, end))
 
     a = np.frombuffer(buf, np.uint8)
-    is_nl = a == 10
-    nl = np.flatnonzero(is_nl)
+    # One scan finds every field end (delimiter or newline); lines come from it.
+    ends = np.flatnonzero((a == dbyte[0]) | (a == 10))
+    end_is_nl = a[ends] == 10
+    nl = ends[end_is_nl]
+    fields_per_line = np.diff(np.flatnonzero(end_is_nl), prepend=-1)
     line_start = np.empty_like(nl)
     if nl.size:
         line_start[0] = 0
@@ -505,29 +512,27 @@ def parse_range(path, start: int, end: int, *, header, features, label=None,
         quoted &= ~special
         special |= quoted
 
-    is_d = a == dbyte[0]
-    dpos = np.flatnonzero(is_d)
-    per_line = np.diff(np.searchsorted(dpos, nl), prepend=0)
     fast = nonblank & ~special
-    wrong = fast & (per_line != cols.ncol - 1)
+    wrong = fast & (fields_per_line != cols.ncol)
     out.reason[line_to_rec[wrong]] = BAD_FIELD_COUNT
     fast &= ~wrong
 
     if fast.any():
-        ends = np.flatnonzero(is_d | is_nl)
         starts = np.empty_like(ends)
         starts[0] = 0
         starts[1:] = ends[:-1] + 1
         if not fast.all():
-            keep = np.repeat(fast, per_line + 1)
-            starts, ends = starts[keep], ends[keep]
+            keep = np.repeat(fast, fields_per_line)
+            starts, fends = starts[keep], ends[keep]
+        else:
+            fends = ends
         starts = starts.reshape(-1, cols.ncol)
-        ends = ends.reshape(-1, cols.ncol)
+        fends = fends.reshape(-1, cols.ncol)
         used = cols.numeric + cols.cats
-        width = int((ends[:, used] - starts[:, used]).max(initial=0)) + 1
+        width = max((int((fends[:, h] - starts[:, h]).max()) for h in used), default=0) + 1
         pad = np.concatenate([a, np.zeros(min(width, 1 << 12), np.uint8)])
-        numeric = [_gather(a, pad, starts[:, h], ends[:, h]) for h in cols.numeric]
-        cats = [_gather(a, pad, starts[:, h], ends[:, h]) for h in cols.cats]
+        numeric = [_gather(a, pad, starts[:, h], fends[:, h]) for h in cols.numeric]
+        cats = [_gather(a, pad, starts[:, h], fends[:, h]) for h in cols.cats]
         out.put(line_to_rec[fast], numeric, cats, na_s, na_u)
 
     if quoted.any():

@@ -11,7 +11,8 @@ def _canonical(x, xp):
     """Make equal float values equal bytes: -0.0 -> +0.0, every NaN -> one NaN."""
     if x.dtype.kind not in "fc":
         return x
-    x = x + x.dtype.type(0)                      # -0.0 + 0.0 == +0.0; copies
+    with np.errstate(invalid="ignore"):          # a signaling NaN may set the flag
+        x = x + x.dtype.type(0)                  # -0.0 + 0.0 == +0.0; copies
     nan = xp.isnan(x)
     return xp.where(nan, xp.asarray(np.nan, dtype=x.dtype), x)
 

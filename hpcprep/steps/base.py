@@ -60,9 +60,14 @@ class Step:
 
     # ---- wiring -------------------------------------------------------------
     def bind(self, feature_names: list[str]) -> list[str]:
-        """Record the input feature names; return the output feature names."""
+        """Record the input feature names; return the output feature names.
+
+        Steps bind in order just before they fit (or apply), so a step may
+        change its output names in :meth:`set_fitted` (``feature_names_out_``).
+        """
         self.feature_names_in_ = list(feature_names)
-        return list(feature_names)
+        self.feature_names_out_ = list(feature_names)
+        return self.feature_names_out_
 
     def describe(self) -> str:
         """Short text for progress lines and the report."""

@@ -21,9 +21,9 @@ class DropNA(Step):
     }
 
     def bind(self, feature_names):
-        super().bind(feature_names)
+        names = super().bind(feature_names)
         self.columns_ = _resolve_columns(self.config["columns"], feature_names, "dropna")
-        return list(feature_names)
+        return names
 
     def apply(self, chunk):
         x = chunk.features if self.columns_ is None else chunk.features[:, self.columns_]

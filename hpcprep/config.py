@@ -1,0 +1,246 @@
+"""The run configuration: TOML, ``--set`` overrides, validation on rank 0.
+
+The shape is documented in docs/config.md. Every table is described by
+:class:`hpcprep.schema.Param` specs; standardization steps and sampling modes
+validate their own keys through their registries.
+"""
+
+import copy
+import re
+import tomllib
+from pathlib import Path
+
+from .errors import ConfigError
+from .schema import Param, fraction, list_of, non_negative, positive, validate_table
+
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 1000**2, "MB": 1000**2,
+               "MIB": 1024**2, "G": 1000**3, "GB": 1000**3, "GIB": 1024**3, "T": 1000**4,
+               "TB": 1000**4, "TIB": 1024**4}
+
+
+def parse_size(value) -> int:
+    """Bytes from an int or a string such as ``"2GiB"``, ``"512 MB"``, ``"1e9"``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", str(value))
+    if not m or m.group(2).upper() not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {value!r} (examples: 2GiB, 512MB, 1000000)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+
+
+def _size_check(value):
+    try:
+        return None if parse_size(value) > 0 else "must be > 0"
+    except ValueError as e:
+        return str(e)
+
+
+INPUT = {
+    "paths": Param(list, check=list_of(str), doc="globs; files in sorted order define global row ids"),
+    "format": Param(str, "auto", choices=("auto", "hdf5", "npy", "csv"), doc="input format"),
+    "features": Param((str, list), "features",
+                      doc="HDF5 dataset of an (N, d) array; for CSV a list of column names"),
+    "label": Param(str, "", doc="label dataset (HDF5), npy suffix, or CSV column; empty = none"),
+    "weight": Param(str, "", doc="CSV weight column; empty = none"),
+    "categorical": Param(list, [], check=list_of(str), doc="CSV categorical columns"),
+    "delimiter": Param(str, ",", check=lambda v: None if len(v) == 1 else "must be one character",
+                       doc="CSV field delimiter"),
+    "na_values": Param(list, ["", "NA", "NaN", "null", "None"], check=list_of(str),
+                       doc="CSV strings read as missing"),
+    "on_bad_row": Param(str, "drop", choices=("drop", "error"), doc="malformed CSV lines"),
+    "chunk_rows": Param(int, 262144, check=positive, doc="rows per chunk read"),
+}
+
+LAYOUT = {
+    "fused": Param(bool, True, doc="every rank plays every role"),
+    "input": Param(int, 0, check=non_negative, doc="layered: input ranks"),
+    "standardize": Param(list, [], check=list_of(int), doc="layered: ranks per standardization layer"),
+    "sample": Param(list, [], check=list_of(int), doc="layered: ranks per sampling layer"),
+}
+
+STANDARDIZE = {
+    "steps": Param(list, [], doc="steps in order: [{ op = ... }, ...]"),
+    "rejects": Param(bool, False, doc="write dropped rows to rejects.h5"),
+}
+
+OUTPUT = {
+    "path": Param(str, "out", doc="output folder"),
+    "overwrite": Param(bool, False, doc="replace an existing output folder"),
+    "dtype": Param(str, "float32", choices=("float32", "float64"), doc="feature dtype written"),
+    "shard_sizes": Param(list, [], check=list_of(int),
+                         doc="target rows per shard (one per writer rank); empty = equal"),
+}
+
+RESOURCES = {
+    "memory_per_rank": Param((str, int), "2GiB", check=_size_check, doc="memory budget per rank"),
+    "spill_dir": Param(str, "", doc="where to spill; empty = inside the output's temporary folder"),
+    "device": Param(str, "cpu", choices=("auto", "cpu", "gpu"), doc="array device per rank"),
+}
+
+TOP = {
+    "seed": Param(int, 0, doc="seed of all randomness"),
+    "input": Param(dict),
+    "layout": Param(dict, {}),
+    "standardize": Param(list, []),
+    "sample": Param(list, [{"op": "shuffle"}]),
+    "output": Param(dict, {}),
+    "resources": Param(dict, {}),
+}
+
+#: Further top-level tables other modules validate (name -> callable(table) -> dict).
+EXTRA_SECTIONS: dict = {}
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """Parse ``key=value`` from ``--set``: a dotted key and a TOML value (or a bare string)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. layout.fused=false")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", key):
+        raise ConfigError(f"--set {text!r}: bad key {key!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of ``raw`` with ``--set`` overrides applied."""
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set {text!r}: {part!r} is not an index of the list")
+                node = node[int(part)]
+                continue
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"--set {text!r}: {part} is not a table")
+        last = path[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ConfigError(f"--set {text!r}: {last!r} is not an index of the list")
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return raw
+
+
+def load_text(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+
+
+def parse_config(text: str, source: str, overrides=(), world_size: int = 1, base_dir=None) -> dict:
+    """Parse and validate a config text.
+
+    Parameters
+    ----------
+    text : str
+        TOML text.
+    source : str
+        Where it came from (for messages).
+    overrides : list of str
+        ``key=value`` strings from ``--set``.
+    world_size : int
+        Number of ranks; the layout must fit it.
+    base_dir : path, optional
+        Relative input and output paths are resolved against it (default: cwd).
+
+    Returns
+    -------
+    dict
+        The validated config with every default filled in, plus ``"_text"``
+        (the effective config as given) and ``"_world_size"``.
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    raw = apply_overrides(raw, list(overrides))
+    spec = dict(TOP)
+    spec.update({name: Param(dict, {}) for name in EXTRA_SECTIONS})
+    cfg = validate_table(raw, spec, "")
+    cfg["input"] = validate_table(cfg["input"], INPUT, "input")
+    cfg["layout"] = validate_table(cfg["layout"], LAYOUT, "layout")
+    cfg["output"] = validate_table(cfg["output"], OUTPUT, "output")
+    cfg["resources"] = validate_table(cfg["resources"], RESOURCES, "resources")
+    cfg["resources"]["memory_bytes"] = parse_size(cfg["resources"]["memory_per_rank"])
+    for name, validate in EXTRA_SECTIONS.items():
+        cfg[name] = validate(cfg[name])
+    _check_input(cfg["input"])
+    cfg["standardize"] = [_check_standardize(t, i) for i, t in enumerate(cfg["standardize"])]
+    cfg["sample"] = [_check_sample(t, i) for i, t in enumerate(cfg["sample"])]
+    if not cfg["sample"]:
+        raise ConfigError("sample: at least one [[sample]] layer is needed (e.g. op = \"shuffle\")")
+    _check_layout(cfg, world_size)
+    base = Path(base_dir) if base_dir else Path.cwd()
+    cfg["input"]["paths"] = [str(base / p) for p in cfg["input"]["paths"]]
+    cfg["output"]["path"] = str(base / cfg["output"]["path"])
+    if cfg["resources"]["spill_dir"]:
+        cfg["resources"]["spill_dir"] = str(base / cfg["resources"]["spill_dir"])
+    cfg["_text"] = text if not overrides else text + "\n# --set " + " --set ".join(overrides) + "\n"
+    cfg["_world_size"] = world_size
+    return cfg
+
+
+def _check_input(inp):
+    if not inp["paths"]:
+        raise ConfigError("input.paths: give at least one file or glob")
+    if isinstance(inp["features"], list):
+        bad = list_of(str)(inp["features"])
+        if bad or not inp["features"]:
+            raise ConfigError("input.features: a dataset name, or a non-empty list of column names")
+
+
+def _check_standardize(table, i):
+    from .steps import make_step
+
+    where = f"standardize[{i}]"
+    t = validate_table(table, STANDARDIZE, where)
+    for j, step in enumerate(t["steps"]):
+        make_step(step, f"{where}.steps[{j}]")  # validates; steps are rebuilt per run
+    return t
+
+
+def _check_sample(table, i):
+    from .sampling import check_mode
+
+    return check_mode(table, f"sample[{i}]")
+
+
+def _check_layout(cfg, world_size):
+    lay = cfg["layout"]
+    n_std, n_smp = len(cfg["standardize"]), len(cfg["sample"])
+    if lay["fused"]:
+        if lay["input"] or lay["standardize"] or lay["sample"]:
+            raise ConfigError("layout: input/standardize/sample rank counts apply only with "
+                              "layout.fused = false")
+        return
+    if lay["input"] < 1:
+        raise ConfigError("layout.input: with layout.fused = false give the number of input ranks (>= 1)")
+    if len(lay["standardize"]) != n_std:
+        raise ConfigError(f"layout.standardize = {lay['standardize']}: needs one rank count per "
+                          f"[[standardize]] table ({n_std})")
+    if len(lay["sample"]) != n_smp:
+        raise ConfigError(f"layout.sample = {lay['sample']}: needs one rank count per [[sample]] "
+                          f"table ({n_smp})")
+    for i, n in enumerate(lay["standardize"]):
+        if n != lay["input"]:
+            raise ConfigError(f"layout.standardize[{i}] = {n}: standardization layers are connected "
+                              f"one by one to the input layer, so each needs layout.input = "
+                              f"{lay['input']} ranks")
+    for i, n in enumerate(lay["sample"]):
+        if n < 1:
+            raise ConfigError(f"layout.sample[{i}] = {n}: must be >= 1")
+    total = lay["input"] + sum(lay["standardize"]) + sum(lay["sample"])
+    if total != world_size:
+        raise ConfigError(f"layout: input + standardize + sample = {total} ranks, but the job has "
+                          f"{world_size} (mpiexec -n {total}, or use layout.fused = true)")

@@ -1,0 +1,124 @@
+"""Moving packed row records between ranks: all-to-all in bounded rounds, and one-to-one links.
+
+Rows travel as NumPy structured records (one contiguous buffer, rows grouped by
+destination) through the uppercase buffer methods of mpi4py, never pickled.
+Exchanges are split into rounds so that no single message exceeds
+``max_bytes`` (MPI paths limited to 2**31 elements, mpi4py issues #575/#650).
+"""
+
+import numpy as np
+from mpi4py import MPI
+
+from .chunk import Chunk
+
+DEFAULT_MAX_BYTES = 1 << 30
+
+_TYPES: dict[int, MPI.Datatype] = {}
+
+
+def record_mpi_type(itemsize: int) -> MPI.Datatype:
+    """A committed MPI datatype of ``itemsize`` contiguous bytes (cached)."""
+    t = _TYPES.get(itemsize)
+    if t is None:
+        t = MPI.BYTE.Create_contiguous(itemsize).Commit()
+        _TYPES[itemsize] = t
+    return t
+
+
+def _as_bytes(records: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(records).view(np.uint8).reshape(-1)
+
+
+def alltoallv_records(comm, records: np.ndarray, sendcounts, dtype: np.dtype,
+                      max_bytes: int = DEFAULT_MAX_BYTES):
+    """Send records grouped by destination; receive records grouped by source.
+
+    Parameters
+    ----------
+    comm : communicator
+        Every rank of ``comm`` must call this (with zero counts if it has nothing).
+    records : structured ndarray
+        Rows to send, already ordered so that destination 0's rows come first.
+    sendcounts : array of int, shape (comm.size,)
+        Rows for each destination.
+    dtype : numpy dtype
+        The record dtype (the same on every rank; ``records`` may be empty).
+    max_bytes : int
+        Largest message between two ranks in one round.
+
+    Returns
+    -------
+    received : structured ndarray
+        Rows from every source, in source-rank order.
+    bytes_to_others : int
+        Bytes this rank sent to ranks other than itself.
+    """
+    size, rank = comm.Get_size(), comm.Get_rank()
+    sendcounts = np.asarray(sendcounts, dtype=np.int64)
+    recvcounts = np.empty(size, dtype=np.int64)
+    comm.Alltoall(sendcounts, recvcounts)
+    received = np.empty(int(recvcounts.sum()), dtype=dtype)
+    cap = max(1, max_bytes // max(dtype.itemsize, 1))
+    longest = np.array([max(sendcounts.max(initial=0), recvcounts.max(initial=0))], dtype=np.int64)
+    comm.Allreduce(MPI.IN_PLACE, longest, op=MPI.MAX)
+    rounds = int(-(-longest[0] // cap))
+    sdispls = np.concatenate([[0], np.cumsum(sendcounts)[:-1]]).astype(np.int64)
+    rdispls = np.concatenate([[0], np.cumsum(recvcounts)[:-1]]).astype(np.int64)
+    mpitype = record_mpi_type(dtype.itemsize)
+    sendbuf = _as_bytes(records) if len(records) else np.empty(0, np.uint8)
+    recvbuf = received.view(np.uint8).reshape(-1) if len(received) else np.empty(0, np.uint8)
+    for r in range(rounds):
+        done = r * cap
+        sc = np.clip(sendcounts - done, 0, cap)
+        rc = np.clip(recvcounts - done, 0, cap)
+        comm.Alltoallv([sendbuf, (sc.tolist(), (sdispls + done).tolist()), mpitype],
+                       [recvbuf, (rc.tolist(), (rdispls + done).tolist()), mpitype])
+    others = int(sendcounts.sum() - sendcounts[rank]) * dtype.itemsize
+    return received, others
+
+
+# ---- one-to-one links (input -> standardize -> standardize) -----------------
+
+_END = None
+
+
+def send_chunk(comm, dest: int, chunk: Chunk | None, tag: int = 7) -> int:
+    """Send a chunk to ``dest`` (header pickled, arrays as raw buffers); None ends the stream.
+
+    Returns the bytes of array data sent.
+    """
+    if chunk is None:
+        comm.send(_END, dest=dest, tag=tag)
+        return 0
+    arrays = {"ids": chunk.ids, "features": chunk.features}
+    if chunk.labels is not None:
+        arrays["labels"] = chunk.labels
+    if chunk.source_rows is not None:
+        arrays["source_rows"] = chunk.source_rows
+    arrays.update({f"extra:{k}": v for k, v in chunk.extras.items()})
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    header = {"chunk_id": chunk.chunk_id, "source": chunk.source, "source_start": chunk.source_start,
+              "arrays": [(k, v.dtype.str, v.shape) for k, v in arrays.items()]}
+    comm.send(header, dest=dest, tag=tag)
+    sent = 0
+    for v in arrays.values():
+        comm.Send(v.view(np.uint8).reshape(-1) if v.size else np.empty(0, np.uint8), dest=dest, tag=tag)
+        sent += v.nbytes
+    return sent
+
+
+def recv_chunk(comm, source: int, tag: int = 7) -> Chunk | None:
+    """Receive a chunk sent by :func:`send_chunk` (None at the end of the stream)."""
+    header = comm.recv(source=source, tag=tag)
+    if header is _END:
+        return None
+    arrays = {}
+    for name, dt, shape in header["arrays"]:
+        a = np.empty(shape, dtype=np.dtype(dt))
+        comm.Recv(a.view(np.uint8).reshape(-1) if a.size else np.empty(0, np.uint8), source=source, tag=tag)
+        arrays[name] = a
+    return Chunk(
+        chunk_id=header["chunk_id"], ids=arrays.pop("ids"), features=arrays.pop("features"),
+        labels=arrays.pop("labels", None), source_rows=arrays.pop("source_rows", None),
+        extras={k[len("extra:"):]: v for k, v in arrays.items()},
+        source=header["source"], source_start=header["source_start"])

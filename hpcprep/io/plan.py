@@ -1,0 +1,189 @@
+"""Which files exist, how they split into chunks, and which input rank reads which chunk.
+
+Built on rank 0 before any work (so that a missing file or a bad dataset is
+reported once) and broadcast. The plan is small: one entry per chunk.
+"""
+
+import glob
+import os
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+
+from ..errors import DataError
+from ..partition import balanced_contiguous
+
+SUFFIX_FORMATS = {".h5": "hdf5", ".hdf5": "hdf5", ".he5": "hdf5", ".npy": "npy", ".csv": "csv"}
+
+
+@dataclass(frozen=True)
+class ChunkDesc:
+    """One chunk of one input file: rows ``start:stop`` of ``path``."""
+
+    chunk_id: int
+    file_index: int
+    path: str
+    format: str
+    start: int
+    stop: int
+    first_id: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class InputPlan:
+    """The ordered input: files, chunks and the chunk ranges of each input rank."""
+
+    files: list[str]
+    file_rows: list[int]
+    n_features: int
+    feature_names: list[str]
+    feature_dtype: str
+    label_dtype: str | None
+    chunks: list[ChunkDesc]
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.file_rows)
+
+    def chunks_of(self, input_index: int) -> list[ChunkDesc]:
+        """Chunks read by input rank ``input_index``."""
+        lo, hi = self.ranges[input_index]
+        return self.chunks[lo:hi]
+
+    @property
+    def bytes_per_row(self) -> int:
+        lab = np.dtype(self.label_dtype).itemsize if self.label_dtype else 0
+        return np.dtype(self.feature_dtype).itemsize * self.n_features + lab + 8
+
+
+def expand_paths(patterns: list[str]) -> list[str]:
+    """Files matching the globs, sorted, without duplicates; a pattern matching nothing is an error."""
+    files = set()
+    for pattern in patterns:
+        matched = glob.glob(pattern)
+        if not matched:
+            what = "no file matches" if glob.has_magic(pattern) else "input file not found:"
+            raise DataError(f"input.paths: {what} {pattern}")
+        files.update(m for m in matched if os.path.isfile(m))
+    return sorted(files)
+
+
+def detect_format(path: str, configured: str) -> str:
+    if configured != "auto":
+        return configured
+    fmt = SUFFIX_FORMATS.get(os.path.splitext(path)[1].lower())
+    if fmt is None:
+        raise DataError(f"{path}: cannot tell the format from the suffix; set input.format "
+                        f"(one of hdf5, npy, csv)")
+    return fmt
+
+
+def npy_label_path(path: str, label: str) -> str:
+    """The label file paired with a features ``.npy`` file: ``<stem>.<label>.npy``."""
+    return path[: -len(".npy")] + f".{label}.npy"
+
+
+def _describe_hdf5(path, inp):
+    name, label = inp["features"], inp["label"]
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DataError(f"{path}: cannot open as HDF5 ({e})") from None
+    with f:
+        if name not in f or not isinstance(f[name], h5py.Dataset):
+            raise DataError(f"{path}: no dataset {name!r} (input.features); has: {', '.join(f.keys())}")
+        ds = f[name]
+        names = ds.attrs.get("feature_names")
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None else None
+        lab = None
+        if label:
+            if label not in f:
+                raise DataError(f"{path}: no dataset {label!r} (input.label)")
+            lab = f[label]
+            _check_label(path, label, lab.shape, lab.dtype, ds.shape[0] if ds.ndim else 0)
+        return ds.shape, ds.dtype, names, (None if lab is None else lab.dtype)
+
+
+def _describe_npy(path, inp):
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot open as .npy ({e})") from None
+    lab = None
+    if inp["label"]:
+        lpath = npy_label_path(path, inp["label"])
+        try:
+            lab = np.load(lpath, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise DataError(f"{lpath}: label file for {path} cannot be read ({e})") from None
+        _check_label(lpath, inp["label"], lab.shape, lab.dtype, arr.shape[0] if arr.ndim else 0)
+    return arr.shape, arr.dtype, None, (None if lab is None else lab.dtype)
+
+
+def _check_label(path, name, shape, dtype, n):
+    if len(shape) != 1 or shape[0] != n:
+        raise DataError(f"{path}: label {name!r} has shape {shape}, expected ({n},)")
+    if dtype.kind not in "iuf b":
+        raise DataError(f"{path}: label {name!r} has dtype {dtype}; expected a numeric type")
+
+
+def build_input_plan(inp: dict, n_input_ranks: int, weights=None) -> InputPlan:
+    """Discover and check the input files and split them into chunks.
+
+    Parameters
+    ----------
+    inp : dict
+        The validated ``[input]`` table.
+    n_input_ranks : int
+        Number of ranks in the input layer.
+    weights : sequence of float, optional
+        Relative speed of each input rank (default equal): chunks are given out
+        in contiguous ranges whose row totals follow these weights.
+
+    Raises
+    ------
+    DataError
+        Naming the file and dataset that is missing or unusable.
+    """
+    files = [p for p in expand_paths(inp["paths"])
+             if not (inp["label"] and p.endswith(f".{inp['label']}.npy"))]
+    file_rows, chunks, d, names, fdt, ldt = [], [], None, None, None, None
+    first_id = 0
+    for fi, path in enumerate(files):
+        fmt = detect_format(path, inp["format"])
+        if fmt == "csv":
+            raise DataError(f"{path}: CSV input is read through the CSV reader (input.format = \"csv\")")
+        shape, dtype, fnames, ldtype = (_describe_hdf5 if fmt == "hdf5" else _describe_npy)(path, inp)
+        if len(shape) != 2:
+            raise DataError(f"{path}: features have shape {shape}; expected a 2-D (rows, features) array")
+        if dtype.kind not in "fiu" or dtype.kind == "b":
+            raise DataError(f"{path}: features have dtype {dtype}; expected a numeric type "
+                            f"(float or integer)")
+        if d is None:
+            d, names = shape[1], fnames or [f"f{i}" for i in range(shape[1])]
+            fdt = np.dtype(np.float64) if dtype.itemsize > 4 else np.dtype(np.float32)
+            ldt = ldtype
+        elif shape[1] != d:
+            raise DataError(f"{path}: {shape[1]} features, but {files[0]} has {d}")
+        elif (ldt is None) != (ldtype is None) or (ldt is not None and ldtype.kind != ldt.kind):
+            raise DataError(f"{path}: label dtype {ldtype} differs from {files[0]}'s {ldt}")
+        n = shape[0]
+        file_rows.append(n)
+        for start in range(0, n, inp["chunk_rows"]):
+            stop = min(n, start + inp["chunk_rows"])
+            chunks.append(ChunkDesc(len(chunks), fi, path, fmt, start, stop, first_id + start))
+        first_id += n
+    if d is None:
+        d, names, fdt = 0, [], np.dtype(np.float32)
+    label_dtype = None
+    if ldt is not None:
+        label_dtype = "float64" if ldt.kind == "f" else "int64"
+    plan = InputPlan(files, file_rows, d, names, np.dtype(fdt).name, label_dtype, chunks)
+    plan.ranges = balanced_contiguous([c.rows for c in chunks], n_input_ranks, weights)
+    return plan

@@ -1,0 +1,1 @@
+"""The layers of the dataflow: chunk streams, standardization and sampling layers."""

@@ -1,0 +1,129 @@
+"""Replayable streams of chunks between the input and standardization layers.
+
+A step that needs global statistics makes its layer read its input more than
+once (one pass per fit, then the final pass). Every stream can be iterated
+again; ``iterate(final=True)`` is the last iteration, which may release what a
+stream kept (and is the one where rows dropped are counted).
+"""
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..chunk import Chunk
+from ..exchange import recv_chunk
+
+
+class ChunkStream:
+    """Base class: a sequence of chunks in chunk-id order that can be iterated again."""
+
+    def iterate(self, final: bool) -> Iterator[Chunk]:
+        raise NotImplementedError
+
+
+class ReaderStream(ChunkStream):
+    """The chunks planned for one input rank, read from the files.
+
+    With ``cache=True`` the chunks read in a non-final pass are kept in memory
+    so later passes re-read memory, not disk (the caller decides from the
+    memory budget).
+    """
+
+    def __init__(self, descs, reader, cache: bool, progress=None):
+        self.descs, self.reader, self.cache = list(descs), reader, cache
+        self._kept: dict[int, Chunk] = {}
+        self.progress = progress
+        self.rows_read = 0
+        self.bytes_read = 0
+
+    def iterate(self, final):
+        for desc in self.descs:
+            chunk = self._kept.pop(desc.chunk_id, None) if final else self._kept.get(desc.chunk_id)
+            if chunk is None:
+                chunk = self.reader.read(desc)
+                self.rows_read += len(chunk)
+                self.bytes_read += chunk.nbytes
+                if self.cache and not final:
+                    self._kept[desc.chunk_id] = chunk
+            if self.progress is not None:
+                self.progress.tick(len(chunk))
+            yield chunk
+        if final:
+            self.reader.close()
+
+
+class ChunkStore(ChunkStream):
+    """Chunks received from the previous layer, in memory up to a budget, then spilled to disk."""
+
+    def __init__(self, budget_bytes: int, spill_dir: str):
+        self.budget, self.spill_dir = budget_bytes, spill_dir
+        self._items: list = []  # Chunk, or path of a spilled chunk
+        self.in_memory = 0
+        self.spilled_bytes = 0
+
+    def add(self, chunk: Chunk):
+        if self.in_memory + chunk.nbytes <= self.budget:
+            self._items.append(chunk)
+            self.in_memory += chunk.nbytes
+            return
+        os.makedirs(self.spill_dir, exist_ok=True)
+        path = os.path.join(self.spill_dir, f"chunk-{chunk.chunk_id:09d}.npz")
+        arrays = {"ids": chunk.ids, "features": chunk.features, "source_rows": chunk.rows_in_source()}
+        if chunk.labels is not None:
+            arrays["labels"] = chunk.labels
+        arrays.update({f"extra_{k}": v for k, v in chunk.extras.items()})
+        np.savez(path, **arrays)
+        self.spilled_bytes += chunk.nbytes
+        self._items.append((path, chunk.chunk_id, chunk.source, chunk.source_start))
+
+    def iterate(self, final):
+        for i, item in enumerate(self._items):
+            if isinstance(item, Chunk):
+                yield item
+            else:
+                path, cid, source, start = item
+                with np.load(path) as z:
+                    yield Chunk(chunk_id=cid, ids=z["ids"], features=z["features"],
+                                labels=z["labels"] if "labels" in z else None,
+                                extras={k[6:]: z[k] for k in z.files if k.startswith("extra_")},
+                                source=source, source_start=start, source_rows=z["source_rows"])
+                if final:
+                    os.remove(path)
+            if final:
+                self._items[i] = None
+        if final:
+            self._items = []
+            self.in_memory = 0
+
+
+class ReceiveStream(ChunkStream):
+    """Chunks arriving from the peer rank of the previous layer; can be iterated once."""
+
+    def __init__(self, comm, source: int):
+        self.comm, self.source = comm, source
+        self._used = False
+
+    def iterate(self, final):
+        if self._used or not final:
+            raise RuntimeError("a ReceiveStream is read once, in the final pass")
+        self._used = True
+        while (chunk := recv_chunk(self.comm, self.source)) is not None:
+            yield chunk
+
+    def drain_into(self, store: ChunkStore) -> ChunkStore:
+        """Receive the whole stream into ``store`` (for layers that need several passes)."""
+        for chunk in self.iterate(final=True):
+            store.add(chunk)
+        return store
+
+
+class AppliedStream(ChunkStream):
+    """The output of a standardization layer: its steps applied to its input stream."""
+
+    def __init__(self, upstream: ChunkStream, layer):
+        self.upstream, self.layer = upstream, layer
+
+    def iterate(self, final):
+        for chunk in self.upstream.iterate(final):
+            yield self.layer.apply_all(chunk, count=final)

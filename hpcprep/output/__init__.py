@@ -1,0 +1,8 @@
+"""The interface: HDF5 shards, the master file, the manifest (docs/FORMAT.md)."""
+
+from .location import OutputLocation
+from .master import write_master
+from .shards import write_shard
+from .verify import verify_dataset
+
+__all__ = ["OutputLocation", "verify_dataset", "write_master", "write_shard"]

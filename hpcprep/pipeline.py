@@ -1,0 +1,348 @@
+"""The whole run: input -> standardization layers -> sampling layers -> HDF5 output.
+
+Every rank runs :func:`run_pipeline` with the same validated config. What a
+rank does depends on the groups it belongs to (:mod:`hpcprep.topology`); with a
+fused layout it plays every role in turn, with a layered one a single role.
+Both go through the same code for the steps, the exchanges and the output.
+"""
+
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+from . import __version__
+from .collective import root_decides, write_line
+from .exchange import alltoallv_records, send_chunk
+from .errors import ConfigError
+from .io.plan import build_input_plan
+from .io.readers import ChunkReader
+from .kernels.route import contiguous_targets
+from .layers.sample import SampleLayer, chunk_to_records, record_dtype
+from .layers.standardize import StandardizeLayer
+from .layers.streams import AppliedStream, ChunkStore, ReaderStream, ReceiveStream
+from .output.location import ACTIVE_TEMP_DIRS, OutputLocation
+from .output.master import manifest, write_json, write_master
+from .output.shards import write_shard
+from .partition import equal_counts, offsets
+from .steps.moments import Moments
+
+
+def _prepare(cfg: dict, n_input: int):
+    """Rank 0, before any work: the input plan and a fresh temporary output folder."""
+    location = OutputLocation(cfg["output"]["path"], cfg["output"]["overwrite"])
+    location.check()
+    plan = build_input_plan(cfg["input"], n_input)
+    location.create()
+    return plan, location.temp
+
+
+def run_pipeline(cfg: dict, comm, progress) -> dict | None:
+    """Run the configured pipeline on every rank of ``comm``.
+
+    Parameters
+    ----------
+    cfg : dict
+        Validated config (:func:`hpcprep.config.parse_config`).
+    comm : communicator
+        All ranks of the job.
+    progress : Progress
+        Where rank 0's progress lines go.
+
+    Returns
+    -------
+    dict or None
+        On rank 0, the run summary (also written to ``report.json``); None elsewhere.
+    """
+    from .topology import build_topology
+
+    t_start = time.perf_counter()
+    topo = build_topology(comm, cfg["layout"], len(cfg["standardize"]), len(cfg["sample"]))
+    plan, temp = root_decides(comm, _prepare, cfg, len(topo.input_ranks))
+    location = OutputLocation(cfg["output"]["path"], cfg["output"]["overwrite"], temp)
+    ACTIVE_TEMP_DIRS.add(temp)
+    progress.log(f"input: {plan.total_rows:,} rows x {plan.n_features} features in "
+                 f"{len(plan.files)} file(s), {len(plan.chunks)} chunk(s) over "
+                 f"{len(topo.input_ranks)} input rank(s); layout "
+                 f"{'fused' if topo.fused else 'layered'}, {comm.Get_size()} rank(s)")
+    run = _RankRun(cfg, comm, topo, plan, location, progress)
+    run.standardize()
+    run.sample()
+    run.write()
+    return run.finish(t_start)
+
+
+class _RankRun:
+    """What one rank does in one run, phase by phase (state shared between phases)."""
+
+    def __init__(self, cfg, comm, topo, plan, location, progress):
+        self.cfg, self.comm, self.topo, self.plan = cfg, comm, topo, plan
+        self.location, self.progress = location, progress
+        self.rank = comm.Get_rank()
+        self.seed = cfg["seed"]
+        self.budget = cfg["resources"]["memory_bytes"]
+        self.spill_dir = os.path.join(cfg["resources"]["spill_dir"] or location.join("spill"),
+                                      f"rank-{self.rank:05d}")
+        self.report = {"rank": self.rank, "roles": topo.roles(), "seconds": {}}
+        self.std_layers: list[StandardizeLayer] = []
+        self.stream = None  # this rank's output stream into the first sampling layer
+        self.names = list(plan.feature_names)
+        self.n_chunks_out = 0
+        self.sample_layers = [SampleLayer(i, t, topo.sample_comms[i], self.seed)
+                              for i, t in enumerate(cfg["sample"])]
+        self.rdt = None
+        self.shard = None
+
+    # ---- input and standardization ----------------------------------------------
+    def _group_index(self, group: list[int]) -> int:
+        return group.index(self.rank)
+
+    def standardize(self) -> None:
+        t0 = time.perf_counter()
+        topo, cfg = self.topo, self.cfg
+        n_std = len(cfg["standardize"])
+        reader_stream = None
+        if self.rank in topo.input_ranks:
+            i = self._group_index(topo.input_ranks)
+            descs = self.plan.chunks_of(i)
+            planned = sum(d.rows for d in descs) * self.plan.bytes_per_row
+            fits = topo.fused and any(_layer_fits(t) for t in cfg["standardize"])
+            reader = ChunkReader(cfg["input"], self.plan.feature_dtype, self.plan.label_dtype)
+            reader_stream = ReaderStream(descs, reader, cache=fits and planned <= self.budget // 2,
+                                         progress=self.progress if self.rank == 0 else None)
+            self.progress.phase("read")
+            self.report["input"] = {"chunks": len(descs), "rows": sum(d.rows for d in descs)}
+            self.n_chunks_out = len(descs)
+        if topo.fused:
+            stream = reader_stream
+            for j, table in enumerate(cfg["standardize"]):
+                layer = StandardizeLayer(j, table, self.names, topo.std_comms[j], self.seed,
+                                         self._layer_log(topo.std_comms[j]))
+                if layer.needs_passes:
+                    layer.fit(stream)
+                self.names = layer.feature_names_out
+                stream = AppliedStream(stream, layer)
+                self.std_layers.append(layer)
+            self.stream = stream
+        else:
+            self._standardize_layered(reader_stream, n_std)
+        self.report["seconds"]["standardize"] = time.perf_counter() - t0
+
+    def _standardize_layered(self, reader_stream, n_std) -> None:
+        topo, cfg = self.topo, self.cfg
+        if reader_stream is not None:
+            if n_std == 0:
+                self.stream = reader_stream
+                return
+            peer = topo.std_ranks[0][self._group_index(topo.input_ranks)]
+            self._send_stream(peer, reader_stream)
+            return
+        for j in range(n_std):
+            if self.rank not in topo.std_ranks[j]:
+                continue
+            i = self._group_index(topo.std_ranks[j])
+            self.n_chunks_out = len(self.plan.chunks_of(i))
+            upstream = topo.upstream_of_std(j)[i]
+            self.names = self.comm.recv(source=upstream, tag=6)
+            layer = StandardizeLayer(j, cfg["standardize"][j], self.names, topo.std_comms[j],
+                                     self.seed, self._layer_log(topo.std_comms[j]))
+            incoming = ReceiveStream(self.comm, upstream)
+            if layer.needs_passes:
+                incoming = incoming.drain_into(ChunkStore(self.budget // 2, self.spill_dir))
+                layer.fit(incoming)
+            self.names = layer.feature_names_out
+            self.std_layers.append(layer)
+            stream = AppliedStream(incoming, layer)
+            if j + 1 < n_std:
+                self._send_stream(topo.std_ranks[j + 1][i], stream)
+            else:
+                self.stream = stream
+
+    def _layer_log(self, layer_comm):
+        """Log lines of a layer: progress from world rank 0, warnings from the layer's first rank."""
+        first = layer_comm.Get_rank() == 0
+
+        def log(message: str) -> None:
+            if self.rank == 0:
+                self.progress.log(message)
+            elif first and message.startswith("warning"):
+                write_line(f"[hpcprep rank {self.rank}] {message}", sys.stdout)
+
+        return log
+
+    def _send_stream(self, peer: int, stream) -> None:
+        """Send the feature names, then every chunk of ``stream``, to the next layer's peer."""
+        self.comm.send(self.names, dest=peer, tag=6)
+        sent = 0
+        for chunk in stream.iterate(final=True):
+            sent += send_chunk(self.comm, peer, chunk)
+        send_chunk(self.comm, peer, None)
+        self.report["bytes_sent_one_to_one"] = self.report.get("bytes_sent_one_to_one", 0) + sent
+
+    # ---- sampling -------------------------------------------------------------
+    def _record_dtype(self, names) -> np.dtype:
+        return record_dtype(len(names), self.cfg["output"]["dtype"], self.plan.label_dtype)
+
+    def sample(self) -> None:
+        t0 = time.perf_counter()
+        self._exchange_into_first()
+        for li, layer in enumerate(self.sample_layers):
+            if layer.comm is not None:
+                layer.finish(self.rdt)
+                self.progress.log(f"sample[{li}] {layer.mode.op}: {layer.total_in:,} rows in, "
+                                  f"{layer.total_out:,} out")
+            if li + 1 < len(self.sample_layers):
+                self._exchange_between(li)
+        self.report["seconds"]["sample"] = time.perf_counter() - t0
+
+    def _exchange_into_first(self) -> None:
+        topo = self.topo
+        link = topo.links[0]
+        if link is None:
+            return
+        producers = topo.producers_of(0)
+        consumers = topo.sample_ranks[0]
+        is_producer = self.rank in producers
+        root = topo.link_ranks(0, producers[:1])[0]
+        self.names = link.bcast(self.names if link.Get_rank() == root else None, root=root)
+        self.rdt = self._record_dtype(self.names)
+        n_rounds = link.allreduce(self.n_chunks_out if is_producer else 0, op=MPI.MAX)
+        cons_link = topo.link_ranks(0, consumers)
+        layer = self.sample_layers[0]
+        chunks = iter(self.stream.iterate(final=True)) if is_producer else None
+        self.progress.log(f"exchange into sample[0]: {n_rounds} round(s) over {len(producers)} "
+                          f"producer(s) and {len(consumers)} sampling rank(s)")
+        for _ in range(n_rounds):
+            chunk = next(chunks, None) if is_producer else None
+            recs = chunk_to_records(chunk, self.rdt) if chunk is not None else np.empty(0, self.rdt)
+            self._route_and_send(link, layer, recs, cons_link)
+        # one more step ends the generators, so streams release their caches and files
+        if is_producer and next(chunks, None) is not None:
+            raise RuntimeError(f"rank {self.rank} has more chunks than the plan gave it")
+
+    def _exchange_between(self, li: int) -> None:
+        """Route sampling layer ``li``'s rows into layer ``li + 1`` (one exchange, bounded rounds)."""
+        topo = self.topo
+        link = topo.links[li + 1]
+        if link is None:
+            return
+        root = topo.link_ranks(li + 1, topo.sample_ranks[li][:1])[0]
+        self.names = link.bcast(self.names if link.Get_rank() == root else None, root=root)
+        self.rdt = self._record_dtype(self.names)
+        src = self.sample_layers[li]
+        recs = src.records if src.records is not None else np.empty(0, self.rdt)
+        src.records = None
+        self._route_and_send(link, self.sample_layers[li + 1], recs,
+                             topo.link_ranks(li + 1, topo.sample_ranks[li + 1]))
+
+    def _route_and_send(self, link, layer: SampleLayer, recs, cons_link) -> None:
+        routed, counts = layer.route(recs, len(cons_link))
+        del recs
+        sendcounts = np.zeros(link.Get_size(), dtype=np.int64)
+        sendcounts[cons_link] = counts
+        received, sent = alltoallv_records(link, routed, sendcounts, self.rdt)
+        layer.bytes_sent += sent
+        if link.Get_rank() in cons_link:
+            layer.receive(received)
+
+    # ---- output -----------------------------------------------------------------
+    def _shard_targets(self, n_writers: int, total: int) -> np.ndarray:
+        sizes = self.cfg["output"]["shard_sizes"]
+        if not sizes:
+            return equal_counts(total, n_writers)
+        if len(sizes) != n_writers or sum(sizes) != total or min(sizes) < 0:
+            raise ConfigError(f"output.shard_sizes = {sizes}: needs {n_writers} non-negative sizes "
+                              f"(one per rank of the last sampling layer) summing to {total} rows")
+        return np.asarray(sizes, dtype=np.int64)
+
+    def write(self) -> None:
+        last = self.sample_layers[-1]
+        if last.comm is None:
+            return
+        t0 = time.perf_counter()
+        comm = last.comm
+        targets = self._shard_targets(comm.Get_size(), last.total_out)
+        records = last.records
+        last.records = None
+        n_local = np.array([len(records)], dtype=np.int64)
+        start = np.zeros(1, dtype=np.int64)
+        comm.Exscan(n_local, start)
+        start = int(start[0]) if comm.Get_rank() else 0
+        counts = contiguous_targets(start, len(records), offsets(targets))
+        shard_records, sent = alltoallv_records(comm, records, counts, self.rdt)
+        last.bytes_sent += sent
+        del records
+        p = comm.Get_rank()
+        rel = f"shards/part-{p:05d}.h5"
+        info = write_shard(self.location.join(rel), shard_records, self.names)
+        self.shard = {"path": rel, "start": int(offsets(targets)[p]), **info}
+        self.report["seconds"]["write"] = time.perf_counter() - t0
+        self.progress.log(f"wrote {rel}: {info['rows']:,} rows")
+
+    # ---- report, master file, manifest ----------------------------------------------
+    def finish(self, t_start: float) -> dict | None:
+        self.report["standardize"] = {l.index: l.report() for l in self.std_layers}
+        self.report["sample"] = {l.index: l.report() for l in self.sample_layers if l.comm is not None}
+        self.report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        step_stats = {}
+        for layer in self.std_layers:
+            step_stats.update(layer.stats())
+        gathered = self.comm.gather((self.report, self.shard, step_stats or None, self.names,
+                                     self.rdt), root=0)
+        result = None
+        if self.rank == 0:
+            result = self._write_metadata(gathered, time.perf_counter() - t_start)
+        ok = self.comm.bcast(result is not None if self.rank == 0 else None, root=0)
+        if not ok:
+            raise RuntimeError("rank 0 could not finish the output")
+        return result
+
+    def _write_metadata(self, gathered, seconds: float) -> dict:
+        reports = [g[0] for g in gathered]
+        shards = sorted((g[1] for g in gathered if g[1] is not None), key=lambda s: s["start"])
+        step_stats = next((g[2] for g in gathered if g[2] is not None), {})
+        writer = next(g for g in gathered if g[1] is not None)
+        names, rdt = writer[3], writer[4]
+        counts = {}
+        for rep in reports:
+            for layer in rep["standardize"].values():
+                for label, reasons in layer["dropped"].items():
+                    bucket = counts.setdefault(label, {})
+                    for reason, n in reasons.items():
+                        bucket[reason] = bucket.get(reason, 0) + n
+        moments = None
+        for s in shards:
+            if s["moments"] is not None:
+                moments = s["moments"] if moments is None else moments.merge(s["moments"])
+        d = len(names)
+        moments = moments or Moments(np.zeros(d), np.full(d, np.nan), np.zeros(d))
+        total = sum(s["rows"] for s in shards)
+        attrs = {"hpcprep_version": __version__, "seed": self.seed, "config": self.cfg["_text"],
+                 "rows": total, "rows_in": self.plan.total_rows, "feature_names": names,
+                 "counts": counts}
+        write_master(self.location, rdt, shards, names, attrs,
+                     {"mean": moments.mean, "std": moments.std}, step_stats)
+        summary = {
+            "hpcprep_version": __version__, "world_size": self.comm.Get_size(),
+            "layout": "fused" if self.topo.fused else "layered",
+            "rows_in": self.plan.total_rows, "rows_out": total, "dropped": counts,
+            "seconds": seconds, "rows_per_second": self.plan.total_rows / max(seconds, 1e-9),
+            "ranks": reports,
+        }
+        write_json(self.location.join("report.json"), summary)
+        write_json(self.location.join("manifest.json"),
+                   manifest(rdt, shards, names, self.seed))
+        self.location.commit()
+        self.progress.log(f"done: {self.plan.total_rows:,} rows in, {total:,} rows out in "
+                          f"{len(shards)} shard(s), {seconds:.2f} s "
+                          f"({summary['rows_per_second']:,.0f} rows/s) -> {self.location.path}")
+        return summary
+
+
+def _layer_fits(table: dict) -> bool:
+    from .steps import STEPS
+
+    return any(STEPS[s["op"]].needs_fit for s in table["steps"])
