@@ -106,6 +106,11 @@ class Balancer:
         self._samples = 0
         self._seconds = 0.0
         self._last_sps = [None] * self.nranks
+        if mode == "adaptive" and self.rank == 0:
+            try:  # import the assignment program (cvxpy) now, not inside a timed window
+                from .. import assign  # noqa: F401
+            except ImportError:
+                pass
 
     def block(self, length: int) -> list[int]:
         """Sizes for a global batch of ``length`` samples (the last batch of an epoch is
