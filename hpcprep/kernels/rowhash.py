@@ -83,7 +83,7 @@ def row_hash(x, seed=0, canonical=True):
     words, nb = row_words(x)
     n, nw = words.shape
     if isinstance(seed, (int, np.integer)):
-        h = xp.full(n, int(seed) & 0xFFFFFFFFFFFFFFFF, dtype=xp.uint64)
+        h = xp.full(n, np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF), dtype=xp.uint64)
     else:
         h = xp.asarray(seed, dtype=xp.uint64)
         if h.shape != (n,):
