@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .problem import AssignProblem
-from .program import accuracy_loss
+from .learning_curve import accuracy_loss
 
 
 @dataclass

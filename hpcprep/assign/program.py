@@ -21,8 +21,9 @@ Constraints, with the Parameters in brackets:
 - ``f_min_j <= f_j <= 1``.
 
 Objective ``[w1] * T + [w3] * (T - mean_i t_i) + sum_j [u_j] * loss(f_j)`` with
-``u_j = w2 * v_j`` and the learning-curve loss of :func:`accuracy_loss` (the idle
-term's constant ``mean_i c_i`` is added back when the plan is reported).
+``u_j = w2 * v_j`` and the learning-curve loss (the idle
+term's constant ``mean_i c_i`` is added back when the plan is reported), see
+:func:`.learning_curve.accuracy_loss`.
 
 Every product is Parameter x parameter-free expression, so the problem is DPP:
 new speeds, overheads, caps, deadlines or weights re-solve without
@@ -35,31 +36,8 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 
+from .learning_curve import accuracy_loss
 from .problem import AssignProblem
-
-
-def accuracy_loss(f, beta: float):
-    """Learning-curve loss of keeping a fraction ``f`` of a task's data.
-
-    ``loss(f) = (f**-beta - 1) / beta`` (``-log f`` for ``beta = 0``): zero at
-    ``f = 1``, convex and decreasing, so ``-loss`` is a concave accuracy. It is
-    the power-law learning curve ``err(n) = a + b * n**-beta`` relative to its
-    value on the whole task, in units of ``b * n_full**-beta``; empirical
-    exponents are 0.07-0.5 (Hestness et al., 2017), default 0.3.
-
-    Parameters
-    ----------
-    f : float, array or cvxpy expression
-        Kept fraction(s), > 0.
-    beta : float
-        Exponent, >= 0.
-    """
-    if isinstance(f, cp.Expression):
-        if beta == 0:
-            return -cp.log(f)
-        return (cp.power(f, -beta, approx=False) - 1) / beta
-    f = np.asarray(f, dtype=np.float64)
-    return -np.log(f) if beta == 0 else (f ** -beta - 1) / beta
 
 
 @dataclass(frozen=True)

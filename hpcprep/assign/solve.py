@@ -7,7 +7,6 @@ DPP re-solve: cvxpy only refills its Parameters.
 
 import time
 
-import cvxpy as cp
 import numpy as np
 
 from ..errors import ConfigError
@@ -15,11 +14,10 @@ from .closed_form import water_fill
 from .feasibility import check_feasible
 from .plan import Plan, evaluate
 from .problem import AssignError, AssignProblem
-from .program import AssignmentProgram, Structure
 from .rounding import kept_whole_units, round_plan
 
 SOLVERS = ("auto", "closed_form", "CLARABEL", "HIGHS", "SCS")
-ACCEPTED = (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
+ACCEPTED = ("optimal", "optimal_inaccurate")
 
 
 def closed_form_is_exact(problem: AssignProblem) -> bool:
@@ -69,10 +67,11 @@ class Planner:
         self.solver = solver
         self.fallback = fallback
         self.max_programs = max_programs
-        self.programs: dict[Structure, AssignmentProgram] = {}
+        self.programs: dict = {}     # Structure -> AssignmentProgram
 
-    def program_for(self, problem: AssignProblem) -> AssignmentProgram:
+    def program_for(self, problem: AssignProblem) -> "AssignmentProgram":
         """The built program for ``problem``'s structure (built on first use)."""
+        from .program import AssignmentProgram, Structure   # cvxpy loads only where a solve needs it
         key = Structure.of(problem)
         if key not in self.programs:
             if len(self.programs) >= self.max_programs:
@@ -120,6 +119,7 @@ class Planner:
         if solver == "HIGHS" and problem.variable_fraction:
             raise ConfigError("solver = 'HIGHS' solves linear programs only; "
                               "with min_fraction < 1 use 'CLARABEL' or 'auto'")
+        import cvxpy as cp
         program = self.program_for(problem)
         try:
             result = program.solve(problem, solver=solver)
