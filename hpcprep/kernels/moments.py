@@ -1,13 +1,17 @@
 """Mergeable per-column moments ``(n, mean, M2)`` on either device."""
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from ..steps.moments import Moments
 from .xp import array_module
 from ._util import is_cupy, to_host
 
+if TYPE_CHECKING:
+    from ..steps.moments import Moments
 
-def moments_of(x) -> Moments:
+
+def moments_of(x) -> "Moments":
     """Per-column count, mean and M2 of a 2-D array, in float64, NaNs ignored.
 
     On NumPy this is :meth:`hpcprep.steps.moments.Moments.of`. On CuPy the same
@@ -26,6 +30,8 @@ def moments_of(x) -> Moments:
     Moments
         With host NumPy float64 arrays of shape (d,).
     """
+    from ..steps.moments import Moments   # here, not at import: hpcprep.steps may import kernels
+
     xp = array_module(x)
     if not is_cupy(xp):
         return Moments.of(x)
