@@ -238,11 +238,15 @@ def train(dataset, config: dict, comm, out=None, resume=None, stream=sys.stdout)
         ``params`` (flat NumPy float64 vector), ``model`` (spec), ``history`` (the
         per-epoch log records), ``balance`` (rebalance history), ``adaptive_comm``.
     """
-    cfg = validate_config(config)
     rank, size = comm.Get_rank(), comm.Get_size()
-    slow = parse_slowdown(cfg["emulate_slowdown"], size)
-    if cfg["shares"] and len(cfg["shares"]) != size:
-        raise _agreed(ConfigError, f"train.shares has {len(cfg['shares'])} entries for {size} ranks")
+    try:  # the same config on every rank: the same error on every rank
+        cfg = validate_config(config)
+        slow = parse_slowdown(cfg["emulate_slowdown"], size)
+        if cfg["shares"] and len(cfg["shares"]) != size:
+            raise ConfigError(f"train.shares has {len(cfg['shares'])} entries for {size} ranks")
+    except ConfigError as e:
+        e.all_ranks = True
+        raise
     out = Path(out) if out is not None else None
     problem = None
     if rank == 0 and out is not None:
@@ -257,7 +261,11 @@ def train(dataset, config: dict, comm, out=None, resume=None, stream=sys.stdout)
     xp = select_xp(cfg["device"], comm)
     ds, val = _open_train_val(dataset, cfg, comm)
     n_classes = _classes(ds, comm)
-    model = make_model(cfg["model"], ds.n_features, n_classes, cfg["hidden"])
+    try:  # n_classes is agreed (Allreduce), so a model error is the same on every rank
+        model = make_model(cfg["model"], ds.n_features, n_classes, cfg["hidden"])
+    except ConfigError as e:
+        e.all_ranks = True
+        raise
     params = model.init(cfg["seed"], xp)
     host = np.ascontiguousarray(_host(params))
     comm.Bcast(host, root=0)
