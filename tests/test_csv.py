@@ -373,3 +373,25 @@ def test_split_ranges_cover_data_and_start_at_lines(tmp_path):
             assert e - s >= chunk
         assert sum(count_records(p, s, e) for s, e in ranges) == \
             len(parse_all(p, features=["x1"]))
+
+
+def test_range_larger_than_a_parse_piece(tmp_path):
+    # parse_range works on 4 MiB pieces of a range; records across pieces must match.
+    from hpcprep.io import csv as mod
+    rng = np.random.default_rng(11)
+    small = messy_file(rng, 400, crlf=True, trailing_newline=True)
+    head, body = small.split(b"\n", 1)
+    reps = mod._PIECE // len(body) + 2
+    data = head + b"\n" + body * reps
+    p = write(tmp_path, data)
+    kw = dict(features=["x1", "x2"], label="y", categorical=["cat"])
+    b = parse_all(p, **kw)
+    one = parse_all(write(tmp_path, small, "small.csv"), **kw)
+    assert len(b) == reps * len(one)
+    per = b.features.reshape(reps, len(one), 2)
+    for r in (0, reps // 2, reps - 1):
+        np.testing.assert_array_equal(per[r], one.features)
+    step = small.count(b"\n") - 1
+    np.testing.assert_array_equal(b.lines.reshape(reps, -1) - np.arange(reps)[:, None] * step,
+                                  np.broadcast_to(one.lines, (reps, len(one))))
+    assert_same(concat(parse_split(p, 1 << 20, **kw)), b)
