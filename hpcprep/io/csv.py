@@ -588,38 +588,53 @@ def _parse_quoted(path, buf, line_start, nl, qlines, line_to_rec, first_line, co
     """Parse lines holding a quote character with Python's csv module."""
     texts = [buf[s:e].decode("utf-8") + "\n"
              for s, e in zip(line_start[qlines].tolist(), nl[qlines].tolist())]
-    reader = _pycsv.reader(iter(texts), delimiter=delimiter, quotechar=QUOTE, doublequote=True)
-    good_rows, numeric, cats = [], [[] for _ in cols.numeric], [[] for _ in cols.cats]
-    consumed = 0
-    while consumed < len(texts):
-        k = consumed
-        rec = line_to_rec[qlines[k]]
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except _pycsv.Error:
-            out.reason[rec] = BAD_QUOTING
+    recs_of = line_to_rec[qlines]
+
+    def quoted_newline(k):
+        return DataError(f"{os.fspath(path)}, line {first_line + int(qlines[k])}: a quoted field "
+                         "contains a newline (or its closing quote is missing); quoted newlines "
+                         "are not supported")
+
+    # Each text is one line, so one record per text unless a quote is left open (it
+    # swallows the next text, or the final newline) or the csv module rejects a line.
+    records = None
+    try:
+        records = list(_pycsv.reader(texts, delimiter=delimiter, quotechar=QUOTE))
+    except _pycsv.Error:
+        pass
+    if records is None or len(records) != len(texts) or "\n" in (records[-1] or [""])[-1]:
+        records = []
+        reader = _pycsv.reader(iter(texts), delimiter=delimiter, quotechar=QUOTE)
+        consumed = 0
+        while consumed < len(texts):
+            k = consumed
+            try:
+                fields = next(reader)
+            except _pycsv.Error:
+                fields = None
             consumed = reader.line_num
-            continue
-        consumed = reader.line_num
-        if consumed - k > 1 or any("\n" in x for x in fields):
-            raise DataError(f"{os.fspath(path)}, line {first_line + int(qlines[k])}: a quoted field "
-                            "contains a newline (or its closing quote is missing); quoted newlines "
-                            "are not supported")
-        if len(fields) != cols.ncol:
-            out.reason[rec] = BAD_FIELD_COUNT
-            continue
-        good_rows.append(rec)
-        for j, h in enumerate(cols.numeric):
-            numeric[j].append(fields[h])
-        for j, h in enumerate(cols.cats):
-            cats[j].append(fields[h])
-    if good_rows:
-        def arr(values):
-            return np.array(values, dtype=str) if values else np.array([], "U1")
-        out.put(np.array(good_rows, np.int64), [arr(v) for v in numeric],
-                [arr(v) for v in cats], na_s, na_u)
+            if fields is not None and (consumed - k > 1 or "\n" in (fields or [""])[-1]):
+                raise quoted_newline(k)
+            records.append(fields)
+    lens = np.fromiter((-1 if r is None else len(r) for r in records), np.int64, len(records))
+    out.reason[recs_of[lens == -1]] = BAD_QUOTING
+    out.reason[recs_of[(lens >= 0) & (lens != cols.ncol)]] = BAD_FIELD_COUNT
+    good = np.flatnonzero(lens == cols.ncol)
+    if good.size == 0:
+        return
+    if good.size != len(records):
+        records = [records[i] for i in good.tolist()]
+    columns = list(zip(*records))
+    out.put(recs_of[good], [_as_bytes(columns[h]) for h in cols.numeric],
+            [np.array(columns[h], dtype=str) for h in cols.cats], na_s, na_u)
+
+
+def _as_bytes(values) -> np.ndarray:
+    """UTF-8 bytes array of strings, so numbers convert exactly as in the fast path."""
+    try:
+        return np.array(values, dtype="S")
+    except UnicodeEncodeError:
+        return np.array([v.encode("utf-8") for v in values], dtype="S")
 
 
 def first_bad_error(block: CsvBlock, path) -> DataError | None:
