@@ -1,0 +1,97 @@
+"""Pure logic, in-process: partitions, keys, routing, moments, streams."""
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from hpcprep.chunk import Chunk
+from hpcprep.exchange import alltoallv_records
+from hpcprep.kernels.hashing import key_to_unit, random_keys
+from hpcprep.kernels.route import bucket_by_destination, contiguous_targets, key_range_owner
+from hpcprep.layers.sample import chunk_to_records, record_dtype
+from hpcprep.partition import balanced_contiguous, equal_counts, offsets
+from hpcprep.steps import Moments, merge_by_chunk
+
+
+def test_equal_counts_and_offsets():
+    assert equal_counts(10, 3).tolist() == [4, 3, 3]
+    assert equal_counts(2, 4).tolist() == [1, 1, 0, 0]
+    assert offsets([4, 3, 3]).tolist() == [0, 4, 7, 10]
+
+
+@pytest.mark.parametrize("sizes, parts", [([5] * 12, 4), ([1, 100, 1, 1], 2), ([], 3), ([7], 3),
+                                          ([3, 3, 3], 5)])
+def test_balanced_contiguous_covers_in_order(sizes, parts):
+    ranges = balanced_contiguous(sizes, parts)
+    assert len(ranges) == parts
+    flat = [i for lo, hi in ranges for i in range(lo, hi)]
+    assert flat == list(range(len(sizes)))
+    if sizes == [5] * 12:
+        assert [hi - lo for lo, hi in ranges] == [3, 3, 3, 3]
+
+
+def test_weighted_contiguous_follows_speeds():
+    ranges = balanced_contiguous([10] * 30, 2, weights=[2, 1])
+    assert [hi - lo for lo, hi in ranges] == [20, 10]
+
+
+def test_keys_depend_on_seed_stream_and_id_only():
+    ids = np.arange(1000, dtype=np.int64)
+    k = random_keys(3, 1, ids)
+    assert np.array_equal(k[500:], random_keys(3, 1, ids[500:]))
+    assert len(np.unique(k)) == 1000
+    assert not np.array_equal(k, random_keys(4, 1, ids))
+    assert not np.array_equal(k, random_keys(3, 2, ids))
+    u = key_to_unit(random_keys(0, 0, np.arange(200_000)))
+    assert 0 <= u.min() and u.max() < 1
+    # uniformity: chi-square over 20 bins, critical value at alpha = 1e-3 (19 dof) is 43.8
+    counts = np.bincount((u * 20).astype(int), minlength=20)
+    chi2 = ((counts - 10_000) ** 2 / 10_000).sum()
+    assert chi2 < 43.8
+
+
+def test_key_range_owner_is_monotone_and_balanced():
+    keys = np.sort(random_keys(1, 1, np.arange(50_000)))
+    owner = key_range_owner(keys, 3)
+    assert np.all(np.diff(owner) >= 0)
+    assert set(owner.tolist()) == {0, 1, 2}
+    assert abs(np.bincount(owner) - 50_000 / 3).max() < 600
+    order, counts = bucket_by_destination(np.array([2, 0, 2, 1, 0]), 3)
+    assert order.tolist() == [1, 4, 3, 0, 2] and counts.tolist() == [2, 1, 2]
+
+
+def test_contiguous_targets():
+    offs = offsets([4, 3, 3])
+    assert contiguous_targets(0, 5, offs).tolist() == [4, 1, 0]
+    assert contiguous_targets(5, 5, offs).tolist() == [0, 2, 3]
+    assert contiguous_targets(3, 0, offs).tolist() == [0, 0, 0]
+
+
+def test_moments_merge_equals_whole():
+    rng = np.random.default_rng(0)
+    x = rng.normal(5, 3, (1000, 4))
+    x[rng.uniform(size=x.shape) < 0.05] = np.nan
+    parts = [Moments.of(x[a:b]) for a, b in [(0, 1), (1, 400), (400, 400), (400, 1000)]]
+    m = parts[0]
+    for p in parts[1:]:
+        m = m.merge(p)
+    np.testing.assert_allclose(m.mean, np.nanmean(x, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(m.var, np.nanvar(x, axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(m.n, (~np.isnan(x)).sum(axis=0))
+
+
+def test_merge_by_chunk_orders_by_chunk_id():
+    comm = MPI.COMM_SELF
+    merged = merge_by_chunk(comm, {3: "c", 1: "a", 2: "b"}, lambda a, b: a + b)
+    assert merged == "abc"
+    assert merge_by_chunk(comm, {}, lambda a, b: a + b) is None
+
+
+def test_records_roundtrip_through_alltoallv_self():
+    rdt = record_dtype(3, "float32", "int64")
+    chunk = Chunk(0, np.arange(5, dtype=np.int64), np.arange(15, dtype=np.float32).reshape(5, 3),
+                  np.arange(5, dtype=np.int64) * 10)
+    rec = chunk_to_records(chunk, rdt)
+    got, sent = alltoallv_records(MPI.COMM_SELF, rec, [5], rdt, max_bytes=rdt.itemsize * 2)
+    assert sent == 0
+    assert np.array_equal(got, rec)
