@@ -412,19 +412,34 @@ def test_failed_preprocess_cancels_train(slurm, workdir, report):
     assert not list((workdir / "logs").glob(f"*-{train}.out")), "the cancelled job ran"
 
 
-def test_pipeline_trains(slurm, workdir, report):
-    """TRAINING NOT YET AVAILABLE: skipped until `hpcprep train` exists (training issue)."""
+def test_pipeline_trains(slurm, workdir, reference, report):
+    """TRAINING: skipped until `hpcprep train` is a subcommand of the CLI (training issue).
+
+    pipeline.sh -> preprocess.sbatch -> train.sbatch; the trained parameters must equal those
+    of an `mpiexec -n 2 hpcprep train` on the same dataset."""
     if not cli_has("train"):
-        pytest.skip("TRAINING NOT YET AVAILABLE: `hpcprep train` does not exist yet (training "
-                    "issue); this test submits slurm/train.sbatch through pipeline.sh once it lands")
-    # TODO(training issue): add a [train] table to CONFIG_TOML and check the trained model.
-    pre, train = run_pipeline(workdir, report, "--set", 'output.path="out-train"', "--",
-                              "--ntasks=2")
+        pytest.skip("TRAINING NOT YET AVAILABLE in the CLI: `python -m hpcprep train` does not "
+                    "exist yet; this test submits slurm/train.sbatch through pipeline.sh once it does")
+    pre, train = run_pipeline(workdir, report, "--set", 'output.path="out-train-data"',
+                              "--set", "train.epochs=2", "--", "--ntasks=2")
     pre_state, train_state = wait_job(pre), wait_job(train, timeout=120)
     report(state_line(pre, pre_state))
     report(state_line(train, train_state))
+    logs = list((workdir / "logs").glob(f"*-{train}.out"))
+    log = logs[0].read_text(errors="replace") if logs else ""
     assert pre_state["JobState"] == "COMPLETED", pre_state
-    assert train_state["JobState"] == "COMPLETED", train_state
+    assert train_state["JobState"] == "COMPLETED", log
+    assert_same_dataset(workdir / "out-train-data", reference[2])
+    got = workdir / "out-train-data-train" / "model.h5"
+    assert got.exists(), log
+    res = _run([str(MPIEXEC), "-n", "2", PY, "-m", "hpcprep", "train", "out-train-data",
+                "--config", "config.toml", "--out", "ref-train", "--set", "train.epochs=2",
+                "--quiet"], 120, cwd=workdir, env=job_env())
+    assert res.returncode == 0, res.stdout + res.stderr
+    with h5py.File(got, "r") as a, h5py.File(workdir / "ref-train" / "model.h5", "r") as b:
+        assert sorted(a) == sorted(b)
+        for name in a:
+            assert np.asarray(a[name]).tobytes() == np.asarray(b[name]).tobytes(), name
 
 
 # --------------------------------------------------------------------------- the --mpi=none trap
