@@ -345,6 +345,7 @@ def test_sbatch_wait_exit_codes(slurm, workdir, report):
                               "--set", 'output.path="out-bad"'], {}),
         "HPCPREP_CONFIG": ([str(PREPROCESS), "--set", 'output.path="out-env"'],
                            {"HPCPREP_CONFIG": "no-such-either.toml"}),
+        "train without dataset": ([str(TRAIN), "no-such-dataset", "--config", "config.toml"], {}),
     }
 
     def submit(item):
@@ -357,6 +358,8 @@ def test_sbatch_wait_exit_codes(slurm, workdir, report):
     assert jobs["no config"].rc == 2 and "no config" in jobs["no config"].log
     assert jobs["missing config"].rc == 2 and "no-such.toml" in jobs["missing config"].log
     assert jobs["HPCPREP_CONFIG"].rc == 2 and "no-such-either.toml" in jobs["HPCPREP_CONFIG"].log
+    no_data = jobs["train without dataset"]
+    assert no_data.rc == 2 and "no-such-dataset" in no_data.log and "manifest.json" in no_data.log
     bad = jobs["bad config value"]
     assert bad.rc != 0 and bad.job_state == "FAILED", bad.state
     assert "output.dtype" in bad.log, bad.log
