@@ -8,7 +8,7 @@ from . import __version__
 from .collective import AgreedError, fail_hard, root_decides, write_line
 
 #: Modules that add subcommands through ``register(subparsers)``.
-PLUGINS: list[str] = []
+PLUGINS: list[str] = ["hpcprep.assign.cli", "hpcprep.train.cli"]
 
 
 def _world():
@@ -167,6 +167,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     comm = _world()
     try:
+        from .launch import check_launch
+
+        check_launch(comm)
         rc = args.func(args, comm)
     except AgreedError as e:
         if comm.Get_rank() == 0:

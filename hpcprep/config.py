@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 
 from .errors import ConfigError
-from .schema import Param, fraction, list_of, non_negative, positive, validate_table
+from .schema import Param, list_of, non_negative, positive, validate_table
 
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 1000**2, "MB": 1000**2,
                "MIB": 1024**2, "G": 1000**3, "GB": 1000**3, "GIB": 1024**3, "T": 1000**4,
@@ -87,8 +87,15 @@ TOP = {
     "resources": Param(dict, {}),
 }
 
-#: Further top-level tables other modules validate (name -> callable(table) -> dict).
-EXTRA_SECTIONS: dict = {}
+#: Further top-level tables, validated by other modules: name -> "module:function(table) -> dict".
+EXTRA_SECTIONS: dict[str, str] = {"train": "hpcprep.train.trainer:validate_config"}
+
+
+def _section_validator(ref: str):
+    import importlib
+
+    module, func = ref.split(":")
+    return getattr(importlib.import_module(module), func)
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -173,8 +180,9 @@ def parse_config(text: str, source: str, overrides=(), world_size: int = 1, base
     cfg["output"] = validate_table(cfg["output"], OUTPUT, "output")
     cfg["resources"] = validate_table(cfg["resources"], RESOURCES, "resources")
     cfg["resources"]["memory_bytes"] = parse_size(cfg["resources"]["memory_per_rank"])
-    for name, validate in EXTRA_SECTIONS.items():
-        cfg[name] = validate(cfg[name])
+    for name, ref in EXTRA_SECTIONS.items():
+        if cfg[name] or name in raw:
+            cfg[name] = _section_validator(ref)(cfg[name])
     _check_input(cfg["input"])
     cfg["standardize"] = [_check_standardize(t, i) for i, t in enumerate(cfg["standardize"])]
     cfg["sample"] = [_check_sample(t, i) for i, t in enumerate(cfg["sample"])]
