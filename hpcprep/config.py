@@ -77,6 +77,16 @@ RESOURCES = {
     "device": Param(str, "cpu", choices=("auto", "cpu", "gpu"), doc="array device per rank"),
 }
 
+PLAN = {
+    "balance": Param(str, "equal", choices=("equal", "speeds", "calibrate"),
+                     doc="how chunks are given to input ranks: equal rows, by given speeds, or by "
+                         "speeds measured in a calibration read"),
+    "speeds": Param(list, [], check=list_of(int, float), doc="relative speed of each input rank"),
+    "shard_speeds": Param(list, [], check=list_of(int, float),
+                          doc="relative speed of each writer rank: shard sizes follow it"),
+    "calibration_rows": Param(int, 65536, check=positive, doc="rows each input rank times at start-up"),
+}
+
 TOP = {
     "seed": Param(int, 0, doc="seed of all randomness"),
     "input": Param(dict),
@@ -85,6 +95,7 @@ TOP = {
     "sample": Param(list, [{"op": "shuffle"}]),
     "output": Param(dict, {}),
     "resources": Param(dict, {}),
+    "plan": Param(dict, {}),
 }
 
 #: Further top-level tables, validated by other modules: name -> "module:function(table) -> dict".
@@ -180,6 +191,7 @@ def parse_config(text: str, source: str, overrides=(), world_size: int = 1, base
     cfg["output"] = validate_table(cfg["output"], OUTPUT, "output")
     cfg["resources"] = validate_table(cfg["resources"], RESOURCES, "resources")
     cfg["resources"]["memory_bytes"] = parse_size(cfg["resources"]["memory_per_rank"])
+    cfg["plan"] = validate_table(cfg["plan"], PLAN, "plan")
     for name, ref in EXTRA_SECTIONS.items():
         if cfg[name] or name in raw:
             cfg[name] = _section_validator(ref)(cfg[name])
@@ -224,6 +236,19 @@ def _check_sample(table, i):
     return check_mode(table, f"sample[{i}]")
 
 
+def _check_plan(cfg, n_input, n_writers, total, world_size):
+    if total != world_size:
+        return  # the layout error comes first
+    plan = cfg["plan"]
+    if plan["balance"] == "speeds" and len(plan["speeds"]) != n_input:
+        raise ConfigError(f"plan.speeds = {plan['speeds']}: needs one speed per input rank ({n_input})")
+    if plan["balance"] != "speeds" and plan["speeds"]:
+        raise ConfigError("plan.speeds is used only with plan.balance = \"speeds\"")
+    for key, n in (("speeds", n_input), ("shard_speeds", n_writers)):
+        if plan[key] and (len(plan[key]) != n or min(plan[key]) <= 0):
+            raise ConfigError(f"plan.{key} = {plan[key]}: needs {n} positive speeds")
+
+
 def _check_layout(cfg, world_size):
     lay = cfg["layout"]
     n_std, n_smp = len(cfg["standardize"]), len(cfg["sample"])
@@ -231,6 +256,7 @@ def _check_layout(cfg, world_size):
         if lay["input"] or lay["standardize"] or lay["sample"]:
             raise ConfigError("layout: input/standardize/sample rank counts apply only with "
                               "layout.fused = false")
+        _check_plan(cfg, world_size, world_size, world_size, world_size)
         return
     if lay["input"] < 1:
         raise ConfigError("layout.input: with layout.fused = false give the number of input ranks (>= 1)")
@@ -249,6 +275,7 @@ def _check_layout(cfg, world_size):
         if n < 1:
             raise ConfigError(f"layout.sample[{i}] = {n}: must be >= 1")
     total = lay["input"] + sum(lay["standardize"]) + sum(lay["sample"])
+    _check_plan(cfg, lay["input"], lay["sample"][-1] if lay["sample"] else 0, total, world_size)
     if total != world_size:
         raise ConfigError(f"layout: input + standardize + sample = {total} ranks, but the job has "
                           f"{world_size} (mpiexec -n {total}, or use layout.fused = true)")
