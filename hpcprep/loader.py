@@ -26,6 +26,27 @@ import numpy as np
 
 from .errors import ConfigError, DataError, HpcprepError
 
+try:
+    from .collective import AgreedError
+except ImportError:  # pragma: no cover - older trees
+    class AgreedError(HpcprepError):
+        pass
+
+_AGREED = {}
+
+
+def agreed(cls, message: str) -> HpcprepError:
+    """An error raised on every rank alike: an instance of both ``cls`` (e.g. DataError) and
+    :class:`hpcprep.collective.AgreedError`, so the top-level handler prints it once (rank 0)
+    and no rank calls Abort. Also marked ``err.all_ranks = True``."""
+    if not issubclass(cls, AgreedError):
+        if cls not in _AGREED:
+            _AGREED[cls] = type(f"Agreed{cls.__name__}", (AgreedError, cls), {})
+        cls = _AGREED[cls]
+    err = cls(message)
+    err.all_ranks = True
+    return err
+
 __all__ = ["open_dataset", "Dataset", "even_counts", "epoch_blocks", "block_ranges"]
 
 
@@ -475,14 +496,10 @@ def open_dataset(path, split=None, comm=None, counts=None, verify: bool = False)
     if problems:
         seen = list(dict.fromkeys(problems))
         more = f" (and {len(seen) - 3} more)" if len(seen) > 3 else ""
-        err = DataError("; ".join(seen[:3]) + more)
-        err.all_ranks = True
-        raise err
+        raise agreed(DataError, "; ".join(seen[:3]) + more)
     if counts is not None:
         counts = [int(c) for c in counts]
         if len(counts) != size or min(counts, default=0) < 0 or sum(counts) != manifest["rows"]:
-            err = ConfigError(f"counts = {counts}: need {size} non-negative counts summing to "
-                              f"{manifest['rows']} rows")
-            err.all_ranks = True
-            raise err
+            raise agreed(ConfigError, f"counts = {counts}: need {size} non-negative counts summing "
+                                      f"to {manifest['rows']} rows")
     return Dataset(folder, manifest, comm, counts)

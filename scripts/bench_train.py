@@ -114,16 +114,17 @@ def markdown(res: dict) -> str:
         f"the configurations ran interleaved {res['repeats']}x and the fastest repetition of each is shown "
         "(all are in the raw numbers).",
         "",
-        "| run | s/epoch | x no-straggler | final batch sizes | Allreduce share |",
-        "|---|---:|---:|---|---:|",
+        "| run | s/epoch | x no-straggler | all repetitions (s/epoch) | final batch sizes | Allreduce share |",
+        "|---|---:|---:|---|---|---:|",
     ]
     t0 = r["no_straggler"]["seconds_per_epoch"]
     for name, label in (("no_straggler", "no straggler, equal batches"),
                         ("equal", "rank 1 2x slower, equal batches"),
                         ("adaptive", f"rank 1 2x slower, adaptive (every {res['rebalance_every']} steps)")):
         x = r[name]
+        reps = ", ".join(f"{v:.2f}" for v in x.get("all_seconds_per_epoch", [x["seconds_per_epoch"]]))
         lines.append(f"| {label} | {x['seconds_per_epoch']:.3f} | {x['seconds_per_epoch'] / t0:.2f} | "
-                     f"{x['batch_sizes']} ({x['balance_method']}) | {100 * x['allreduce_share']:.1f}% |")
+                     f"{reps} | {x['batch_sizes']} ({x['balance_method']}) | {100 * x['allreduce_share']:.1f}% |")
     lines += [
         "",
         f"- Ideal with one of two ranks at half speed: 4/3 = 1.33x. Adaptive reached "
@@ -133,7 +134,8 @@ def markdown(res: dict) -> str:
         "seconds (the faster ranks' Allreduce time also holds their waiting for it). The buffer is "
         "one float64 vector of all gradients + 2 (about "
         f"{(res['n_features'] * res['hidden'][0] + res['hidden'][0] * res['hidden'][1] + res['hidden'][1] + sum(res['hidden']) + 1) * 8 / 1e6:.2f} MB).",
-        "- The machine is shared with other work; timings are noisy at the 5-10% level.",
+        "- The machine (2 cores) was shared with other work while this ran; see the spread of the "
+        "repetitions.",
         "",
         "Raw numbers:",
         "",

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigError, HpcprepError
+from ..loader import agreed
 
 
 def split_sizes(total: int, weights) -> list[int]:
@@ -150,9 +151,7 @@ class Balancer:
                 answer = (False, f"{type(e).__name__}: {e}", None, None)
         ok, sizes, method, est = self.comm.bcast(answer, root=0)
         if not ok:
-            err = HpcprepError(f"rebalancing batch sizes failed on rank 0: {sizes}")
-            err.all_ranks = True
-            raise err
+            raise agreed(HpcprepError, f"rebalancing batch sizes failed on rank 0: {sizes}")
         changed = sizes != self.sizes
         self.sizes, self.method = sizes, method
         self.history.append((step, list(sizes), est))

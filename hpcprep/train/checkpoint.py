@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import HpcprepError
+from ..loader import agreed
 
 
 def _host(a):
@@ -68,9 +69,7 @@ def save(path, comm, *, model, params, optimizer, epoch: int, step: int, config:
             problem = f"cannot write checkpoint {path}: {e}"
     problem = comm.bcast(problem, root=0)
     if problem:
-        err = HpcprepError(problem)
-        err.all_ranks = True
-        raise err
+        raise agreed(HpcprepError, problem)
 
 
 def read(path) -> dict:
@@ -115,9 +114,7 @@ def load(path, comm) -> dict:
             answer = (False, str(e))
     ok, meta = comm.bcast(answer, root=0)
     if not ok:
-        err = HpcprepError(meta)
-        err.all_ranks = True
-        raise err
+        raise agreed(HpcprepError, meta)
     out = dict(meta)
     for key in _ARRAYS:
         shape = meta["shapes"][key]

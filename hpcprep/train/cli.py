@@ -14,7 +14,7 @@ import sys
 import tomllib
 
 from ..errors import ConfigError, HpcprepError
-from ..schema import Param  # noqa: F401  (re-exported for the config reference)
+from ..loader import AgreedError, agreed
 from .trainer import TRAIN_SPEC, train, validate_config
 
 
@@ -88,9 +88,7 @@ def run(args, comm=None) -> int:
             answer = (False, str(e))
     ok, cfg = comm.bcast(answer, root=0)
     if not ok:
-        err = ConfigError(cfg)
-        err.all_ranks = True
-        raise err
+        raise agreed(ConfigError, cfg)
     train(args.dataset, cfg, comm, out=args.out, resume=args.resume,
           stream=None if args.quiet else sys.stdout)
     return 0
@@ -107,7 +105,7 @@ def config_reference() -> str:
 def main(argv=None) -> int:
     """Standalone entry point: ``python -m hpcprep.train DATASET ...``.
 
-    An error agreed by all ranks (``err.all_ranks``) is printed once by rank 0 and
+    An error agreed by all ranks (``AgreedError``) is printed once by rank 0 and
     every rank exits 1; any other exception is printed by its rank, which then calls
     ``Abort`` so that no rank hangs in a collective.
     """
@@ -120,7 +118,7 @@ def main(argv=None) -> int:
     try:
         return run(args, comm)
     except Exception as e:  # noqa: BLE001
-        if getattr(e, "all_ranks", False):
+        if isinstance(e, AgreedError) or getattr(e, "all_ranks", False):
             if comm.Get_rank() == 0:
                 sys.stderr.write(f"hpcprep train: error: {e}\n")
                 sys.stderr.flush()

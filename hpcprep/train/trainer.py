@@ -25,7 +25,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..errors import ConfigError, DataError, HpcprepError
-from ..loader import block_ranges, epoch_blocks, open_dataset
+from ..loader import agreed, block_ranges, epoch_blocks, open_dataset
 from ..schema import Param, fraction, list_of, non_negative, positive, validate_table
 from . import checkpoint
 from .balance import Balancer, parse_slowdown
@@ -95,9 +95,7 @@ def validate_config(table: dict) -> dict:
 
 
 def _agreed(exc_type, message):
-    err = exc_type(message)
-    err.all_ranks = True
-    return err
+    return agreed(exc_type, message)
 
 
 def select_xp(device: str, comm):
@@ -245,8 +243,7 @@ def train(dataset, config: dict, comm, out=None, resume=None, stream=sys.stdout)
         if cfg["shares"] and len(cfg["shares"]) != size:
             raise ConfigError(f"train.shares has {len(cfg['shares'])} entries for {size} ranks")
     except ConfigError as e:
-        e.all_ranks = True
-        raise
+        raise agreed(ConfigError, str(e)) from None
     out = Path(out) if out is not None else None
     problem = None
     if rank == 0 and out is not None:
@@ -264,8 +261,7 @@ def train(dataset, config: dict, comm, out=None, resume=None, stream=sys.stdout)
     try:  # n_classes is agreed (Allreduce), so a model error is the same on every rank
         model = make_model(cfg["model"], ds.n_features, n_classes, cfg["hidden"])
     except ConfigError as e:
-        e.all_ranks = True
-        raise
+        raise agreed(ConfigError, str(e)) from None
     params = model.init(cfg["seed"], xp)
     host = np.ascontiguousarray(_host(params))
     comm.Bcast(host, root=0)
