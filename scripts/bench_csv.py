@@ -1,8 +1,9 @@
 """Benchmark: hpcprep's CSV range parser against pandas.read_csv on the same file.
 
-Two generated files with 16 numeric columns and 1 categorical column:
-``clean`` (plain numbers) and ``messy`` (5% missing values in several spellings,
-2% bad numbers, 3% of lines with a quoted categorical value). Each is parsed
+Three generated files with 16 numeric columns and 1 categorical column:
+``clean`` (plain numbers), ``messy`` (5% missing values in several spellings,
+0.13% bad numbers, 3% of lines with a quoted categorical value) and ``quoted``
+(clean numbers, every categorical value quoted: the csv-module path). Each is parsed
 whole, in one process, by :func:`hpcprep.io.csv.parse_range` over the ranges
 of :func:`~hpcprep.io.csv.split_byte_ranges` and by ``pandas.read_csv``.
 
@@ -27,7 +28,7 @@ from hpcprep.io.csv import DEFAULT_NA_VALUES, parse_range, read_header, split_by
 CATS = np.array(["alpha", "beta", "gamma", "delta"])
 
 
-def make_file(path: str, n: int, messy: bool, seed: int = 0) -> None:
+def make_file(path: str, n: int, kind: str, seed: int = 0) -> None:
     """Write ``n`` rows of 16 numeric columns and one categorical column."""
     rng = np.random.default_rng(seed)
     with open(path, "w", newline="") as f:
@@ -37,7 +38,9 @@ def make_file(path: str, n: int, messy: bool, seed: int = 0) -> None:
             m = min(step, n - s)
             vals = np.char.mod("%.6f", rng.normal(size=(m, 16)) * 100).astype(object)
             cats = CATS[rng.integers(0, 4, m)].astype(object)
-            if messy:
+            if kind == "quoted":
+                cats = '"' + cats + '"'
+            if kind == "messy":
                 r = rng.random((m, 16))
                 vals[r < 0.05] = rng.choice(["", "NA", "null", "NaN"], size=int((r < 0.05).sum()))
                 vals[(r >= 0.05) & (r < 0.0513)] = "n/a?"
@@ -73,7 +76,7 @@ def _times(fn, repeats: int) -> tuple[list[float], int]:
 
 
 def run(quick: bool) -> dict:
-    """Measure rows/s of ours and pandas on a clean and a messy file.
+    """Measure rows/s of ours and pandas on a clean, a messy and a fully quoted file.
 
     Parameters
     ----------
@@ -101,9 +104,9 @@ def run(quick: bool) -> dict:
     except ImportError:
         pd = None
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("clean", "messy"):
+        for kind in ("clean", "messy", "quoted"):
             path = os.path.join(tmp, f"{kind}.csv")
-            make_file(path, n, messy=(kind == "messy"))
+            make_file(path, n, kind)
             entry = {"bytes": os.path.getsize(path)}
             engines = {"ours": lambda: _ours(path, chunk_bytes)}
             if pd is not None:

@@ -53,7 +53,7 @@ BAD_REASONS = {
 
 _WINDOW = 1 << 16           # bytes read around each cut by split_byte_ranges
 _MAX_GATHER = 1 << 26       # bytes of one fixed-width column gather before falling back
-_BLOCK = 4096               # values per float conversion attempt in the fallback
+_BLOCK = 64                 # below this many values, a failing bulk conversion goes one by one
 _PIECE = 1 << 22            # bytes parsed at once by parse_range
 
 
@@ -350,23 +350,46 @@ def _to_float(col: np.ndarray, na: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return col.astype(np.float64), np.zeros(n, bool)
     except ValueError:
         pass
-    # Some value is unparsable: convert block-wise, element-wise only in failing blocks.
+    # Some value is unparsable. Values with a byte that cannot occur in a float
+    # literal are converted one by one; the rest in bulk, halving failing parts.
     out = np.empty(n, np.float64)
     bad = np.zeros(n, bool)
-    for s in range(0, n, _BLOCK):
-        part = col[s:s + _BLOCK]
-        try:
-            out[s:s + _BLOCK] = part.astype(np.float64)
-            continue
-        except ValueError:
-            pass
-        for k, x in enumerate(part.tolist()):
-            try:
-                out[s + k] = float(x)
-            except ValueError:
-                out[s + k] = np.nan
-                bad[s + k] = True
+    if col.dtype.kind == "S":
+        odd = ~_FLOAT_BYTES[col.view(np.uint8).reshape(n, col.dtype.itemsize)].all(axis=1)
+    else:
+        odd = np.zeros(n, bool)
+    _convert_one_by_one(col, np.flatnonzero(odd), out, bad)
+    _convert_bisect(col, np.flatnonzero(~odd), out, bad)
     return out, bad
+
+
+_FLOAT_BYTES = np.zeros(256, bool)
+_FLOAT_BYTES[np.frombuffer(b"0123456789+-.eE_ \t\r\x0b\x0c\x00infatyINFATY", np.uint8)] = True
+
+
+def _convert_one_by_one(col, idx, out, bad):
+    for i, x in zip(idx.tolist(), col[idx].tolist()):
+        try:
+            out[i] = float(x)
+        except ValueError:
+            out[i] = np.nan
+            bad[i] = True
+
+
+def _convert_bisect(col, idx, out, bad):
+    if idx.size == 0:
+        return
+    try:
+        out[idx] = col[idx].astype(np.float64)
+        return
+    except ValueError:
+        pass
+    if idx.size <= _BLOCK:
+        _convert_one_by_one(col, idx, out, bad)
+        return
+    half = idx.size // 2
+    _convert_bisect(col, idx[:half], out, bad)
+    _convert_bisect(col, idx[half:], out, bad)
 
 
 def _to_str(col: np.ndarray, na: np.ndarray) -> np.ndarray:
