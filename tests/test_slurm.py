@@ -247,6 +247,12 @@ op = "shuffle"
 
 [output]
 path = "out"
+
+[train]
+model = "logreg"
+epochs = 3
+batch_size = 128
+seed = {SEED}
 """
 
 
