@@ -10,12 +10,13 @@ import os
 import resource
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 from mpi4py import MPI
 
 from . import __version__
-from .collective import root_decides, write_line
+from .collective import AgreedError, root_decides, write_line
 from .exchange import alltoallv_records, send_chunk
 from .errors import ConfigError
 from .io.plan import build_input_plan
@@ -26,7 +27,7 @@ from .layers.standardize import StandardizeLayer
 from .layers.streams import AppliedStream, ChunkStore, ReaderStream, ReceiveStream
 from .output.location import ACTIVE_TEMP_DIRS, OutputLocation
 from .output.master import manifest, write_json, write_master
-from .output.shards import write_shard
+from .output.shards import ShardWriter
 from .partition import equal_counts, offsets
 from .steps.moments import Moments
 
@@ -36,6 +37,9 @@ def _prepare(cfg: dict, n_input: int):
     location = OutputLocation(cfg["output"]["path"], cfg["output"]["overwrite"])
     location.check()
     plan = build_input_plan(cfg["input"], n_input)
+    from .sampling import check_chain
+
+    check_chain(cfg["sample"], plan.label_dtype)
     location.create()
     return plan, location.temp
 
@@ -64,15 +68,72 @@ def run_pipeline(cfg: dict, comm, progress) -> dict | None:
     plan, temp = root_decides(comm, _prepare, cfg, len(topo.input_ranks))
     location = OutputLocation(cfg["output"]["path"], cfg["output"]["overwrite"], temp)
     ACTIVE_TEMP_DIRS.add(temp)
+    device = _select_device(comm, cfg["resources"]["device"])
+    balance = _balance_input(cfg, comm, topo, plan, progress)
     progress.log(f"input: {plan.total_rows:,} rows x {plan.n_features} features in "
                  f"{len(plan.files)} file(s), {len(plan.chunks)} chunk(s) over "
                  f"{len(topo.input_ranks)} input rank(s); layout "
                  f"{'fused' if topo.fused else 'layered'}, {comm.Get_size()} rank(s)")
     run = _RankRun(cfg, comm, topo, plan, location, progress)
+    run.report["device"] = device.report()
+    run.report["input_plan"] = balance
     run.standardize()
     run.sample()
     run.write()
     return run.finish(t_start)
+
+
+def _select_device(comm, requested: str):
+    """Bind each rank to its device; a rank that cannot use what was asked stops every rank once."""
+    from .device import select_device
+    from .errors import HpcprepError
+
+    try:
+        return select_device(comm, requested)
+    except HpcprepError as e:  # raised identically on every rank after an allgather
+        raise AgreedError(str(e)) from None
+
+
+def _calibrate(cfg, plan, input_index: int) -> float:
+    """Rows per second this input rank reads and converts (a short timed read of its first chunk)."""
+    descs = plan.chunks_of(input_index) or plan.chunks[:1]
+    if not descs:
+        return 1.0
+    d = descs[0]
+    rows = min(d.rows, cfg["plan"]["calibration_rows"])
+    probe = replace(d, stop=d.start + rows)
+    reader = ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype)
+    try:
+        reader.read(probe)  # opens the file: not timed
+        t0 = time.perf_counter()
+        reader.read(probe)
+        return rows / max(time.perf_counter() - t0, 1e-9)
+    finally:
+        reader.close()
+
+
+def _balance_input(cfg, comm, topo, plan, progress) -> dict:
+    """Give chunks to input ranks by speed (plan.balance); every rank gets the same ranges."""
+    mode = cfg["plan"]["balance"]
+    if mode == "equal":
+        return {"balance": "equal", "ranges": plan.ranges}
+    from .assign import contiguous_chunk_ranges
+
+    speeds = cfg["plan"]["speeds"]
+    if mode == "calibrate":
+        mine = _calibrate(cfg, plan, topo.input_ranks.index(comm.Get_rank())) \
+            if comm.Get_rank() in topo.input_ranks else None
+        measured = comm.allgather(mine)
+        speeds = [measured[r] for r in topo.input_ranks]
+    ranges = None
+    if comm.Get_rank() == 0:
+        ranges = contiguous_chunk_ranges([c.rows for c in plan.chunks], speeds)
+    plan.ranges = [tuple(r) for r in comm.bcast(ranges, root=0)]
+    rows = [sum(c.rows for c in plan.chunks[lo:hi]) for lo, hi in plan.ranges]
+    progress.log(f"plan: input rows per rank {rows} for speeds "
+                 f"{[round(float(s), 1) for s in speeds]} ({mode})")
+    return {"balance": mode, "speeds": [float(s) for s in speeds], "ranges": plan.ranges,
+            "rows": rows}
 
 
 class _RankRun:
@@ -91,7 +152,8 @@ class _RankRun:
         self.stream = None  # this rank's output stream into the first sampling layer
         self.names = list(plan.feature_names)
         self.n_chunks_out = 0
-        self.sample_layers = [SampleLayer(i, t, topo.sample_comms[i], self.seed)
+        self.sample_layers = [SampleLayer(i, t, topo.sample_comms[i], self.seed, self.budget,
+                                          self.spill_dir)
                               for i, t in enumerate(cfg["sample"])]
         self.rdt = None
         self.shard = None
@@ -120,7 +182,8 @@ class _RankRun:
             stream = reader_stream
             for j, table in enumerate(cfg["standardize"]):
                 layer = StandardizeLayer(j, table, self.names, topo.std_comms[j], self.seed,
-                                         self._layer_log(topo.std_comms[j]))
+                                         self._layer_log(topo.std_comms[j]),
+                                         self._rejects_path(j, table))
                 if layer.needs_passes:
                     layer.fit(stream)
                 self.names = layer.feature_names_out
@@ -148,7 +211,8 @@ class _RankRun:
             upstream = topo.upstream_of_std(j)[i]
             self.names = self.comm.recv(source=upstream, tag=6)
             layer = StandardizeLayer(j, cfg["standardize"][j], self.names, topo.std_comms[j],
-                                     self.seed, self._layer_log(topo.std_comms[j]))
+                                     self.seed, self._layer_log(topo.std_comms[j]),
+                                     self._rejects_path(j, cfg["standardize"][j]))
             incoming = ReceiveStream(self.comm, upstream)
             if layer.needs_passes:
                 incoming = incoming.drain_into(ChunkStore(self.budget // 2, self.spill_dir))
@@ -160,6 +224,12 @@ class _RankRun:
                 self._send_stream(topo.std_ranks[j + 1][i], stream)
             else:
                 self.stream = stream
+
+    def _rejects_path(self, j: int, table: dict) -> str | None:
+        """This rank's rejects part file for standardization layer ``j`` (None without rejects)."""
+        from .steps.rejects import part_path
+
+        return part_path(self.location.join, j, self.rank) if table["rejects"] else None
 
     def _layer_log(self, layer_comm):
         """Log lines of a layer: progress from world rank 0, warnings from the layer's first rank."""
@@ -184,7 +254,9 @@ class _RankRun:
 
     # ---- sampling -------------------------------------------------------------
     def _record_dtype(self, names) -> np.dtype:
-        return record_dtype(len(names), self.cfg["output"]["dtype"], self.plan.label_dtype)
+        copies = any(t["op"] == "bootstrap" for t in self.cfg["sample"])
+        return record_dtype(len(names), self.cfg["output"]["dtype"], self.plan.label_dtype,
+                            weights=bool(self.cfg["input"].get("weight")), copies=copies)
 
     def sample(self) -> None:
         t0 = time.perf_counter()
@@ -192,8 +264,12 @@ class _RankRun:
         for li, layer in enumerate(self.sample_layers):
             if layer.comm is not None:
                 layer.finish(self.rdt)
-                self.progress.log(f"sample[{li}] {layer.mode.op}: {layer.total_in:,} rows in, "
-                                  f"{layer.total_out:,} out")
+                log = self._layer_log(layer.comm)
+                for w in layer.mode.warnings:
+                    log(f"warning: sample[{li}] {w}")
+                spilled = layer.comm.allreduce(layer.bytes_spilled)
+                log(f"sample[{li}] {layer.mode.op}: {layer.total_in:,} rows in, "
+                    f"{layer.total_out:,} out" + (f", {spilled / 2**20:,.1f} MiB spilled" if spilled else ""))
             if li + 1 < len(self.sample_layers):
                 self._exchange_between(li)
         self.report["seconds"]["sample"] = time.perf_counter() - t0
@@ -212,6 +288,7 @@ class _RankRun:
         n_rounds = link.allreduce(self.n_chunks_out if is_producer else 0, op=MPI.MAX)
         cons_link = topo.link_ranks(0, consumers)
         layer = self.sample_layers[0]
+        layer.bind(self.names, self.rdt)
         chunks = iter(self.stream.iterate(final=True)) if is_producer else None
         self.progress.log(f"exchange into sample[0]: {n_rounds} round(s) over {len(producers)} "
                           f"producer(s) and {len(consumers)} sampling rank(s)")
@@ -222,6 +299,7 @@ class _RankRun:
         # one more step ends the generators, so streams release their caches and files
         if is_producer and next(chunks, None) is not None:
             raise RuntimeError(f"rank {self.rank} has more chunks than the plan gave it")
+        layer.exchange_done(link)
 
     def _exchange_between(self, li: int) -> None:
         """Route sampling layer ``li``'s rows into layer ``li + 1`` (one exchange, bounded rounds)."""
@@ -232,11 +310,18 @@ class _RankRun:
         root = topo.link_ranks(li + 1, topo.sample_ranks[li][:1])[0]
         self.names = link.bcast(self.names if link.Get_rank() == root else None, root=root)
         self.rdt = self._record_dtype(self.names)
-        src = self.sample_layers[li]
-        recs = src.records if src.records is not None else np.empty(0, self.rdt)
-        src.records = None
-        self._route_and_send(link, self.sample_layers[li + 1], recs,
-                             topo.link_ranks(li + 1, topo.sample_ranks[li + 1]))
+        src, dst = self.sample_layers[li], self.sample_layers[li + 1]
+        dst.bind(self.names, self.rdt)
+        cons_link = topo.link_ranks(li + 1, topo.sample_ranks[li + 1])
+        blocks = src.outputs[0].blocks() if src.outputs is not None else iter(())
+        while True:  # one round per block of the source layer's output (bounded memory)
+            blk = next(blocks, None)
+            if not link.allreduce(0 if blk is None else 1, op=MPI.MAX):
+                break
+            self._route_and_send(link, dst, blk if blk is not None else np.empty(0, self.rdt),
+                                 cons_link)
+            del blk
+        dst.exchange_done(link)
 
     def _route_and_send(self, link, layer: SampleLayer, recs, cons_link) -> None:
         routed, counts = layer.route(recs, len(cons_link))
@@ -249,38 +334,95 @@ class _RankRun:
             layer.receive(received)
 
     # ---- output -----------------------------------------------------------------
-    def _shard_targets(self, n_writers: int, total: int) -> np.ndarray:
+    def _shard_targets(self, n_writers: int, total: int, split: bool = False) -> np.ndarray:
+        """Rows of each writer's shard: ``output.shard_sizes`` (exact), or equal.
+
+        With splits the split sizes are known only at run time, so the sizes are
+        taken as relative weights and each split is cut in proportion (largest
+        remainder), unless they sum to exactly the split's rows.
+        """
         sizes = self.cfg["output"]["shard_sizes"]
+        if not sizes and self.cfg["plan"]["shard_speeds"]:
+            from .assign import rows_by_speed
+
+            return np.asarray(rows_by_speed(total, self.cfg["plan"]["shard_speeds"]), dtype=np.int64)
         if not sizes:
             return equal_counts(total, n_writers)
-        if len(sizes) != n_writers or sum(sizes) != total or min(sizes) < 0:
+        if len(sizes) != n_writers or min(sizes) < 0:
+            raise ConfigError(f"output.shard_sizes = {sizes}: needs {n_writers} non-negative sizes "
+                              f"(one per rank of the last sampling layer)")
+        if sum(sizes) == total:
+            return np.asarray(sizes, dtype=np.int64)
+        if not split or sum(sizes) == 0:
             raise ConfigError(f"output.shard_sizes = {sizes}: needs {n_writers} non-negative sizes "
                               f"(one per rank of the last sampling layer) summing to {total} rows")
-        return np.asarray(sizes, dtype=np.int64)
+        w = np.asarray(sizes, dtype=np.float64)
+        exact = w / w.sum() * total
+        out = np.floor(exact).astype(np.int64)
+        extra = int(total - out.sum())
+        out[np.argsort(-(exact - out), kind="stable")[:extra]] += 1
+        return out
 
     def write(self) -> None:
         last = self.sample_layers[-1]
         if last.comm is None:
             return
         t0 = time.perf_counter()
+        names = last.output_names
+        if names is None:
+            self.shard = self._write_output(last, 0, "")
+        else:
+            self.shard = {"splits": {name: self._write_output(last, i, name + "/")
+                                     for i, name in enumerate(names)}}
+        self.report["seconds"]["write"] = time.perf_counter() - t0
+
+    def _write_output(self, last: SampleLayer, i: int, prefix: str) -> dict:
+        """Rebalance output ``i`` of the last layer to the planned shard sizes and write this rank's shard.
+
+        The rank's rows come as a sequence of blocks; each round moves one block
+        of every rank (``Alltoallv``) and every writer puts what it receives at
+        its global position, so no rank holds more than a block.
+        """
         comm = last.comm
-        targets = self._shard_targets(comm.Get_size(), last.total_out)
-        records = last.records
-        last.records = None
-        n_local = np.array([len(records)], dtype=np.int64)
+        size, p = comm.Get_size(), comm.Get_rank()
+        out = last.outputs[i]
+        targets = self._shard_targets(size, last.totals_out[i], split=prefix != "")
+        offs = offsets(targets)
+        n_local = np.array([out.rows], dtype=np.int64)
         start = np.zeros(1, dtype=np.int64)
         comm.Exscan(n_local, start)
-        start = int(start[0]) if comm.Get_rank() else 0
-        counts = contiguous_targets(start, len(records), offsets(targets))
-        shard_records, sent = alltoallv_records(comm, records, counts, self.rdt)
-        last.bytes_sent += sent
-        del records
-        p = comm.Get_rank()
+        start = int(start[0]) if p else 0
+        starts = np.array(comm.allgather(start), dtype=np.int64)
+        cursor = np.maximum(starts, offs[p]) - offs[p]   # where each source's next row lands here
+        if prefix:
+            os.makedirs(self.location.join(prefix, "shards"), exist_ok=True)
         rel = f"shards/part-{p:05d}.h5"
-        info = write_shard(self.location.join(rel), shard_records, self.names)
-        self.shard = {"path": rel, "start": int(offsets(targets)[p]), **info}
-        self.report["seconds"]["write"] = time.perf_counter() - t0
-        self.progress.log(f"wrote {rel}: {info['rows']:,} rows")
+        writer = ShardWriter(self.location.join(prefix + rel), int(targets[p]), self.rdt, self.names)
+        blocks = out.blocks()
+        position = start
+        while True:
+            blk = next(blocks, None)
+            if not comm.allreduce(0 if blk is None else 1, op=MPI.MAX):
+                break
+            rec = blk if blk is not None else np.empty(0, self.rdt)
+            del blk
+            counts = contiguous_targets(position, len(rec), offs)
+            position += len(rec)
+            recvcounts = np.empty(size, dtype=np.int64)
+            comm.Alltoall(counts, recvcounts)
+            got, sent = alltoallv_records(comm, rec, counts, self.rdt)
+            last.bytes_sent += sent
+            del rec
+            at = 0
+            for s in np.flatnonzero(recvcounts):
+                c = int(recvcounts[s])
+                writer.write_at(int(cursor[s]), got[at:at + c])
+                cursor[s] += c
+                at += c
+            del got
+        info = writer.close()
+        self.progress.log(f"wrote {prefix}{rel}: {info['rows']:,} rows")
+        return {"path": rel, "start": int(offs[p]), **info}
 
     # ---- report, master file, manifest ----------------------------------------------
     def finish(self, t_start: float) -> dict | None:
@@ -302,8 +444,17 @@ class _RankRun:
 
     def _write_metadata(self, gathered, seconds: float) -> dict:
         reports = [g[0] for g in gathered]
-        shards = sorted((g[1] for g in gathered if g[1] is not None), key=lambda s: s["start"])
-        step_stats = next((g[2] for g in gathered if g[2] is not None), {})
+        split_names = self.sample_layers[-1].output_names
+        if split_names:
+            by_split = {name: sorted((g[1]["splits"][name] for g in gathered if g[1] is not None),
+                                     key=lambda s: s["start"]) for name in split_names}
+            shards = [s for name in split_names for s in by_split[name]]
+        else:
+            shards = sorted((g[1] for g in gathered if g[1] is not None), key=lambda s: s["start"])
+        step_stats = {}  # layered: each std layer's ranks hold that layer's stats
+        for g in gathered:
+            for label, params in (g[2] or {}).items():
+                step_stats.setdefault(label, params)
         writer = next(g for g in gathered if g[1] is not None)
         names, rdt = writer[3], writer[4]
         counts = {}
@@ -313,18 +464,21 @@ class _RankRun:
                     bucket = counts.setdefault(label, {})
                     for reason, n in reasons.items():
                         bucket[reason] = bucket.get(reason, 0) + n
-        moments = None
-        for s in shards:
-            if s["moments"] is not None:
-                moments = s["moments"] if moments is None else moments.merge(s["moments"])
-        d = len(names)
-        moments = moments or Moments(np.zeros(d), np.full(d, np.nan), np.zeros(d))
         total = sum(s["rows"] for s in shards)
-        attrs = {"hpcprep_version": __version__, "seed": self.seed, "config": self.cfg["_text"],
-                 "rows": total, "rows_in": self.plan.total_rows, "feature_names": names,
-                 "counts": counts}
-        write_master(self.location, rdt, shards, names, attrs,
-                     {"mean": moments.mean, "std": moments.std}, step_stats)
+        sampling = {str(l.index): l.report()["mode"] for l in self.sample_layers if l.comm is not None}
+        for rep in reports:
+            sampling.update({str(k): v["mode"] for k, v in rep.get("sample", {}).items()})
+        base_attrs = {"hpcprep_version": __version__, "seed": self.seed, "config": self.cfg["_text"],
+                      "rows_in": self.plan.total_rows, "feature_names": names, "counts": counts,
+                      "sampling": sampling}
+        if split_names:
+            for name in split_names:
+                sub = _SubLocation(self.location, name)
+                _write_dataset(sub, rdt, by_split[name], names, dict(base_attrs, split=name),
+                               step_stats, self.seed)
+        else:
+            _write_dataset(self.location, rdt, shards, names, base_attrs, step_stats, self.seed,
+                           write_manifest=False)
         summary = {
             "hpcprep_version": __version__, "world_size": self.comm.Get_size(),
             "layout": "fused" if self.topo.fused else "layered",
@@ -332,14 +486,50 @@ class _RankRun:
             "seconds": seconds, "rows_per_second": self.plan.total_rows / max(seconds, 1e-9),
             "ranks": reports,
         }
+        summary["sampling"] = sampling
         write_json(self.location.join("report.json"), summary)
-        write_json(self.location.join("manifest.json"),
-                   manifest(rdt, shards, names, self.seed))
+        if any(t["rejects"] for t in self.cfg["standardize"]):
+            from .steps.rejects import PARTS, merge_rejects
+
+            merge_rejects(self.location.join(PARTS), self.location.join("rejects.h5"), counts)
+        if split_names:
+            top = manifest(rdt, [], names, self.seed, splits={n: n for n in split_names})
+            top["rows"] = int(total)
+            top["master"] = None
+            write_json(self.location.join("manifest.json"), top)
+        else:
+            write_json(self.location.join("manifest.json"), manifest(rdt, shards, names, self.seed))
         self.location.commit()
         self.progress.log(f"done: {self.plan.total_rows:,} rows in, {total:,} rows out in "
                           f"{len(shards)} shard(s), {seconds:.2f} s "
                           f"({summary['rows_per_second']:,.0f} rows/s) -> {self.location.path}")
         return summary
+
+
+class _SubLocation:
+    """A dataset folder inside the run's temporary folder (one split)."""
+
+    def __init__(self, location, name: str):
+        self.location, self.name = location, name
+
+    def join(self, *parts: str) -> str:
+        return self.location.join(self.name, *parts)
+
+
+def _write_dataset(location, rdt, shards, names, attrs, step_stats, seed,
+                   write_manifest: bool = True) -> None:
+    """Master file (and manifest) of one dataset from its shards' descriptions."""
+    moments = None
+    for s in shards:
+        if s["moments"] is not None:
+            moments = s["moments"] if moments is None else moments.merge(s["moments"])
+    d = len(names)
+    moments = moments or Moments(np.zeros(d), np.full(d, np.nan), np.zeros(d))
+    attrs = dict(attrs, rows=sum(s["rows"] for s in shards))
+    write_master(location, rdt, shards, names, attrs, {"mean": moments.mean, "std": moments.std},
+                 step_stats)
+    if write_manifest:
+        write_json(location.join("manifest.json"), manifest(rdt, shards, names, seed))
 
 
 def _layer_fits(table: dict) -> bool:

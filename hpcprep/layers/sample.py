@@ -1,38 +1,66 @@
-"""A sampling layer: random keys, routing by key range, local sort, selection."""
+"""A sampling layer: random keys, routing (key range or splitters), bucketed sort, selection.
+
+Rows reach a member of the layer in pieces (:meth:`SampleLayer.receive`) and go
+into a :class:`~hpcprep.layers.spill.RowStore`, which spills sorted runs to
+disk past the rank's budget. :meth:`SampleLayer.finish` then (for modes with
+non-uniform keys) re-routes rows by splitters chosen from a sample of keys,
+learns the rank's global position, and streams the rank's sorted rows bucket
+by bucket through the mode's selection into one
+:class:`~hpcprep.layers.spill.BlockSeq` per output (per split).
+"""
 
 import time
 
 import numpy as np
 from mpi4py import MPI
 
-from ..kernels.route import bucket_by_destination, key_range_owner, sort_by_key
+from ..exchange import alltoallv_records
+from ..kernels.route import bucket_by_destination, key_range_owner
 from ..sampling import SelectContext, make_mode
+from .spill import BlockSeq, RowStore
 
 #: Random streams of sampling layers start here (other purposes use smaller numbers).
 SAMPLE_STREAM = 1 << 32
 
+#: Shares of ``resources.memory_per_rank``: rows buffered before a run is spilled,
+#: rows per bucket read back, selected rows held before they go to block files.
+RUN_SHARE, BUCKET_SHARE, OUTPUT_SHARE = 1 / 5, 1 / 8, 1 / 4
+
+#: Splitter sample: keys per rank per member of the layer.
+SAMPLES_PER_RANK = 32
+
 
 def record_dtype(n_features: int, feature_dtype: str, label_dtype: str | None,
-                 weights: bool = False) -> np.dtype:
-    """The packed row record that travels between ranks: id, features, [label], [weight]."""
+                 weights: bool = False, copies: bool = False) -> np.dtype:
+    """The packed row record that travels between ranks: id, features, [label], [weight], [copy tag]."""
     fields = [("id", "<i8"), ("x", np.dtype(feature_dtype).str, (n_features,))]
     if label_dtype is not None:
         fields.append(("y", np.dtype(label_dtype).str))
     if weights:
         fields.append(("w", "<f8"))
+    if copies:
+        fields.append(("c", "<u8"))
     return np.dtype(fields)
 
 
 def chunk_to_records(chunk, dtype: np.dtype) -> np.ndarray:
-    """Pack a chunk's rows into records of ``dtype``."""
+    """Pack a chunk's rows into records of ``dtype`` (copy tags start at 0)."""
     rec = np.empty(len(chunk), dtype=dtype)
     rec["id"] = chunk.ids
     rec["x"] = chunk.features
     if "y" in dtype.names:
         rec["y"] = chunk.labels
     if "w" in dtype.names:
+        if "weight" not in chunk.extras:
+            raise RuntimeError("input.weight is set but the reader gave no weight column")
         rec["w"] = chunk.extras["weight"]
+    if "c" in dtype.names:
+        rec["c"] = 0
     return rec
+
+
+def _allreduce_any(comm, flag: bool) -> bool:
+    return bool(comm.allreduce(1 if flag else 0, op=MPI.MAX))
 
 
 class SampleLayer:
@@ -40,59 +68,193 @@ class SampleLayer:
 
     Every rank builds every layer (to route rows into it); only the layer's
     members have ``comm`` and hold rows.
+
+    Parameters
+    ----------
+    index : int
+        Position of the layer in the chain.
+    table : dict
+        The validated ``[[sample]]`` table.
+    comm : communicator or None
+        The layer's members (None on other ranks).
+    seed : int
+    budget : int
+        ``resources.memory_per_rank`` in bytes.
+    spill_dir : str
+        This rank's spill folder.
     """
 
-    def __init__(self, index: int, table: dict, comm, seed: int):
+    def __init__(self, index: int, table: dict, comm, seed: int, budget: int = 1 << 31,
+                 spill_dir: str = "spill"):
         self.index, self.table, self.comm, self.seed = index, table, comm, seed
+        self.budget, self.spill_dir = int(budget), spill_dir
         self.mode = make_mode(table)
         self.stream = SAMPLE_STREAM + index
-        self.pieces: list[np.ndarray] = []
-        self.records: np.ndarray | None = None
+        self.dtype: np.dtype | None = None
+        self.store: RowStore | None = None
+        self.outputs: list[BlockSeq] | None = None
         self.start = self.total_in = self.total_out = 0
-        self.rows_received = 0
+        self.totals_out: list[int] = []
+        self.rows_offered = 0       # rows this rank routed into the layer (as a producer)
+        self.rows_received = self.rows_out_local = 0
         self.bytes_sent = 0
+        self.bytes_spilled = 0
+        self.classes_in: dict = {}
+        self.classes_out: list[dict] = []
+        self.offered_total = self.excluded_total = 0
         self.seconds: dict[str, float] = {}
+
+    @property
+    def output_names(self) -> list[str] | None:
+        """Split names, or None for a single output."""
+        return self.mode.splits
+
+    def bind(self, feature_names: list[str], dtype: np.dtype) -> None:
+        """Learn the record layout (every rank of the link, before routing)."""
+        if self.dtype is not None:
+            return
+        self.dtype = dtype
+        self.mode.bind(list(feature_names), dtype)
+        if self.comm is not None:
+            self.store = RowStore(dtype, self.budget * RUN_SHARE, self.spill_dir, f"s{self.index}")
 
     def keys_of(self, records: np.ndarray) -> np.ndarray:
         return self.mode.keys(self.seed, self.stream, records["id"], records)
 
     def route(self, records: np.ndarray, n_parts: int):
-        """Order ``records`` by the member that owns their key range; return them and the counts."""
-        dest = key_range_owner(self.keys_of(records), n_parts)
+        """Order ``records`` by the member they go to; return them and the counts per member."""
+        self.rows_offered += len(records)
+        records = self.mode.expand(self.seed, self.stream, records)
+        if self.mode.routing == "range":
+            keys = self.keys_of(records)
+        else:
+            keys = self.mode.route_keys(self.seed, self.stream, records)
+        dest = key_range_owner(keys, n_parts)
         order, counts = bucket_by_destination(dest, n_parts)
         return records[order], counts
 
     def receive(self, records: np.ndarray) -> None:
-        self.pieces.append(records)
         self.rows_received += len(records)
+        self.store.add(records, self.keys_of(records))
 
-    def finish(self, dtype: np.dtype) -> None:
-        """Sort what this member received and apply the mode's selection (collective over ``comm``)."""
+    def exchange_done(self, link) -> None:
+        """Sum what the producers offered (collective over the link, once per exchange)."""
+        got = link.allreduce(np.array([self.rows_offered, self.mode.excluded], dtype=np.int64))
+        self.offered_total, self.excluded_total = int(got[0]), int(got[1])
+
+    # ---- finishing: (re-route), position, selection ---------------------------------
+    def _splitters(self) -> np.ndarray:
+        comm = self.comm
+        size = comm.Get_size()
+        keys, weight = self.store.sample_keys(SAMPLES_PER_RANK * size)
+        gathered = comm.allgather((keys, weight))
+        allk = np.concatenate([g[0] for g in gathered])
+        allw = np.concatenate([np.full(len(g[0]), g[1]) for g in gathered])
+        if len(allk) == 0:
+            return np.zeros(size - 1, dtype=np.uint64)
+        order = np.argsort(allk, kind="stable")
+        allk, cum = allk[order], np.cumsum(allw[order])
+        targets = cum[-1] * np.arange(1, size) / size
+        return allk[np.minimum(np.searchsorted(cum, targets, side="left"), len(allk) - 1)]
+
+    def _redistribute(self) -> None:
+        """Sample sort: re-route this layer's rows among its members by splitters."""
+        comm = self.comm
+        splitters = self._splitters()
+        old = self.store
+        self.store = RowStore(self.dtype, self.budget * RUN_SHARE, self.spill_dir, f"s{self.index}r")
+        buckets = old.buckets(self.budget * BUCKET_SHARE)
+        while True:
+            blk = next(buckets, None)
+            if not _allreduce_any(comm, blk is not None):
+                break
+            rec, keys = blk if blk is not None else (np.empty(0, self.dtype), np.empty(0, np.uint64))
+            dest = np.searchsorted(splitters, keys, side="right")
+            counts = np.bincount(dest, minlength=comm.Get_size()).astype(np.int64)
+            got, sent = alltoallv_records(comm, rec, counts, self.dtype)
+            self.bytes_sent += sent
+            del rec, keys, blk
+            self.store.add(got, self.keys_of(got))
+        self.bytes_spilled += old.bytes_spilled
+
+    def finish(self, dtype: np.dtype | None = None) -> None:
+        """Sort what this member holds and apply the mode's selection (collective over ``comm``)."""
         t0 = time.perf_counter()
-        if len(self.pieces) == 1:
-            records = self.pieces[0]
-        else:
-            records = np.concatenate(self.pieces) if self.pieces else np.empty(0, dtype)
-        self.pieces = []
-        keys = self.keys_of(records)
-        order = sort_by_key(keys)
-        records, keys = records[order], keys[order]
-        del order
-        n = np.array([len(records)], dtype=np.int64)
-        start = np.zeros(1, dtype=np.int64)
-        self.comm.Exscan(n, start)
-        total = np.zeros(1, dtype=np.int64)
-        self.comm.Allreduce(n, total)
-        self.start = int(start[0]) if self.comm.Get_rank() else 0
-        self.total_in = int(total[0])
-        ctx = SelectContext(self.comm, self.start, self.total_in, self.seed, self.index)
-        self.records = self.mode.select(ctx, records, keys)
-        out = np.array([len(self.records)], dtype=np.int64)
-        self.comm.Allreduce(MPI.IN_PLACE, out)
-        self.total_out = int(out[0])
+        if self.dtype is None:
+            self.bind([], dtype)
+        comm = self.comm
+        if self.mode.routing == "splitters":
+            self._redistribute()
+            self.seconds["reroute"] = time.perf_counter() - t0
+        store = self.store
+        labelled = "y" in self.dtype.names and self.dtype["y"].kind in "iu"
+        classes = None
+        if labelled:
+            local = sorted(store.class_counts)
+            classes = np.array(sorted(set().union(*comm.allgather(local))), dtype=self.dtype["y"])
+        counts = np.zeros(1 + (0 if classes is None else len(classes)), dtype=np.int64)
+        counts[0] = store.rows
+        if classes is not None:
+            for i, v in enumerate(classes.tolist()):
+                counts[1 + i] = store.class_counts.get(v, 0)
+        start = np.zeros_like(counts)
+        comm.Exscan(counts, start)
+        if comm.Get_rank() == 0:
+            start[:] = 0
+        total = np.zeros_like(counts)
+        comm.Allreduce(counts, total)
+        self.start, self.total_in = int(start[0]), int(total[0])
+        if classes is not None:
+            self.classes_in = {str(v): int(t) for v, t in zip(classes.tolist(), total[1:].tolist())}
+        ctx = SelectContext(comm, self.start, self.total_in, self.seed, self.stream, classes,
+                            None if classes is None else total[1:].copy(),
+                            None if classes is None else start[1:].copy())
+        self.mode.prepare(ctx)
+        n_out = len(self.output_names or [None])
+        self.outputs = [BlockSeq(self.dtype, self.budget * OUTPUT_SHARE, self.spill_dir,
+                                 f"s{self.index}o{i}") for i in range(n_out)]
+        spilled = store.bytes_spilled
+        for rec, keys in store.buckets(self.budget * BUCKET_SHARE):
+            parts = self.mode.partition(ctx, rec, keys)
+            ctx.advance(rec)
+            del rec, keys
+            for out, part in zip(self.outputs, parts):
+                out.append(part)
+        self.bytes_spilled += spilled
+        self.rows_out_local = sum(o.rows for o in self.outputs)
+        outs = np.array([o.rows for o in self.outputs], dtype=np.int64)
+        comm.Allreduce(MPI.IN_PLACE, outs)
+        self.totals_out = [int(v) for v in outs]
+        self.total_out = int(outs.sum())
+        if classes is not None:
+            self.classes_out = []
+            for o in self.outputs:
+                c = np.array([o.class_counts.get(v, 0) for v in classes.tolist()], dtype=np.int64)
+                comm.Allreduce(MPI.IN_PLACE, c)
+                self.classes_out.append({str(v): int(t) for v, t in zip(classes.tolist(), c.tolist())})
         self.seconds["sort+select"] = time.perf_counter() - t0
 
+    @property
+    def records(self) -> np.ndarray | None:
+        """This member's selected rows in one array (small data and tests; the pipeline streams blocks)."""
+        if self.outputs is None:
+            return None
+        blocks = list(self.outputs[0].blocks())
+        return np.concatenate(blocks) if blocks else np.empty(0, self.dtype)
+
     def report(self) -> dict:
-        return {"rows_in": self.rows_received, "rows_out": 0 if self.records is None else len(self.records),
-                "bytes_sent": self.bytes_sent, "seconds": self.seconds,
-                "mode": self.mode.summary(self.total_in, self.total_out)}
+        summary = self.mode.summary(self.offered_total, self.total_out)
+        summary["rows_sorted"] = self.total_in
+        if self.excluded_total:
+            summary["excluded"] = self.excluded_total
+        if self.output_names:
+            summary["splits"] = dict(zip(self.output_names, self.totals_out))
+        if self.classes_in:
+            summary["classes_in"] = self.classes_in
+            if self.output_names:
+                summary["classes_out"] = dict(zip(self.output_names, self.classes_out))
+            elif self.classes_out:
+                summary["classes_out"] = self.classes_out[0]
+        return {"rows_in": self.rows_received, "rows_out": self.rows_out_local,
+                "bytes_sent": self.bytes_sent, "bytes_spilled": self.bytes_spilled,
+                "seconds": self.seconds, "mode": summary}

@@ -33,6 +33,8 @@ def write_master(location, record_dtype: np.dtype, shards: list[dict], feature_n
     total = sum(s["rows"] for s in shards)
     with h5py.File(location.join("data.h5"), "w") as f:
         for field in record_dtype.names:
+            if field not in _NAMES:
+                continue  # transit-only fields (bootstrap copy tags) are not part of the format
             sub = record_dtype[field]
             name = _NAMES[field]
             shape, base = (total, *sub.shape), sub.base

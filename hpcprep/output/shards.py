@@ -52,3 +52,61 @@ def shard_crc32(path: str) -> tuple[int, int]:
             for lo in range(0, rows, _SLICE_ROWS):
                 crc = zlib.crc32(np.ascontiguousarray(ds[lo:lo + _SLICE_ROWS]), crc)
     return rows, crc
+
+
+class ShardWriter:
+    """A shard written piece by piece at known offsets (rows may arrive out of order).
+
+    Parameters
+    ----------
+    path : str
+    rows : int
+        Rows the shard will hold.
+    dtype : numpy dtype
+        Record dtype (fields id, x, [y], [w]; other fields are not written).
+    feature_names : list of str
+    """
+
+    def __init__(self, path: str, rows: int, dtype: np.dtype, feature_names: list[str]):
+        self.path, self.rows = path, int(rows)
+        self.fields = [f for f in ("id", "x", "y", "w") if f in dtype.names]
+        self._f = h5py.File(path, "w")
+        names = {"id": "ids", "x": "features", "y": "labels", "w": "weights"}
+        self._ds = {}
+        for field in self.fields:
+            sub = dtype[field]
+            ds = self._f.create_dataset(names[field], shape=(self.rows, *sub.shape), dtype=sub.base)
+            if field == "x":
+                ds.attrs["feature_names"] = np.array(feature_names, dtype=h5py.string_dtype())
+            self._ds[field] = ds
+        self.written = 0
+
+    def write_at(self, offset: int, records: np.ndarray) -> None:
+        """Write ``records`` at rows ``offset .. offset + len(records)``."""
+        n = len(records)
+        if not n:
+            return
+        if offset < 0 or offset + n > self.rows:
+            raise RuntimeError(f"{self.path}: rows {offset}..{offset + n} outside 0..{self.rows}")
+        for field, ds in self._ds.items():
+            ds[offset:offset + n] = np.ascontiguousarray(records[field])
+        self.written += n
+
+    def close(self) -> dict:
+        """Close the file; return ``{"rows", "crc32", "moments"}`` as :func:`write_shard` does."""
+        self._f.close()
+        if self.written != self.rows:
+            raise RuntimeError(f"{self.path}: {self.written} rows written, {self.rows} planned")
+        crc, moments = 0, None
+        with h5py.File(self.path, "r") as f:
+            for name in ("ids", "features", "labels", "weights"):
+                if name not in f:
+                    continue
+                ds = f[name]
+                for lo in range(0, self.rows, _SLICE_ROWS):
+                    block = np.ascontiguousarray(ds[lo:lo + _SLICE_ROWS])
+                    crc = zlib.crc32(block, crc)
+                    if name == "features" and len(block):
+                        m = Moments.of(block)
+                        moments = m if moments is None else moments.merge(m)
+        return {"rows": self.rows, "crc32": crc, "moments": moments}
