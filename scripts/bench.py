@@ -437,6 +437,8 @@ class Suite:
                             note="baseline wall / hpcprep wall, paired per repeat (>1: hpcprep faster)")
         res["ratios"] = ratios
         res["checks"] = self.ref1_checks(outs, variants)
+        if a.profile:
+            res["profile"] = self.profile_hpcprep(cfg, work, Path(a.profile))
         failed = [c for c in res["checks"] if not c["ok"]]
         if failed:
             raise CaseFailed("REF-1 output check failed: " + "; ".join(c["what"] + ": " + c["detail"]
@@ -457,6 +459,40 @@ class Suite:
                 elif p.exists():
                     p.unlink()
         return res
+
+    def profile_hpcprep(self, cfg, work, dest: Path, n=2, top=25) -> dict:
+        """One more ``hpcprep -n 2`` run under cProfile (one .prof per rank in ``dest``); top functions."""
+        import io
+        import pstats
+
+        dest.mkdir(parents=True, exist_ok=True)
+        child = (
+            "import cProfile, os, sys\n"
+            "rank = os.environ.get('PMI_RANK') or os.environ.get('OMPI_COMM_WORLD_RANK') or '0'\n"
+            "sys.argv = ['hpcprep'] + sys.argv[1:]\n"
+            "from hpcprep.cli import main\n"
+            "pr = cProfile.Profile(); pr.enable()\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            f"finally:\n    pr.disable(); pr.dump_stats(os.path.join({str(dest)!r}, f'rank{{rank}}.prof'))\n")
+        cmd = self.hpcprep_cmd(n, cfg, work / "out-profile")
+        i = cmd.index("-m")
+        cmd[i:i + 2] = ["-c", child]
+        wall, _ = run_cmd(cmd, work, 1800, "profile hpcprep")
+        shutil.rmtree(work / "out-profile", ignore_errors=True)
+        out = {"ranks": n, "wall_seconds": wall, "dir": str(dest), "top_tottime": {}}
+        for r in range(n):
+            buf = io.StringIO()
+            st = pstats.Stats(str(dest / f"rank{r}.prof"), stream=buf)
+            st.sort_stats("tottime").print_stats(top)
+            (dest / f"rank{r}.txt").write_text(buf.getvalue())
+            rows = []
+            for (file, line, func), (cc, nc, tt, ct, _) in sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:top]:
+                rows.append({"function": f"{os.path.relpath(file, ROOT) if file.startswith(str(ROOT)) else file}"
+                                         f":{line}({func})", "calls": nc, "tottime": tt, "cumtime": ct})
+            out["top_tottime"][f"rank{r}"] = rows
+            out.setdefault("total_seconds", {})[f"rank{r}"] = st.total_tt
+        self.log(f"  profile: {dest}/rank*.prof and rank*.txt")
+        return out
 
     def ref1_checks(self, outs, variants) -> list:
         """Same ids in the same order, equal labels, features within 1e-6; hpcprep layouts identical."""
@@ -726,6 +762,8 @@ def main(argv=None) -> int:
     p.add_argument("--module-timeout", type=float, default=0, help="seconds per module case")
     p.add_argument("--workdir", default="", help="work folder (default: a temporary folder in /tmp, removed)")
     p.add_argument("--keep-outputs", action="store_true", help="keep REF-1's outputs in the work folder")
+    p.add_argument("--profile", default="", metavar="DIR",
+                   help="after REF-1's timings, profile one hpcprep -n 2 run (cProfile per rank) into DIR")
     args = p.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = set(cases) - set(ALL_CASES)

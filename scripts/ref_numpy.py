@@ -7,9 +7,9 @@ with hpcprep's semantics (DESIGN §2-§3, the steps' docstrings):
 - ``dropna`` drops rows with a NaN feature (or a NaN float label);
 - ``dedup`` drops exact duplicate rows (features, and the label unless ``--dedup-features-only``;
   -0.0 equals 0.0), keeping the occurrence with the smallest global id;
-- ``outliers`` (zscore) uses the mean and the population std (ddof = 0, float64) of the rows
-  left after dedup and drops every row with some ``|x - mean| / std > threshold``; a feature
-  with zero std never flags a row;
+- ``outliers`` (zscore, action drop) uses the mean and the population std (ddof = 0, float64)
+  of the rows left after dedup and drops every row with some ``|(x - mean) / std| > threshold``
+  (computed in float64 in that order, as hpcprep does); a feature with zero std never flags a row;
 - ``scale`` (standard) uses the mean and population std of the rows left after the outliers
   (std 0 -> 1) and computes ``(x - mean) / std`` in float64, stored as float32;
 - ``shuffle`` orders rows by ``splitmix64(stream_base(seed, 2**32) ^ id)`` (the first sampling
@@ -245,16 +245,18 @@ def run(files, out, seed, steps, threshold=6.0, features="features", label="labe
     if "outliers" in steps:
         t1 = time.perf_counter()
         mom = moments_of(x, keep)
-        lim = threshold * mom.std            # |x - mean| > threshold * std  <=>  |z| > threshold
-        lim[~(mom.std > 0)] = np.inf          # zero-variance feature: never an outlier
+        # z = (x - mean) / std as hpcprep computes it (same rounding at the threshold);
+        # a zero-variance feature divides by inf: z = 0, never an outlier
+        std_z = np.where(mom.std > 0, mom.std, np.inf)
         scale_mom = _Moments(d)
         before = int(keep.sum())
         for lo in range(0, n, BLOCK):
             k = keep[lo:lo + BLOCK]
             b = x[lo:lo + BLOCK][k].astype(np.float64)
             b -= mom.mean
+            b /= std_z
             np.abs(b, out=b)
-            out_rows = (b > lim).any(axis=1)
+            out_rows = (b > threshold).any(axis=1)
             idx = np.flatnonzero(k)
             k[idx[out_rows]] = False          # k is a view of keep
             if "scale" in steps:
