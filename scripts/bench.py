@@ -748,6 +748,78 @@ def table(doc: dict, max_module_rows: int = 25) -> str:
     return "\n".join(lines)
 
 
+def _mmm(st, unit="", digits=None):
+    if not st or st.get("median") is None:
+        return "-"
+    return f"{fmt(st['min'], unit)} / **{fmt(st['median'], unit)}** / {fmt(st['max'], unit)}"
+
+
+def markdown(doc: dict) -> str:
+    """The run as Markdown tables (for docs/BENCHMARKS.md): machine, REF-1, checks, memory, modules, targets."""
+    m, v = doc["machine"], doc["versions"]
+    out = [f"Run: `{doc.get('command', '')}` ({doc['mode']} mode), {doc.get('started')}, "
+           f"{doc.get('seconds', 0):.0f} s; load average at start {m.get('loadavg_at_start')}, "
+           f"at end {m.get('loadavg_at_end')}.", "",
+           f"Machine: {m.get('cpu_model')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB, "
+           f"{m.get('distribution') or ''} ({m.get('os')}).", "",
+           f"Versions: Python {v.get('python')}, NumPy {v.get('numpy')}, h5py {v.get('h5py')} "
+           f"(HDF5 {v.get('hdf5')}), mpi4py {v.get('mpi4py')}, {v.get('mpi_library')}, cvxpy "
+           f"{v.get('cvxpy')}, pandas {v.get('pandas')}, hpcprep {v.get('hpcprep')} at "
+           f"`{str(v.get('git_commit'))[:12]}`{' (+ uncommitted changes)' if v.get('git_dirty') else ''}.", ""]
+    ref = doc["cases"].get("ref1")
+    if ref and ref.get("status") == "ok":
+        out += [f"### REF-1: {ref['rows']:,} rows x {ref['features']} float32 features + int64 label "
+                f"({ref['input_bytes'] / 1e9:.3f} GB of input, {ref['files']} files), "
+                f"{ref['repeats']} interleaved repeats",
+                "", f"Steps: {' -> '.join(ref['steps'])} -> shuffle -> HDF5"
+                + (f" (not in hpcprep yet: {', '.join(ref['steps_missing'])})" if ref.get("steps_missing") else ""),
+                "", "min / **median** / max over the repeats. Throughput ratios are baseline wall time / "
+                "hpcprep wall time, paired within a repeat (> 1: hpcprep is faster).", "",
+                "| run | wall s | in-process s | rows/s (median) | input GB/s (median) | peak RSS MB per rank (median run) "
+                "| x NumPy throughput | x I/O-floor throughput |",
+                "|---|---|---|---|---|---|---|---|"]
+        for k, var in ref["variants"].items():
+            per_rank = var.get("peak_rss_mb_per_rank") or []
+            rss = "-"
+            if per_rank:
+                srt = sorted(per_rank, key=max)
+                rss = ", ".join(f"{x:.0f}" for x in srt[len(srt) // 2])
+            r_np = ref["ratios"].get(f"{k}/numpy", {}).get("wall")
+            r_fl = ref["ratios"].get(f"{k}/io_floor", {}).get("wall")
+            out.append(f"| {var['label']} | {_mmm(var['wall_seconds'])} | {_mmm(var['internal_seconds'])} | "
+                       f"{fmt(var['rows_per_s']['median'], 'rows/s')} | {fmt(var['input_gb_per_s']['median'])} | "
+                       f"{rss} | {_mmm(r_np)} | {_mmm(r_fl)} |")
+        out.append("")
+        for c in ref.get("checks", []):
+            out.append(f"- check {'OK' if c['ok'] else 'FAILED'}: {c['what']}: {c['detail']}")
+        out.append("")
+    mem = doc["cases"].get("memory")
+    if mem and mem.get("status") == "ok":
+        out += [f"### Memory (issue 2): hpcprep -n 2 on {mem['rows']:,} rows ({mem['input_gib']:.2f} GiB of input)",
+                "", f"Peak RSS per rank (MB, per run): {mem['peak_rss_mb_per_rank']}; each rank's share of "
+                f"the input: {mem['share_bytes_per_rank'] / 2**20:.0f} MiB; max rank / share: "
+                f"{_mmm(mem['ratio_max_rank_to_share'])} (goal < 2.5x).", ""]
+    mods = [(c, e) for c, e in doc["cases"].items() if c not in ("ref1", "memory")]
+    if mods:
+        out += ["### Other cases", "", "| case | status | figure | min / **median** / max | unit |", "|---|---|---|---|---|"]
+        for c, e in mods:
+            figs = [f for f in doc["figures"] if f["case"] == c]
+            if not figs:
+                reason = e.get("reason") or e.get("error") or "figures in bench.json"
+                out.append(f"| {c} | {e.get('status')} | {str(reason).splitlines()[0][:120]} | | |")
+            for f in figs:
+                out.append(f"| {c} | {e.get('status')} | {f['name']} | {_mmm(f, f['unit'])} | {f['unit']} |")
+        out.append("")
+    if doc.get("targets"):
+        out += ["### Targets", "", "| target | value | goal | met |", "|---|---|---|---|"]
+        for t in doc["targets"]:
+            val = t.get("value")
+            out.append(f"| {t['target']} | {fmt(val) if isinstance(val, (int, float)) else val} | {t['goal']} | "
+                       f"{'yes' if t['met'] else '**no**'} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="hpcprep benchmark suite (see the module docstring)")
     p.add_argument("--quick", action="store_true", help="CI smoke run: small sizes, < 2 minutes")
@@ -764,7 +836,14 @@ def main(argv=None) -> int:
     p.add_argument("--keep-outputs", action="store_true", help="keep REF-1's outputs in the work folder")
     p.add_argument("--profile", default="", metavar="DIR",
                    help="after REF-1's timings, profile one hpcprep -n 2 run (cProfile per rank) into DIR")
+    p.add_argument("--markdown", default="", metavar="PATH",
+                   help="also write the run as Markdown tables to PATH (for docs/BENCHMARKS.md)")
+    p.add_argument("--render", default="", metavar="BENCH_JSON",
+                   help="do not run: print the Markdown tables of an existing bench.json")
     args = p.parse_args(argv)
+    if args.render:
+        sys.stdout.write(markdown(json.loads(Path(args.render).read_text())) + "\n")
+        return 0
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = set(cases) - set(ALL_CASES)
     if unknown:
@@ -797,6 +876,8 @@ def main(argv=None) -> int:
         json.dump(doc, f, indent=1, allow_nan=False)
         f.write("\n")
     os.replace(tmp, args.out)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(doc) + "\n")
     sys.stdout.write(table(doc) + "\n")
     sys.stdout.write(f"wrote {args.out} in {doc['seconds']:.0f} s"
                      + (f"; {len(suite.failures)} case(s) FAILED" if suite.failures else "") + "\n")
