@@ -6,7 +6,8 @@ NAME starting with ``layered`` runs the layered layout, otherwise fused.
 
 WORKDIR holds ``raw/`` (input) and ``empty/`` (input whose every row has a NaN);
 each case is written to ``WORKDIR/<NAME>/<CASE>``. A case name is
-``<mode>`` or ``<mode>+spill`` (tiny memory budget: every sampling rank spills).
+``<mode>``, ``<mode>+spill`` (tiny memory budget: every sampling rank spills),
+``<mode>+shards`` (``output.shard_sizes`` for two writers) or ``<mode>+spill,shards``.
 """
 
 import os
@@ -36,14 +37,21 @@ MODES = {
     "chain_boot": '[[sample]]\nop = "bootstrap"\nn = 900\n[[sample]]\nop = "weighted"\nn = 500\nweight = "f0"\n',
     "chain_split": '[[sample]]\nop = "bootstrap"\n[[sample]]\nop = "split"\nsplits = { a = 0.5, b = 0.5 }\n',
     "empty": '[[sample]]\nop = "stratified"\nfraction = 0.5\n',
+    "one_sample": '[[sample]]\nop = "sample"\nn = 1\n',
+    "one_split": '[[sample]]\nop = "split"\nsplits = { train = 0.5, test = 0.5 }\nstratify = true\n',
+    "one_bootstrap": '[[sample]]\nop = "bootstrap"\nn = 3\n',
+    "one_weighted": '[[sample]]\nop = "weighted"\nn = 2\nweight = "f0"\n',
 }
+
+#: Inputs: ``raw`` (2400 rows, 4 classes), ``empty`` (every row has a NaN), ``one`` (a single row).
+INPUTS = {"empty": "empty", "one": "one"}
 
 def config(case: str, layout: str, size: int, out: str) -> str:
     """The TOML text of a case. Layered: 1 input rank, 1 standardization rank (dropped when the
     sampling layers need the ranks; the raw input has no NaN, so dropna drops nothing there)."""
     mode, _, extra = case.partition("+")
     n_layers = MODES[mode].count("[[sample]]")
-    raw = "empty" if mode == "empty" else "raw"
+    raw = INPUTS.get(mode.split("_")[0], "raw")
     std = '[[standardize]]\nsteps = [{ op = "dropna" }]\n'
     lay = ""
     if layout == "layered":
@@ -55,8 +63,11 @@ def config(case: str, layout: str, size: int, out: str) -> str:
                f"sample = [{', '.join(map(str, per))}]\n")
     text = (f'seed = 7\n[input]\npaths = ["{raw}/*.h5"]\nlabel = "labels"\nchunk_rows = 200\n'
             f'{std}{MODES[mode]}[output]\npath = "{out}"\noverwrite = true\n{lay}')
-    if extra == "spill":
+    if "spill" in extra:
         text += '[resources]\nmemory_per_rank = "48KB"\n'
+    if "shards" in extra:  # two writers: exact sizes, or relative sizes for splits
+        sizes = "[1, 3]" if mode.startswith("split") else "[100, 233]"
+        text = text.replace("overwrite = true\n", f"overwrite = true\nshard_sizes = {sizes}\n")
     return text
 
 

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-#: One fence key per this many rows of a run.
+#: One fence key per this many rows of a run (at most; small runs get at least 64 fences).
 FENCE = 256
 
 
@@ -54,15 +54,16 @@ class _Run:
         self.path, self.n, self.dtype = path, len(records), records.dtype
         records.tofile(path + ".rec")
         keys.tofile(path + ".key")
-        self.fences = keys[::FENCE].copy()
+        self.step = max(1, min(FENCE, self.n // 64))
+        self.fences = keys[::self.step].copy()
 
     def position(self, key: int) -> int:
         """Number of rows of the run with a key below ``key``."""
         i = int(np.searchsorted(self.fences, np.uint64(key), side="left"))
         if i == 0:
             return 0
-        lo = (i - 1) * FENCE
-        block = np.fromfile(self.path + ".key", dtype=np.uint64, count=min(FENCE, self.n - lo),
+        lo = (i - 1) * self.step
+        block = np.fromfile(self.path + ".key", dtype=np.uint64, count=min(self.step, self.n - lo),
                             offset=lo * 8)
         return lo + int(np.searchsorted(block, np.uint64(key), side="left"))
 
@@ -181,9 +182,18 @@ class RowStore:
         runs, self.runs = self.runs, []
         per_row = self.dtype.itemsize + 8
         target = max(1, int(bucket_bytes) // per_row)
-        fences = np.unique(np.concatenate([r.fences for r in runs]))
-        step = max(1, target // FENCE - len(runs))
-        bounds = [int(b) for b in fences[step::step]]
+        # each fence stands for `step` rows of its run; a bucket ends where the fences' rows
+        # reach `target`, so it holds at most target + sum of the runs' steps rows
+        fences = np.concatenate([r.fences for r in runs])
+        weight = np.concatenate([np.full(len(r.fences), r.step, np.int64) for r in runs])
+        order = np.argsort(fences, kind="stable")
+        fences, cum = fences[order], np.cumsum(weight[order])
+        bounds, last = [], 0
+        for i in np.flatnonzero(np.diff(cum // target, prepend=0) > 0).tolist():
+            b = int(fences[i])
+            if i > 0 and b > last:
+                bounds.append(b)
+                last = b
         lows = [0] * len(runs)
         for b in bounds + [None]:
             pieces_r, pieces_k = [], []

@@ -75,7 +75,9 @@ class Split(SampleMode):
 
     def partition(self, ctx, records, keys):
         n = len(records)
-        if self.config["stratify"] and n:
+        if self.config["stratify"]:
+            if not n:
+                return [records[:0] for _ in self.splits]
             codes = ctx.class_codes(records)
             pos = ctx.class_positions(codes)
             which = (pos[:, None] >= self.bounds[codes]).sum(axis=1)
