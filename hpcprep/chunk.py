@@ -30,6 +30,8 @@ class Chunk:
         and the rejects file; ``None`` means ``ids - first id + source_start``.
     source_start : int
         Row number in ``source`` of the chunk's first row.
+    dropped : dict of str -> int
+        Rows the reader dropped from this chunk (malformed CSV lines), per reason.
     """
 
     chunk_id: int
@@ -40,6 +42,7 @@ class Chunk:
     source: str = ""
     source_start: int = 0
     source_rows: np.ndarray | None = None
+    dropped: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])

@@ -19,7 +19,7 @@ from . import __version__
 from .collective import AgreedError, root_decides, write_line
 from .exchange import alltoallv_records, send_chunk
 from .errors import ConfigError
-from .io.plan import build_input_plan
+from .io.plan import build_input_plan, count_csv_chunks
 from .io.readers import ChunkReader
 from .kernels.route import contiguous_targets
 from .layers.sample import SampleLayer, chunk_to_records, record_dtype
@@ -68,6 +68,8 @@ def run_pipeline(cfg: dict, comm, progress) -> dict | None:
     plan, temp = root_decides(comm, _prepare, cfg, len(topo.input_ranks))
     location = OutputLocation(cfg["output"]["path"], cfg["output"]["overwrite"], temp)
     ACTIVE_TEMP_DIRS.add(temp)
+    if not plan.counted:
+        count_csv_chunks(plan, comm, topo.input_ranks)
     device = _select_device(comm, cfg["resources"]["device"])
     balance = _balance_input(cfg, comm, topo, plan, progress)
     progress.log(f"input: {plan.total_rows:,} rows x {plan.n_features} features in "
@@ -100,8 +102,8 @@ def _calibrate(cfg, plan, input_index: int) -> float:
     if not descs:
         return 1.0
     d = descs[0]
-    rows = min(d.rows, cfg["plan"]["calibration_rows"])
-    probe = replace(d, stop=d.start + rows)
+    rows = d.rows if d.format == "csv" else min(d.rows, cfg["plan"]["calibration_rows"])
+    probe = d if d.format == "csv" else replace(d, stop=d.start + rows, rows=rows)
     reader = ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype)
     try:
         reader.read(probe)  # opens the file: not timed
@@ -176,7 +178,8 @@ class _RankRun:
             reader_stream = ReaderStream(descs, reader, cache=fits and planned <= self.budget // 2,
                                          progress=self.progress if self.rank == 0 else None)
             self.progress.phase("read")
-            self.report["input"] = {"chunks": len(descs), "rows": sum(d.rows for d in descs)}
+            self.report["input"] = {"chunks": len(descs), "rows": sum(d.rows for d in descs),
+                                    "dropped": reader_stream.dropped}
             self.n_chunks_out = len(descs)
         if topo.fused:
             stream = reader_stream
@@ -451,6 +454,9 @@ class _RankRun:
         names, rdt = writer[3], writer[4]
         counts = {}
         for rep in reports:
+            for reason, n in rep.get("input", {}).get("dropped", {}).items():
+                bucket = counts.setdefault("input", {})
+                bucket[reason] = bucket.get(reason, 0) + n
             for layer in rep["standardize"].values():
                 for label, reasons in layer["dropped"].items():
                     bucket = counts.setdefault(label, {})

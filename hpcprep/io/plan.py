@@ -19,7 +19,13 @@ SUFFIX_FORMATS = {".h5": "hdf5", ".hdf5": "hdf5", ".he5": "hdf5", ".npy": "npy",
 
 @dataclass(frozen=True)
 class ChunkDesc:
-    """One chunk of one input file: rows ``start:stop`` of ``path``."""
+    """One chunk of one input file.
+
+    ``start:stop`` are rows of an HDF5 or .npy file, or byte offsets (at line
+    starts) of a CSV file. ``rows`` is the number of records; for CSV it is
+    counted collectively after planning (:func:`count_csv_chunks`), until then -1.
+    ``first_line`` is the CSV line number of the chunk's first line (header = 1).
+    """
 
     chunk_id: int
     file_index: int
@@ -28,10 +34,8 @@ class ChunkDesc:
     start: int
     stop: int
     first_id: int
-
-    @property
-    def rows(self) -> int:
-        return self.stop - self.start
+    rows: int
+    first_line: int = 0
 
 
 @dataclass
@@ -46,6 +50,7 @@ class InputPlan:
     label_dtype: str | None
     chunks: list[ChunkDesc]
     ranges: list[tuple[int, int]] = field(default_factory=list)
+    weights: bool = False
 
     @property
     def total_rows(self) -> int:
@@ -60,6 +65,11 @@ class InputPlan:
     def bytes_per_row(self) -> int:
         lab = np.dtype(self.label_dtype).itemsize if self.label_dtype else 0
         return np.dtype(self.feature_dtype).itemsize * self.n_features + lab + 8
+
+    @property
+    def counted(self) -> bool:
+        """Whether every chunk's row count is known (CSV chunks are counted after planning)."""
+        return all(c.rows >= 0 for c in self.chunks)
 
 
 def expand_paths(patterns: list[str]) -> list[str]:
@@ -158,7 +168,14 @@ def build_input_plan(inp: dict, n_input_ranks: int, weights=None) -> InputPlan:
     for fi, path in enumerate(files):
         fmt = detect_format(path, inp["format"])
         if fmt == "csv":
-            raise DataError(f"{path}: CSV input is read through the CSV reader (input.format = \"csv\")")
+            names = _plan_csv(path, fi, inp, names, chunks)
+            d, fdt = len(names), np.dtype(np.float64)
+            ldt = np.dtype(np.float64) if inp["label"] else None
+            file_rows.append(-1)
+            continue
+        if isinstance(inp["features"], list):
+            raise DataError(f"{path}: input.features is a list of CSV columns, but this is a "
+                            f"{fmt} file; give the dataset name (e.g. \"features\")")
         shape, dtype, fnames, ldtype = (_describe_hdf5 if fmt == "hdf5" else _describe_npy)(path, inp)
         if len(shape) != 2:
             raise DataError(f"{path}: features have shape {shape}; expected a 2-D (rows, features) array")
@@ -177,13 +194,75 @@ def build_input_plan(inp: dict, n_input_ranks: int, weights=None) -> InputPlan:
         file_rows.append(n)
         for start in range(0, n, inp["chunk_rows"]):
             stop = min(n, start + inp["chunk_rows"])
-            chunks.append(ChunkDesc(len(chunks), fi, path, fmt, start, stop, first_id + start))
+            chunks.append(ChunkDesc(len(chunks), fi, path, fmt, start, stop, first_id + start,
+                                    stop - start))
         first_id += n
     if d is None:
         d, names, fdt = 0, [], np.dtype(np.float32)
     label_dtype = None
     if ldt is not None:
         label_dtype = "float64" if ldt.kind == "f" else "int64"
-    plan = InputPlan(files, file_rows, d, names, np.dtype(fdt).name, label_dtype, chunks)
-    plan.ranges = balanced_contiguous([c.rows for c in chunks], n_input_ranks, weights)
+    plan = InputPlan(files, file_rows, d, names, np.dtype(fdt).name, label_dtype, chunks,
+                     weights=bool(inp["weight"]))
+    if any(c.format == "csv" for c in chunks) and any(c.format != "csv" for c in chunks):
+        raise DataError("input.paths: mixes CSV with HDF5/npy files; use one format per run")
+    # CSV chunks are balanced by bytes until their records are counted
+    sizes = [c.rows if c.rows >= 0 else c.stop - c.start for c in chunks]
+    plan.ranges = balanced_contiguous(sizes, n_input_ranks, weights)
     return plan
+
+
+#: Bytes of a CSV file sampled to estimate the line length (chunk_rows lines per chunk).
+_CSV_SAMPLE = 1 << 16
+
+
+def _plan_csv(path, fi, inp, names, chunks) -> list[str]:
+    """Check a CSV file's header and cut it into byte ranges of about ``chunk_rows`` lines."""
+    from .csv import read_header, split_byte_ranges
+
+    if not isinstance(inp["features"], list):
+        raise DataError(f"{path}: CSV input needs input.features = [\"col\", ...] (column names)")
+    header, data_start = read_header(path, inp["delimiter"])
+    wanted = list(inp["features"]) + [c for c in (inp["label"], inp["weight"]) if c] + list(inp["categorical"])
+    for col in wanted:
+        if col not in header:
+            raise DataError(f"{path}: the header has no column {col!r}; it has: {', '.join(header)}")
+    if names is not None and names != list(inp["features"]):
+        raise DataError(f"{path}: features differ from the first file's")
+    with open(path, "rb") as fh:
+        fh.seek(data_start)
+        sample = fh.read(_CSV_SAMPLE)
+    line_bytes = max(1, len(sample) // max(1, sample.count(b"\n")))
+    chunk_bytes = max(1, inp["chunk_rows"] * line_bytes)
+    for start, stop in split_byte_ranges(path, chunk_bytes, inp["delimiter"]):
+        chunks.append(ChunkDesc(len(chunks), fi, path, "csv", start, stop, -1, -1))
+    return list(inp["features"])
+
+
+def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int]) -> None:
+    """Count the records of every CSV chunk (each input rank its own) and assign global ids.
+
+    Collective over ``comm`` (every rank calls it; only input ranks read). Afterwards
+    every chunk has ``rows``, ``first_id`` and ``first_line`` on every rank.
+    """
+    from dataclasses import replace
+
+    from .csv import range_counts
+
+    mine = {}
+    rank = comm.Get_rank()
+    if rank in input_ranks:
+        for c in plan.chunks_of(input_ranks.index(rank)):
+            mine[c.chunk_id] = range_counts(c.path, c.start, c.stop)
+    counts = {}
+    for part in comm.allgather(mine):
+        counts.update(part)
+    next_id, line, file_rows = 0, {}, [0] * len(plan.files)
+    for i, c in enumerate(plan.chunks):
+        records, lines = counts[c.chunk_id]
+        first_line = line.get(c.file_index, 2)
+        line[c.file_index] = first_line + lines
+        plan.chunks[i] = replace(c, rows=records, first_id=next_id, first_line=first_line)
+        file_rows[c.file_index] += records
+        next_id += records
+    plan.file_rows = file_rows

@@ -26,9 +26,12 @@ class ChunkReader:
         self.ldt = None if label_dtype is None else np.dtype(label_dtype)
         self._path = None
         self._handle = None
+        self._csv_header = None
 
     def read(self, desc: ChunkDesc) -> Chunk:
         """Read one chunk: features, labels and global ids."""
+        if desc.format == "csv":
+            return self._read_csv(desc)
         sl = slice(desc.start, desc.stop)
         label = self.inp["label"]
         if desc.format == "hdf5":
@@ -47,6 +50,37 @@ class ChunkReader:
             source=desc.path,
             source_start=desc.start,
         )
+
+    def _read_csv(self, desc: ChunkDesc) -> Chunk:
+        """Parse a CSV byte range; malformed lines are dropped and counted, or raise (on_bad_row)."""
+        from .csv import BAD_REASONS, first_bad_error, parse_range, read_header
+
+        inp = self.inp
+        if self._csv_header is None or self._csv_header[0] != desc.path:
+            self._csv_header = (desc.path, read_header(desc.path, inp["delimiter"])[0])
+        block = parse_range(desc.path, desc.start, desc.stop, header=self._csv_header[1],
+                            features=inp["features"], label=inp["label"] or None,
+                            categorical=inp["categorical"], weight=inp["weight"] or None,
+                            delimiter=inp["delimiter"], na_values=tuple(inp["na_values"]),
+                            first_line=desc.first_line)
+        ids = np.arange(desc.first_id, desc.first_id + desc.rows, dtype=np.int64)
+        if len(block.lines) != desc.rows:
+            raise RuntimeError(f"{desc.path}: bytes {desc.start}-{desc.stop} parsed to "
+                               f"{len(block.lines)} records, counted {desc.rows}")
+        extras = {f"cat:{k}": v for k, v in block.categorical.items()}
+        if block.weights is not None:
+            extras["weight"] = block.weights
+        chunk = Chunk(chunk_id=desc.chunk_id, ids=ids, features=block.features.astype(self.fdt, copy=False),
+                      labels=None if block.labels is None else block.labels.astype(self.ldt, copy=False),
+                      extras=extras, source=desc.path, source_start=desc.first_line,
+                      source_rows=block.lines)
+        if block.bad.any():
+            if inp["on_bad_row"] == "error":
+                raise first_bad_error(block, desc.path)
+            codes, n = np.unique(block.bad_reason[block.bad], return_counts=True)
+            chunk = chunk.take(~block.bad)
+            chunk.dropped = {f"malformed line: {BAD_REASONS[int(c)]}": int(k) for c, k in zip(codes, n)}
+        return chunk
 
     def _open_hdf5(self, path):
         if self._path != path:

@@ -36,6 +36,7 @@ class ReaderStream(ChunkStream):
         self.progress = progress
         self.rows_read = 0
         self.bytes_read = 0
+        self.dropped: dict[str, int] = {}
 
     def iterate(self, final):
         for desc in self.descs:
@@ -48,6 +49,9 @@ class ReaderStream(ChunkStream):
                     self._kept[desc.chunk_id] = chunk
             if self.progress is not None:
                 self.progress.tick(len(chunk))
+            if final:
+                for reason, n in chunk.dropped.items():
+                    self.dropped[reason] = self.dropped.get(reason, 0) + n
             yield chunk
         if final:
             self.reader.close()
