@@ -74,10 +74,31 @@ def test_auto_uses_closed_form_only_where_exact():
     rng = np.random.default_rng(5)
     problem = random_problem(rng)
     assert solve_problem(problem).method == "closed_form"
-    with_deadline = random_problem(rng, deadlines=[1e6, np.inf, np.inf])
-    assert solve_problem(with_deadline).method == "cvxpy"
+    subsample = random_problem(rng, min_fractions=[1.0, 0.5, 1.0])
+    assert solve_problem(subsample).method == "cvxpy"
     with pytest.raises(ConfigError, match="closed_form"):
-        Planner(solver="closed_form").plan(with_deadline)
+        Planner(solver="closed_form").plan(subsample)
+    capped = random_problem(rng, memory_caps=[1e3] + [1e9] * 11, w_idle=0.1)   # worker 0 idles
+    assert solve_problem(capped).method == "cvxpy"
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("w_idle, cap", [(0.0, 1.2), (0.2, 3.0)])
+def test_closed_form_with_deadlines_matches_cvxpy(seed, w_idle, cap):
+    rng = np.random.default_rng(seed)
+    n, m = 10, 4
+    speeds = rng.lognormal(0, 0.3, n) * 100
+    units = rng.integers(500, 3000, m)
+    levels = [water_fill(float(units[: j + 1].sum()), speeds)[1] for j in range(m)]
+    problem = AssignProblem(speeds=speeds, task_units=units, overheads=rng.uniform(0, 0.1, n),
+                            deadlines=[levels[0] * 1.05, np.inf, levels[2] * 1.02, levels[3] * 1.5],
+                            memory_caps=np.full(n, units.sum() / n * cap), w_idle=w_idle)
+    fast = solve_problem(problem)
+    exact = Planner(solver="CLARABEL").plan(problem)
+    assert fast.method == "closed_form"
+    assert fast.makespan_real == pytest.approx(exact.makespan_real, rel=1e-6)
+    assert fast.objective["total"] <= exact.objective["total"] * (1 + 1e-6) + 1e-9
+    check_plan_valid(problem, fast)
 
 
 # --- the program ------------------------------------------------------------------------
@@ -96,7 +117,7 @@ def test_resolve_with_new_parameters_reuses_the_program():
     rng = np.random.default_rng(1)
     n = 20
     kw = dict(task_units=[30_000, 50_000, 20_000], deadlines=[20.0, 45.0, np.inf], w_idle=0.1)
-    planner = Planner()
+    planner = Planner(solver="CLARABEL")
     first = AssignProblem(speeds=rng.lognormal(0, 0.3, n) * 300, **kw)
     second = AssignProblem(speeds=rng.lognormal(0, 0.3, n) * 300, overheads=rng.uniform(0, 1, n), **kw)
     plan1 = planner.plan(first)
@@ -104,7 +125,7 @@ def test_resolve_with_new_parameters_reuses_the_program():
     assert len(planner.programs) == 1
     program = next(iter(planner.programs.values()))
     assert program.solves == 2
-    fresh = Planner().plan(second)
+    fresh = Planner(solver="CLARABEL").plan(second)
     assert plan2.makespan_real == pytest.approx(fresh.makespan_real, rel=1e-6)
     assert plan1.makespan_real != pytest.approx(plan2.makespan_real, rel=1e-3)
     # the last task has no deadline, so the makespan is the water-filling level

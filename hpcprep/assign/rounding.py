@@ -93,7 +93,8 @@ def cumulative_upper_bounds(problem: AssignProblem, order, use_deadlines: bool =
     return bounds
 
 
-def round_plan(units_real, kept_units, problem: AssignProblem, use_deadlines: bool = True) -> np.ndarray:
+def round_plan(units_real, kept_units, problem: AssignProblem, use_deadlines: bool = True,
+               worker_totals=None) -> np.ndarray:
     """Round real units per worker and task to whole units.
 
     Parameters
@@ -105,17 +106,28 @@ def round_plan(units_real, kept_units, problem: AssignProblem, use_deadlines: bo
     problem : AssignProblem
     use_deadlines : bool
         False rounds within memory caps only.
+    worker_totals : array of int, shape (n,), optional
+        Whole units each worker must end with (``sum == sum(kept_units)``); the
+        closed form with deadlines fixes them first.
 
     Returns
     -------
     array of int64, shape (n, m)
         Whole units, ``sum(axis=0) == kept_units``, within every cap and, with
         ``use_deadlines``, every deadline.
+
+    Raises
+    ------
+    AssignError
+        When no whole-unit plan fits the bounds (never after
+        :func:`.feasibility.check_feasible` passed, unless ``worker_totals`` is given).
     """
     order = problem.deadline_order() if use_deadlines else np.arange(problem.n_tasks)
     x = np.asarray(units_real, dtype=np.float64)[:, order]
     kept = np.asarray(kept_units, dtype=np.int64)[order]
     upper = cumulative_upper_bounds(problem, order, use_deadlines)
+    if worker_totals is not None:
+        upper = np.minimum(upper, np.asarray(worker_totals, dtype=np.int64)[:, None])
     X = np.cumsum(x, axis=1)
     S = np.cumsum(kept)
     Y = np.zeros_like(upper)

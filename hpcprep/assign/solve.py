@@ -14,7 +14,7 @@ from .closed_form import water_fill
 from .feasibility import check_feasible
 from .plan import Plan, evaluate
 from .problem import AssignError, AssignProblem
-from .rounding import kept_whole_units, round_plan
+from .rounding import bounded_largest_remainder, kept_whole_units, round_plan
 
 SOLVERS = ("auto", "closed_form", "CLARABEL", "HIGHS", "SCS")
 ACCEPTED = ("optimal", "optimal_inaccurate")
@@ -23,10 +23,15 @@ ACCEPTED = ("optimal", "optimal_inaccurate")
 def closed_form_is_exact(problem: AssignProblem) -> bool:
     """Whether water-filling solves ``problem`` exactly.
 
-    True with no deadlines, nothing to subsample, and either no idle-time weight
-    or a water-filling plan that leaves no worker idle.
+    True with nothing to subsample and either no idle-time weight or a
+    water-filling plan that leaves no worker idle. Deadlines do not matter:
+    they only bound the cumulative work of the tasks due by each ``D_j``, and
+    once :func:`.feasibility.check_feasible` passed, the water-filling loads
+    (the least makespan, and zero idle time) can always be ordered to meet them
+    (see docs/assign.md). :func:`closed_form_plan` returns None in the rare
+    whole-unit case where the rounded loads leave no room.
     """
-    if problem.has_deadlines or problem.variable_fraction:
+    if problem.variable_fraction:
         return False
     if problem.w_idle == 0:
         return True
@@ -106,15 +111,12 @@ class Planner:
         check_feasible(problem)
         exact = closed_form_is_exact(problem)
         if self.solver == "closed_form" and not exact:
-            raise ConfigError("solver = 'closed_form' solves only the pure-makespan case "
-                              "(no deadlines, min_fraction = 1, no idle weight); use 'auto'")
+            raise ConfigError("solver = 'closed_form' solves only the makespan case "
+                              "(min_fraction = 1, and idle = 0 or no idle time); use 'auto'")
         if self.solver in ("auto", "closed_form") and exact:
-            loads, makespan = water_fill(float(problem.task_units.sum()), problem.speeds,
-                                         problem.overheads, problem.unit_caps())
-            real = split_by_task(loads, problem.task_units)
-            units = round_plan(real, problem.task_units, problem)
-            return evaluate(problem, units, real, problem.task_units, makespan,
-                            "closed_form", "water-filling", "optimal")
+            plan = closed_form_plan(problem)
+            if plan is not None:
+                return plan
         solver = "CLARABEL" if self.solver in ("auto", "closed_form") else self.solver
         if solver == "HIGHS" and problem.variable_fraction:
             raise ConfigError("solver = 'HIGHS' solves linear programs only; "
@@ -132,6 +134,33 @@ class Planner:
         units = round_plan(result["units"], kept, problem)
         return evaluate(problem, units, result["units"], kept, result["makespan"],
                         "cvxpy", solver, result["status"])
+
+
+def closed_form_plan(problem: AssignProblem) -> Plan | None:
+    """The water-filling plan in whole units (use where :func:`closed_form_is_exact`).
+
+    Per-worker totals are the water-filling loads rounded by largest remainder;
+    each task is spread in proportion to them, then the cumulative sums are
+    rounded within the deadline bounds and those totals.
+
+    Returns
+    -------
+    Plan or None
+        None when deadlines leave no whole-unit order for the rounded totals.
+    """
+    W = problem.task_units
+    total = int(W.sum())
+    caps = problem.unit_caps()
+    loads, makespan = water_fill(float(total), problem.speeds, problem.overheads, caps)
+    totals = bounded_largest_remainder(loads, total, np.zeros_like(caps), caps)
+    real = split_by_task(loads, W)
+    try:
+        units = round_plan(real, W, problem, worker_totals=totals)
+    except AssignError:
+        return None
+    if problem.has_deadlines:
+        real = units.astype(np.float64)    # the proportional split may not meet the deadlines
+    return evaluate(problem, units, real, W, makespan, "closed_form", "water-filling", "optimal")
 
 
 def proportional_plan(problem: AssignProblem, reason: str = "") -> Plan:
