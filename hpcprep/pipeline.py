@@ -185,7 +185,8 @@ class _RankRun:
             stream = reader_stream
             for j, table in enumerate(cfg["standardize"]):
                 layer = StandardizeLayer(j, table, self.names, topo.std_comms[j], self.seed,
-                                         self._layer_log(topo.std_comms[j]))
+                                         self._layer_log(topo.std_comms[j]),
+                                         self._rejects_path(j, table))
                 if layer.needs_passes:
                     layer.fit(stream)
                 self.names = layer.feature_names_out
@@ -213,7 +214,8 @@ class _RankRun:
             upstream = topo.upstream_of_std(j)[i]
             self.names = self.comm.recv(source=upstream, tag=6)
             layer = StandardizeLayer(j, cfg["standardize"][j], self.names, topo.std_comms[j],
-                                     self.seed, self._layer_log(topo.std_comms[j]))
+                                     self.seed, self._layer_log(topo.std_comms[j]),
+                                     self._rejects_path(j, cfg["standardize"][j]))
             incoming = ReceiveStream(self.comm, upstream)
             if layer.needs_passes:
                 incoming = incoming.drain_into(ChunkStore(self.budget // 2, self.spill_dir))
@@ -225,6 +227,12 @@ class _RankRun:
                 self._send_stream(topo.std_ranks[j + 1][i], stream)
             else:
                 self.stream = stream
+
+    def _rejects_path(self, j: int, table: dict) -> str | None:
+        """This rank's rejects part file for standardization layer ``j`` (None without rejects)."""
+        from .steps.rejects import part_path
+
+        return part_path(self.location.join, j, self.rank) if table["rejects"] else None
 
     def _layer_log(self, layer_comm):
         """Log lines of a layer: progress from world rank 0, warnings from the layer's first rank."""
@@ -486,6 +494,10 @@ class _RankRun:
         }
         summary["sampling"] = sampling
         write_json(self.location.join("report.json"), summary)
+        if any(t["rejects"] for t in self.cfg["standardize"]):
+            from .steps.rejects import PARTS, merge_rejects
+
+            merge_rejects(self.location.join(PARTS), self.location.join("rejects.h5"), counts)
         if split_names:
             top = manifest(rdt, [], names, self.seed, splits={n: n for n in split_names})
             top["rows"] = int(total)

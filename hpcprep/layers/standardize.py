@@ -4,6 +4,7 @@ import time
 import warnings
 
 from ..steps import LayerContext, make_step
+from ..steps.rejects import RejectsWriter
 
 
 class StandardizeLayer:
@@ -22,9 +23,13 @@ class StandardizeLayer:
     seed : int
     log : callable
         Prints a line on the layer's first rank (progress and warnings).
+    rejects_path : str, optional
+        This rank's rejects part file (``[[standardize]] rejects = true``):
+        rows dropped in the final pass are appended there with step and reason.
     """
 
-    def __init__(self, index: int, table: dict, feature_names: list[str], comm, seed: int, log):
+    def __init__(self, index: int, table: dict, feature_names: list[str], comm, seed: int, log,
+                 rejects_path: str | None = None):
         self.index = index
         self.ctx = LayerContext(comm, seed, index)
         self.log = log
@@ -37,6 +42,7 @@ class StandardizeLayer:
         self.rows_in = self.rows_out = 0
         self.passes: list[str] = []
         self.seconds: dict[str, float] = {}
+        self.rejects = RejectsWriter(rejects_path) if rejects_path else None
 
     def _bind_upto(self, j: int) -> None:
         """Bind steps before ``j`` + 1 in order (each after the previous one's fit)."""
@@ -83,7 +89,12 @@ class StandardizeLayer:
         if count:
             self.rows_in += len(chunk)
         for label, step in zip(self.labels[:upto], self.steps[:upto]):
-            chunk, dropped = step.apply(chunk)
+            if count and self.rejects is not None:
+                before = chunk
+                chunk, dropped, rejected = step.apply_rejects(before)
+                self.rejects.write(label, before, rejected, step.feature_names_in_)
+            else:
+                chunk, dropped = step.apply(chunk)
             if count:
                 bucket = self.counts[label]
                 for reason, n in dropped.items():

@@ -100,6 +100,28 @@ class Step:
         """Return the transformed chunk and the rows dropped per reason."""
         raise NotImplementedError(f"step {self.op} must implement apply")
 
+    def apply_rejects(self, chunk: Chunk):
+        """Like :meth:`apply`, and also say which rows were dropped and why.
+
+        Returns
+        -------
+        chunk : Chunk
+            The transformed chunk.
+        dropped : dict of str -> int
+            Rows dropped per reason (as :meth:`apply`).
+        rejected : list of (ndarray of intp, str)
+            Positions in the *input* chunk of the dropped rows, with their reason.
+
+        The default calls :meth:`apply` and finds the dropped rows by id; steps
+        that drop for several reasons override it to name each row's reason.
+        """
+        out, dropped = self.apply(chunk)
+        if not dropped:
+            return out, dropped, []
+        gone = np.flatnonzero(~np.isin(chunk.ids, out.ids))
+        reason = next(iter(dropped)) if len(dropped) == 1 else "dropped"
+        return out, dropped, [(gone, reason)]
+
     def stats(self) -> dict[str, np.ndarray]:
         """Fitted parameters to store under ``/stats/<layer>.<index>.<op>/`` in data.h5."""
         return {}
@@ -128,6 +150,34 @@ def merge_by_chunk(comm, states: dict[int, Any], merge):
             nxt.append(ordered[-1])
         ordered = nxt
     return ordered[0]
+
+
+def drop_rows(chunk: Chunk, bad: dict[str, np.ndarray]):
+    """Drop the rows flagged by any mask; each row is counted under its first reason.
+
+    Parameters
+    ----------
+    chunk : Chunk
+    bad : dict of str -> ndarray of bool, shape (len(chunk),)
+        One mask per reason, in priority order.
+
+    Returns
+    -------
+    chunk, dropped, rejected
+        As :meth:`Step.apply_rejects`.
+    """
+    taken = np.zeros(len(chunk), dtype=bool)
+    dropped, rejected = {}, []
+    for reason, mask in bad.items():
+        mine = mask & ~taken
+        n = int(mine.sum())
+        if n:
+            dropped[reason] = dropped.get(reason, 0) + n
+            rejected.append((np.flatnonzero(mine), reason))
+            taken |= mine
+    if not dropped:
+        return chunk, {}, []
+    return chunk.take(~taken), dropped, rejected
 
 
 def make_step(spec: dict, where: str) -> Step:

@@ -3,53 +3,46 @@
 import numpy as np
 
 from ..schema import Param, list_of
-from .base import Step, register_step
+from ._columns import categorical_column, categorical_names, split_columns
+from .base import Step, drop_rows, register_step
 
 
 @register_step
 class DropNA(Step):
-    """Drop every row with a NaN in the chosen feature columns (default: all) or the label.
+    """Drop every row with a missing value in the chosen columns (default: all) or the label.
 
     Config: ``{ op = "dropna", columns = ["a", "b"] }``; ``columns`` absent or
-    empty means every feature.
+    empty means every feature, every raw categorical column and a float label.
+    A numeric value is missing when NaN; a categorical one when ``""``.
+    ``label = false`` skips the check of the label.
     """
 
     op = "dropna"
     params = {
         "columns": Param(list, [], check=list_of(str, int),
-                         doc="feature names or indices to check; empty = all"),
+                         doc="feature names, indices or categorical names to check; empty = all"),
+        "label": Param(bool, True, doc="also drop rows whose (float) label is NaN"),
     }
 
     def bind(self, feature_names):
         names = super().bind(feature_names)
-        self.columns_ = _resolve_columns(self.config["columns"], feature_names, "dropna")
+        self.columns_, self.categorical_ = split_columns(self.config["columns"], feature_names,
+                                                         "dropna")
         return names
 
-    def apply(self, chunk):
+    def _bad(self, chunk):
         x = chunk.features if self.columns_ is None else chunk.features[:, self.columns_]
         bad = np.isnan(x).any(axis=1) if x.shape[1] else np.zeros(len(chunk), bool)
-        if chunk.labels is not None and chunk.labels.dtype.kind == "f":
+        if self.config["label"] and chunk.labels is not None and chunk.labels.dtype.kind == "f":
             bad |= np.isnan(chunk.labels)
-        n_bad = int(bad.sum())
-        if n_bad == 0:
-            return chunk, {}
-        return chunk.take(~bad), {"missing value": n_bad}
+        cats = categorical_names(chunk) if self.categorical_ is None else self.categorical_
+        for name in cats:
+            bad |= categorical_column(chunk, name, "dropna", self.feature_names_in_) == ""
+        return bad
 
+    def apply(self, chunk):
+        out, dropped, _ = self.apply_rejects(chunk)
+        return out, dropped
 
-def _resolve_columns(columns, feature_names, op):
-    """Indices of ``columns`` (names or ints) in ``feature_names``; None for all."""
-    from ..errors import ConfigError
-
-    if not columns:
-        return None
-    idx = []
-    for c in columns:
-        if isinstance(c, int):
-            if not 0 <= c < len(feature_names):
-                raise ConfigError(f"{op}.columns: index {c} out of range 0..{len(feature_names) - 1}")
-            idx.append(c)
-        elif c in feature_names:
-            idx.append(feature_names.index(c))
-        else:
-            raise ConfigError(f"{op}.columns: no feature named {c!r}; features: {', '.join(feature_names)}")
-    return np.array(idx, dtype=np.intp)
+    def apply_rejects(self, chunk):
+        return drop_rows(chunk, {"missing value": self._bad(chunk)})

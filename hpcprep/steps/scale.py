@@ -4,9 +4,17 @@ import warnings
 
 import numpy as np
 
-from ..schema import Param
+from ..errors import ConfigError
+from ..schema import Param, list_of, positive
 from .base import Step, register_step
 from .moments import Moments
+from .sketch import EXACT_LIMIT, SKETCH_ERROR, fit_quantiles
+
+
+def _range_check(v):
+    if len(v) != 2 or list_of(int, float)(v):
+        return "expected two numbers [low, high]"
+    return None if v[0] < v[1] else "low must be < high"
 
 
 @register_step
@@ -16,22 +24,73 @@ class Scale(Step):
     ``method = "standard"``: ``(x - mean) / std`` with the population std
     (ddof = 0, as scikit-learn's ``StandardScaler``); a feature with zero
     variance gets std 1 and a warning. NaNs are ignored in fit and kept.
+
+    ``method = "minmax"``: ``x * scale + min`` mapping the global
+    ``[data_min, data_max]`` onto ``feature_range`` (default ``[0, 1]``), as
+    scikit-learn's ``MinMaxScaler`` (a constant feature gets scale 1).
+
+    ``method = "robust"``: ``(x - median) / (q_hi - q_lo)`` with the global
+    quantiles of ``quantile_range`` (percent, default ``[25, 75]``), as
+    scikit-learn's ``RobustScaler`` (a zero range gets scale 1). Quantiles are
+    exact while a column has at most ``exact_limit`` distinct values, else
+    within a relative ``sketch_error`` (see :mod:`hpcprep.steps.sketch`).
     """
 
     op = "scale"
     needs_fit = True
-    methods = ("standard",)
+    methods = ("standard", "minmax", "robust")
     params = {
         "method": Param(str, "standard", choices=methods, doc="scaling method"),
+        "feature_range": Param(list, [0.0, 1.0], check=_range_check, doc="minmax: target range"),
+        "quantile_range": Param(list, [25.0, 75.0], check=_range_check,
+                                doc="robust: percentiles of the scale"),
+        "exact_limit": Param(int, EXACT_LIMIT, check=positive,
+                             doc="robust: distinct values per column kept exactly"),
+        "sketch_error": Param(float, SKETCH_ERROR,
+                              check=lambda v: None if 0 < v < 0.5 else "must be in (0, 0.5)",
+                              doc="robust: relative error beyond exact_limit"),
     }
 
+    def __init__(self, **config):
+        super().__init__(**config)
+        lo, hi = config["quantile_range"]
+        if not 0 <= lo < hi <= 100:
+            raise ConfigError(f"scale.quantile_range = {config['quantile_range']}: need "
+                              f"0 <= low < high <= 100")
+        self.method = config["method"]
+
+    def describe(self):
+        return f"scale ({self.method})"
+
+    # ---- fit --------------------------------------------------------------------
+    def fit_layer(self, ctx, chunks):
+        if self.method == "robust":
+            self.set_fitted(fit_quantiles(ctx.comm, (c.features for c in chunks),
+                                          self.config["exact_limit"], self.config["sketch_error"]))
+        else:
+            super().fit_layer(ctx, chunks)
+
     def fit_chunk(self, chunk):
+        if self.method == "minmax":
+            x = chunk.features
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+                if len(x):
+                    return np.nanmin(x, axis=0).astype(np.float64), np.nanmax(x, axis=0).astype(np.float64)
+            d = x.shape[1]
+            return np.full(d, np.nan), np.full(d, np.nan)
         return Moments.of(chunk.features)
 
     def merge_states(self, a, b):
+        if self.method == "minmax":
+            return np.fmin(a[0], b[0]), np.fmax(a[1], b[1])
         return a.merge(b)
 
     def set_fitted(self, state):
+        if self.method == "minmax":
+            return self._fit_minmax(state)
+        if self.method == "robust":
+            return self._fit_robust(state)
         d = len(self.feature_names_in_)
         if state is None:
             state = Moments(np.zeros(d), np.zeros(d), np.zeros(d))
@@ -46,9 +105,42 @@ class Scale(Step):
         self.scale_ = np.where(constant, 1.0, std)
         self.var_ = np.where(constant, 0.0, state.var)
 
+    def _fit_minmax(self, state):
+        d = len(self.feature_names_in_)
+        lo, hi = state if state is not None else (np.full(d, np.nan), np.full(d, np.nan))
+        a, b = (float(v) for v in self.config["feature_range"])
+        self.data_min_, self.data_max_ = lo, hi
+        rng = hi - lo
+        rng = np.where(np.isnan(rng) | (rng == 0), 1.0, rng)  # scikit-learn's _handle_zeros_in_scale
+        self.scale_ = (b - a) / rng
+        self.min_ = np.where(np.isnan(lo), a, a - lo * self.scale_)
+
+    def _fit_robust(self, state):
+        d = len(self.feature_names_in_)
+        lo_q, hi_q = (float(v) / 100.0 for v in self.config["quantile_range"])
+        if state is None:
+            center, q_lo, q_hi, self.exact_ = (np.full(d, np.nan),) * 3 + (np.ones(d, bool),)
+        else:
+            center, q_lo, q_hi = state.quantiles(0.5), state.quantiles(lo_q), state.quantiles(hi_q)
+            self.exact_ = state.exact
+        self.center_ = np.where(np.isnan(center), 0.0, center)
+        rng = q_hi - q_lo
+        self.scale_ = np.where(np.isnan(rng) | (rng == 0), 1.0, rng)
+
+    # ---- apply ------------------------------------------------------------------
     def apply(self, chunk):
-        x = (chunk.features.astype(np.float64) - self.mean_) / self.scale_
+        if self.method == "minmax":
+            x = chunk.features.astype(np.float64) * self.scale_ + self.min_
+        elif self.method == "robust":
+            x = (chunk.features.astype(np.float64) - self.center_) / self.scale_
+        else:
+            x = (chunk.features.astype(np.float64) - self.mean_) / self.scale_
         return chunk.with_features(x.astype(chunk.features.dtype, copy=False)), {}
 
     def stats(self):
+        if self.method == "minmax":
+            return {"data_min": self.data_min_, "data_max": self.data_max_, "scale": self.scale_,
+                    "min": self.min_}
+        if self.method == "robust":
+            return {"center": self.center_, "scale": self.scale_, "exact": self.exact_}
         return {"mean": self.mean_, "std": self.scale_, "n": self.n_samples_seen_}

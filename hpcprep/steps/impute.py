@@ -1,0 +1,137 @@
+"""``impute``: fill missing values with a global mean, median or constant, per column."""
+
+import warnings
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..schema import Param, list_of, positive
+from ._columns import split_columns
+from .base import Step, merge_by_chunk, register_step
+from .moments import Moments
+from .sketch import EXACT_LIMIT, SKETCH_ERROR, fit_quantiles
+
+STRATEGIES = ("mean", "median", "constant")
+
+
+def _check_per_column(table):
+    if not isinstance(table, dict):
+        return "expected a table { column = \"mean\" | \"median\" | <number> }"
+    for name, v in table.items():
+        if isinstance(v, bool) or not (isinstance(v, (int, float)) or v in ("mean", "median")):
+            return (f"per_column.{name} = {v!r}: expected \"mean\", \"median\" or a number "
+                    f"(the constant)")
+    return None
+
+
+@register_step
+class Impute(Step):
+    """Fill NaNs in numeric features with a global statistic of each column.
+
+    Config::
+
+        { op = "impute", strategy = "median", columns = ["f0", "f1"],
+          per_column = { f2 = "mean", f3 = -1.0 } }
+
+    ``strategy`` applies to ``columns`` (default: every feature);
+    ``per_column`` overrides it per feature (``"mean"``, ``"median"`` or a
+    number, the constant). ``strategy = "constant"`` fills ``fill_value``.
+    Statistics ignore NaNs (as scikit-learn's ``SimpleImputer``); the mean is
+    exact (Chan–Golub–LeVeque in float64), the median is exact while a column
+    has at most ``exact_limit`` distinct values, else within a relative
+    ``sketch_error`` (see :mod:`hpcprep.steps.sketch`). A column with no value
+    at all is filled with ``fill_value`` and a warning (scikit-learn would
+    drop it). The label is never imputed.
+    """
+
+    op = "impute"
+    needs_fit = True
+    params = {
+        "strategy": Param(str, "mean", choices=STRATEGIES, doc="statistic of the chosen columns"),
+        "columns": Param(list, [], check=list_of(str, int), doc="features to fill; empty = all"),
+        "fill_value": Param(float, 0.0, doc="the constant, and the fill of an all-missing column"),
+        "per_column": Param(dict, {}, check=_check_per_column,
+                            doc="feature -> \"mean\" | \"median\" | number"),
+        "exact_limit": Param(int, EXACT_LIMIT, check=positive,
+                             doc="distinct values per column kept exactly (median)"),
+        "sketch_error": Param(float, SKETCH_ERROR,
+                              check=lambda v: None if 0 < v < 0.5 else "must be in (0, 0.5)",
+                              doc="relative error of the median beyond exact_limit"),
+    }
+
+    def bind(self, feature_names):
+        names = super().bind(feature_names)
+        d = len(feature_names)
+        idx, cats = split_columns(self.config["columns"], feature_names, "impute")
+        if cats:
+            raise ConfigError(f"impute.columns: no feature named {cats[0]!r}; features: "
+                              f"{', '.join(feature_names)}")
+        strategy = np.full(d, "", dtype=object)
+        constant = np.full(d, self.config["fill_value"], dtype=np.float64)
+        strategy[np.arange(d) if idx is None else idx] = self.config["strategy"]
+        for name, v in self.config["per_column"].items():
+            if name not in feature_names:
+                raise ConfigError(f"impute.per_column: no feature named {name!r}; features: "
+                                  f"{', '.join(feature_names)}")
+            j = feature_names.index(name)
+            if isinstance(v, str):
+                strategy[j] = v
+            else:
+                strategy[j], constant[j] = "constant", float(v)
+        self.strategy_ = strategy
+        self._constant = constant
+        return names
+
+    def _cols(self, which):
+        return np.flatnonzero(self.strategy_ == which)
+
+    def fit_layer(self, ctx, chunks):
+        med = self._cols("median")
+        moments = {}
+
+        def medians_of():
+            for c in chunks:
+                moments[c.chunk_id] = Moments.of(c.features)
+                yield c.features[:, med]
+
+        q = fit_quantiles(ctx.comm, medians_of(), self.config["exact_limit"],
+                          self.config["sketch_error"])
+        m = merge_by_chunk(ctx.comm, moments, lambda a, b: a.merge(b))
+        self.set_fitted((m, q))
+
+    def set_fitted(self, state):
+        d = len(self.feature_names_in_)
+        m, q = state if state is not None else (None, None)
+        if m is None:
+            m = Moments(np.zeros(d), np.zeros(d), np.zeros(d))
+        fill = np.full(d, np.nan)
+        mean_cols, med_cols, const_cols = self._cols("mean"), self._cols("median"), self._cols("constant")
+        fill[mean_cols] = m.mean[mean_cols]
+        if len(med_cols):
+            fill[med_cols] = q.quantiles(0.5) if q is not None else np.nan
+        fill[const_cols] = self._constant[const_cols]
+        self.n_samples_seen_ = m.n
+        self.columns_ = self.strategy_ != ""
+        empty = self.columns_ & (m.n == 0) & (self.strategy_ != "constant")
+        if empty.any():
+            names = [self.feature_names_in_[i] for i in np.flatnonzero(empty)]
+            warnings.warn(f"impute: no value in feature(s) {', '.join(names)}; filling "
+                          f"{self.config['fill_value']}", RuntimeWarning, stacklevel=2)
+            fill[empty] = self.config["fill_value"]
+        self.statistics_ = np.where(self.columns_, fill, np.nan)
+        self.exact_ = np.ones(d, dtype=bool)
+        if q is not None and len(med_cols):
+            self.exact_[med_cols] = q.exact
+
+    def apply(self, chunk):
+        x = chunk.features
+        nan = np.isnan(x) & self.columns_
+        if not nan.any():
+            return chunk, {}
+        x = x.copy()
+        x[nan] = np.broadcast_to(self.statistics_, x.shape)[nan]
+        return chunk.with_features(x), {}
+
+    def stats(self):
+        return {"fill": self.statistics_, "columns": self.columns_, "n": self.n_samples_seen_,
+                "exact": self.exact_}
