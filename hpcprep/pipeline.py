@@ -21,6 +21,7 @@ from .exchange import alltoallv_records, send_chunk
 from .errors import ConfigError
 from .io.plan import build_input_plan, count_csv_chunks
 from .io.readers import ChunkReader
+from .kernels import active as kernels_active
 from .kernels.route import contiguous_targets
 from .layers.sample import SampleLayer, chunk_to_records, record_dtype
 from .layers.standardize import StandardizeLayer
@@ -71,6 +72,7 @@ def run_pipeline(cfg: dict, comm, progress) -> dict | None:
     if not plan.counted:
         count_csv_chunks(plan, comm, topo.input_ranks)
     device = _select_device(comm, cfg["resources"]["device"])
+    kernels_active.use(device.xp)
     balance = _balance_input(cfg, comm, topo, plan, progress)
     progress.log(f"input: {plan.total_rows:,} rows x {plan.n_features} features in "
                  f"{len(plan.files)} file(s), {len(plan.chunks)} chunk(s) over "

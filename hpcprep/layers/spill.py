@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from ..kernels.active import host_argsort
+
 #: One fence key per this many rows of a run (at most; small runs get at least 64 fences).
 FENCE = 256
 
@@ -37,7 +39,7 @@ def sort_order(keys: np.ndarray, records: np.ndarray) -> np.ndarray:
     -------
     ndarray of int64
     """
-    order = np.argsort(keys, kind="stable")
+    order = host_argsort(keys)
     k = keys[order]
     if len(k) > 1 and bool((k[1:] == k[:-1]).any()):
         cols = [records["id"], keys]

@@ -23,7 +23,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import ConfigError, HpcprepError
-from ..kernels.hashing import random_keys, splitmix64
+from ..kernels.active import host_keys
+from ..kernels.hashing import splitmix64
 from ..schema import Param, validate_table
 
 MODES: dict[str, type["SampleMode"]] = {}
@@ -53,7 +54,7 @@ def row_keys(seed: int, stream: int, records: np.ndarray) -> np.ndarray:
     a bootstrap copy with tag ``c`` gets ``splitmix64(key ^ splitmix64(c))``, so
     copies of one row get distinct keys in every later layer.
     """
-    keys = random_keys(seed, stream, records["id"])
+    keys = host_keys(seed, stream, records["id"])
     if "c" in records.dtype.names and len(records):
         c = records["c"]
         nz = c != 0
