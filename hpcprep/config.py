@@ -74,7 +74,8 @@ OUTPUT = {
 RESOURCES = {
     "memory_per_rank": Param((str, int), "2GiB", check=_size_check, doc="memory budget per rank"),
     "spill_dir": Param(str, "", doc="where to spill; empty = inside the output's temporary folder"),
-    "device": Param(str, "cpu", choices=("auto", "cpu", "gpu"), doc="array device per rank"),
+    "device": Param(str, "auto", choices=("auto", "cpu", "gpu"),
+                    doc="auto: a GPU where CuPy imports and a device answers, else the CPU"),
 }
 
 PLAN = {
