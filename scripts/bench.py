@@ -149,12 +149,25 @@ class CaseFailed(RuntimeError):
     pass
 
 
-def run_cmd(cmd, cwd, timeout, what) -> tuple[float, str]:
-    """Run a command; return (wall seconds, stdout). Raises CaseFailed with the output tail."""
+def _limit_data(nbytes):
+    """preexec_fn: cap the child's data segment (heap + private mappings) at ``nbytes``."""
+    def apply():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_DATA, (nbytes, nbytes))
+    return apply
+
+
+def run_cmd(cmd, cwd, timeout, what, memory_limit=0) -> tuple[float, str]:
+    """Run a command; return (wall seconds, stdout). Raises CaseFailed with the output tail.
+
+    ``memory_limit`` (bytes, per process) turns a runaway process into a MemoryError in that
+    process instead of the kernel's OOM killer choosing a victim on a shared machine.
+    """
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, cwd=cwd, env=bench_env(), capture_output=True, text=True,
-                           timeout=timeout)
+                           timeout=timeout, preexec_fn=_limit_data(memory_limit) if memory_limit else None)
     except subprocess.TimeoutExpired as e:
         raise CaseFailed(f"{what}: timed out after {timeout:.0f} s: {' '.join(map(str, cmd))}") from e
     wall = time.perf_counter() - t0
@@ -607,13 +620,20 @@ class Suite:
         timeout = self.args.module_timeout or (240 if self.quick else 3600)
         if result_file.exists():
             result_file.unlink()
+        limit = int(self.args.module_memory_gib * 2**30) if self.args.module_memory_gib else 0
         wall, stdout = run_cmd([sys.executable, "-c", child], self.args.workdir, timeout,
-                               f"scripts/{module}.py run(quick={self.quick})")
+                               f"scripts/{module}.py run(quick={self.quick})", memory_limit=limit)
         result = json.loads(result_file.read_text())
-        for path_, leaf in find_summaries(result):
+        found = list(find_summaries(result))
+        for path_, leaf in found:
             self.figures.append({"case": case, "name": path_, "unit": leaf.get("unit", ""),
                                  "min": leaf.get("min"), "median": leaf.get("median"),
                                  "max": leaf.get("max"), "n": leaf.get("n"), "from_module": True})
+        if not found:
+            # no min/median/max triples: show the module's headline scalars as single values
+            for path_, value in headline_scalars(result):
+                self.figures.append({"case": case, "name": path_, "unit": "", "min": None, "median": value,
+                                     "max": None, "n": None, "from_module": True, "single_value": True})
         self.module_target(case, result)
         return {"module": f"scripts/{module}.py", "measures": what, "wall_seconds": wall,
                 "result": result}
@@ -622,12 +642,19 @@ class Suite:
         """The exchange target, when the sampling module reports the fraction of bare Alltoallv."""
         if case != "sampling" or self.quick:
             return
-        for path_, value in walk(result):
-            if isinstance(value, (int, float)) and "fraction" in path_.lower() and "alltoallv" in path_.lower():
-                self.targets.append({"target": "shuffle exchange >= 80% of bare Alltoallv",
-                                     "value": value, "goal": 0.8, "met": value >= 0.8,
-                                     "source": path_})
-                return
+        ex = result.get("exchange") if isinstance(result, dict) else None
+        value, source = None, None
+        if isinstance(ex, dict) and ex.get("hpcprep_bytes_per_s") and ex.get("bare_bytes_per_s"):
+            value = ex["hpcprep_bytes_per_s"] / ex["bare_bytes_per_s"]
+            source = "exchange.hpcprep_bytes_per_s / exchange.bare_bytes_per_s"
+        else:
+            for path_, v in walk(result):
+                if isinstance(v, (int, float)) and "fraction" in path_.lower() and "alltoallv" in path_.lower():
+                    value, source = v, path_
+                    break
+        if value is not None:
+            self.targets.append({"target": "shuffle exchange >= 80% of bare Alltoallv (bytes/s)",
+                                 "value": value, "goal": 0.8, "met": value >= 0.8, "source": source})
 
     def case_gpu(self) -> dict:
         out = subprocess.run([sys.executable, "-c",
@@ -687,6 +714,45 @@ def find_summaries(obj, prefix=""):
             yield from find_summaries(v, f"{prefix}[{label or i}]")
 
 
+_HEADLINE = re.compile(r"median|ratio|per_s|share|fraction|speedup|seconds|rss|identical", re.I)
+_ITEM_FIGURE = re.compile(r"^(first_s|resolve_s|equal_s|plan_s|closed_form_s|ratio|.*seconds.*|.*per_s|.*median.*)$")
+
+
+def _item_label(item: dict) -> str:
+    parts = [f"{k}={v}" for k, v in item.items()
+             if isinstance(v, (str, int)) and not isinstance(v, bool) and not k.endswith("_s")
+             and k not in ("status", "auto_method")]
+    return ",".join(parts[:4])
+
+
+def headline_scalars(result, limit=60, prefix=""):
+    """A module's headline figures without min/median/max: numeric leaves named like figures.
+
+    Dict leaves whose names look like figures (median, ratio, per_s, share, seconds, ...), and in
+    lists of dicts (one dict per configuration) the timing/ratio fields of each item, labelled by
+    the item's identifying fields (workers=8,tasks=16,...).
+    """
+    out = []
+    if isinstance(result, dict):
+        for k, v in result.items():
+            path_ = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if _HEADLINE.search(str(k)):
+                    out.append((path_, float(v)))
+            elif isinstance(v, bool):
+                if _HEADLINE.search(str(k)):
+                    out.append((path_, float(v)))
+            elif isinstance(v, dict):
+                out += headline_scalars(v, limit, path_)
+            elif isinstance(v, list) and v and all(isinstance(i, dict) for i in v):
+                for item in v:
+                    label = _item_label(item)
+                    for kk, vv in item.items():
+                        if isinstance(vv, (int, float)) and not isinstance(vv, bool) and _ITEM_FIGURE.match(kk):
+                            out.append((f"{path_}[{label}].{kk}", float(vv)))
+    return out[:limit]
+
+
 def walk(obj, prefix=""):
     if isinstance(obj, dict):
         for k, v in obj.items():
@@ -714,7 +780,7 @@ def fmt(v, unit=""):
     return f"{v:.3g}" if abs(v) < 1 else f"{v:.2f}"
 
 
-def table(doc: dict, max_module_rows: int = 25) -> str:
+def table(doc: dict, max_module_rows: int = 40) -> str:
     lines = [f"hpcprep bench ({doc['mode']}) on {doc['machine'].get('cpu_model')}, "
              f"{doc['machine'].get('cores')} cores, {doc['machine'].get('memory_gib')} GiB, "
              f"commit {str(doc['versions'].get('git_commit'))[:10]}",
@@ -832,6 +898,9 @@ def main(argv=None) -> int:
     p.add_argument("--memory-rows", type=int, default=0, help="memory case rows (default 8M, full mode)")
     p.add_argument("--no-layered", action="store_true", help="skip REF-1's layered -n 4 run")
     p.add_argument("--module-timeout", type=float, default=0, help="seconds per module case")
+    mem_gib = (machine().get("memory_gib") or 0)
+    p.add_argument("--module-memory-gib", type=float, default=round(0.6 * mem_gib, 1),
+                   help="data-segment limit per process of a module case (default 60%% of RAM; 0 = none)")
     p.add_argument("--workdir", default="", help="work folder (default: a temporary folder in /tmp, removed)")
     p.add_argument("--keep-outputs", action="store_true", help="keep REF-1's outputs in the work folder")
     p.add_argument("--profile", default="", metavar="DIR",

@@ -119,7 +119,7 @@ def test_bench_quick_ref1_tiny(tmp_path):
 
 
 def test_missing_module_is_recorded(tmp_path):
-    args = bench.argparse.Namespace(quick=True, workdir=str(tmp_path), module_timeout=0)
+    args = bench.argparse.Namespace(quick=True, workdir=str(tmp_path), module_timeout=0, module_memory_gib=1.0)
     suite = bench.Suite(args)
     bench.MODULE_CASES["nosuch"] = ("bench_nosuch_module", "nothing")
     try:
