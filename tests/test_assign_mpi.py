@@ -1,16 +1,14 @@
 """The plan under mpiexec: rank 0 solves, every rank gets the same plan or the same error."""
 
-import hashlib
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from hpcprep.assign import Planner
-from hpcprep.assign.collective import WorkerReport, problem_from_reports
+from hpcprep.assign.collective import problem_from_reports
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+APPROX = False   # True: cvxpy rewrites the power into SOCs, and its compile grew ~n^3 here
+
 
 def accuracy_loss(f, beta: float):
     """Learning-curve loss of keeping a fraction ``f`` of a task's data.
@@ -28,6 +30,6 @@ def accuracy_loss(f, beta: float):
         import cvxpy as cp
         if beta == 0:
             return -cp.log(f)
-        return (cp.power(f, -beta, approx=False) - 1) / beta
+        return (cp.power(f, -beta, approx=APPROX) - 1) / beta
     f = np.asarray(f, dtype=np.float64)
     return -np.log(f) if beta == 0 else (f ** -beta - 1) / beta

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError, HpcprepError
-from ..schema import Param, fraction, list_of, non_negative, positive, validate_table
+from ..schema import Param, list_of, non_negative, positive, validate_table
 
 
 class AssignError(HpcprepError):
