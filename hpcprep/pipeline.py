@@ -98,10 +98,14 @@ def _select_device(comm, requested: str):
         raise AgreedError(str(e)) from None
 
 
-def _calibrate(cfg, plan, input_index: int) -> float:
-    """Rows per second this input rank reads and converts (a short timed read of its first chunk)."""
+def _calibrate(cfg, plan, input_index: int, min_seconds: float = 0.1) -> float:
+    """Rows per second this input rank reads and converts.
+
+    Reads (part of) its first chunk again and again for at least ``min_seconds``:
+    shorter timings were too noisy to plan with (docs/assign.md).
+    """
     descs = plan.chunks_of(input_index) or plan.chunks[:1]
-    if not descs:
+    if not descs or descs[0].rows <= 0:
         return 1.0
     d = descs[0]
     rows = d.rows if d.format == "csv" else min(d.rows, cfg["plan"]["calibration_rows"])
@@ -109,9 +113,11 @@ def _calibrate(cfg, plan, input_index: int) -> float:
     reader = ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype)
     try:
         reader.read(probe)  # opens the file: not timed
-        t0 = time.perf_counter()
-        reader.read(probe)
-        return rows / max(time.perf_counter() - t0, 1e-9)
+        done, t0 = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - t0) < min_seconds or done == 0:
+            reader.read(probe)
+            done += rows
+        return done / max(elapsed, 1e-9)
     finally:
         reader.close()
 
