@@ -114,10 +114,12 @@ def _calibrate(cfg, plan, input_index: int, min_seconds: float = 0.1) -> float:
     try:
         reader.read(probe)  # opens the file: not timed
         done, t0 = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - t0) < min_seconds or done == 0:
+        while True:
             reader.read(probe)
             done += rows
-        return done / max(elapsed, 1e-9)
+            elapsed = time.perf_counter() - t0
+            if elapsed >= min_seconds:
+                return done / elapsed
     finally:
         reader.close()
 
