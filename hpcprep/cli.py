@@ -71,10 +71,16 @@ label = "labels"
 chunk_rows = 65536
 
 [[standardize]]
-steps = [{ op = "dropna" }, { op = "scale", method = "standard" }]
+steps = [
+  { op = "dropna" },                                   # rows with a missing value
+  { op = "dedup" },                                    # exact duplicates, keep the smallest id
+  { op = "outliers", method = "zscore", threshold = 6 },
+  { op = "scale", method = "standard" },
+]
 
 [[sample]]
-op = "shuffle"
+op = "split"
+splits = { train = 0.9, val = 0.1 }
 
 [output]
 path = "out"
