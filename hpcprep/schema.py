@@ -134,3 +134,31 @@ def list_of(*types) -> Callable[[Any], str | None]:
         return None
 
     return check
+
+
+def validate_op_table(table, registry: dict, where: str, what: str):
+    """Validate a table ``{ op = NAME, ... }`` against the class registered as NAME.
+
+    Parameters
+    ----------
+    table : dict
+        The table from the config.
+    registry : dict of str -> class
+        Classes with a ``params`` spec, by op name.
+    where : str
+        Dotted path of the table, for messages.
+    what : str
+        What an op names here ("step", "sampling mode"), for messages.
+
+    Returns
+    -------
+    (cls, params) : the registered class and the validated keys other than ``op``.
+    """
+    known = ", ".join(sorted(registry))
+    if not isinstance(table, dict) or "op" not in table:
+        raise ConfigError(f"{where}: needs an op; known: {known}")
+    op = table["op"]
+    if op not in registry:
+        raise ConfigError(f"{where}.op = {op!r}: unknown {what}; known: {known}")
+    cls = registry[op]
+    return cls, validate_table({k: v for k, v in table.items() if k != "op"}, cls.params, where)

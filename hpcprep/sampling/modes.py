@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import ConfigError, HpcprepError
 from ..kernels.active import host_keys
 from ..kernels.hashing import splitmix64
-from ..schema import Param, validate_table
+from ..schema import Param, validate_op_table
 
 MODES: dict[str, type["SampleMode"]] = {}
 
@@ -192,14 +192,9 @@ class Shuffle(SampleMode):
 
 def check_mode(table: dict, where: str) -> dict:
     """Validate a ``[[sample]]`` table; return it with defaults filled in."""
-    if not isinstance(table, dict) or "op" not in table:
-        raise ConfigError(f"{where}: needs op; known: {', '.join(sorted(MODES))}")
-    op = table["op"]
-    if op not in MODES:
-        raise ConfigError(f"{where}.op = {op!r}: unknown sampling mode; known: {', '.join(sorted(MODES))}")
-    body = validate_table({k: v for k, v in table.items() if k != "op"}, MODES[op].params, where)
-    MODES[op].check(body, where)
-    return {"op": op, **body}
+    cls, body = validate_op_table(table, MODES, where, "sampling mode")
+    cls.check(body, where)
+    return {"op": table["op"], **body}
 
 
 def check_chain(tables: list[dict], label_dtype: str | None) -> None:

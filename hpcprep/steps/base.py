@@ -15,7 +15,7 @@ import numpy as np
 
 from ..chunk import Chunk
 from ..errors import ConfigError
-from ..schema import Param, validate_table
+from ..schema import Param, validate_op_table
 
 STEPS: dict[str, type["Step"]] = {}
 
@@ -182,11 +182,5 @@ def drop_rows(chunk: Chunk, bad: dict[str, np.ndarray]):
 
 def make_step(spec: dict, where: str) -> Step:
     """Build a step from its config table ``{ op = ..., ... }``, validating its keys."""
-    if not isinstance(spec, dict) or "op" not in spec:
-        raise ConfigError(f"{where}: each step needs an op; known ops: {', '.join(sorted(STEPS))}")
-    op = spec["op"]
-    if op not in STEPS:
-        raise ConfigError(f"{where}.op = {op!r}: unknown step; known ops: {', '.join(sorted(STEPS))}")
-    cls = STEPS[op]
-    body = {k: v for k, v in spec.items() if k != "op"}
-    return cls(**validate_table(body, cls.params, where))
+    cls, params = validate_op_table(spec, STEPS, where, "step")
+    return cls(**params)

@@ -27,20 +27,31 @@ class Moments:
     m2: np.ndarray
 
     @classmethod
-    def of(cls, x: np.ndarray) -> "Moments":
-        """Moments of the columns of a 2-D array (NaNs ignored)."""
-        x = np.asarray(x, dtype=np.float64)
-        finite = ~np.isnan(x)
-        if finite.all():
-            n = np.full(x.shape[1], float(x.shape[0]))
-            mean = x.sum(axis=0) / np.maximum(n, 1)
+    def of(cls, x) -> "Moments":
+        """Moments of the columns of a 2-D array (NaNs ignored), as host float64 arrays.
+
+        ``x`` may be a NumPy or a CuPy array: the same formulas run on its
+        device and only the ``3 * d`` results come back. GPU sums reduce in
+        another order, so they agree with the CPU to a few ulps, not bit for bit.
+        """
+        from ..kernels._util import to_host
+        from ..kernels.xp import array_module
+
+        xp = array_module(x)
+        if x.ndim != 2:
+            raise ValueError(f"moments need a 2-D array, got shape {x.shape}")
+        x = x.astype(xp.float64, copy=False)
+        finite = ~xp.isnan(x)
+        if bool(finite.all()):
+            n = xp.full(x.shape[1], float(x.shape[0]))
+            mean = x.sum(axis=0) / xp.maximum(n, 1)
             m2 = ((x - mean) ** 2).sum(axis=0)
         else:
-            n = finite.sum(axis=0).astype(np.float64)
-            xz = np.where(finite, x, 0.0)
-            mean = xz.sum(axis=0) / np.maximum(n, 1)
-            m2 = (np.where(finite, x - mean, 0.0) ** 2).sum(axis=0)
-        return cls(n, mean, m2)
+            n = finite.sum(axis=0).astype(xp.float64)
+            xz = xp.where(finite, x, 0.0)
+            mean = xz.sum(axis=0) / xp.maximum(n, 1)
+            m2 = (xp.where(finite, x - mean, 0.0) ** 2).sum(axis=0)
+        return cls(*(np.asarray(to_host(a), dtype=np.float64) for a in (n, mean, m2)))
 
     def merge(self, other: "Moments") -> "Moments":
         """Chan–Golub–LeVeque combination of two sets of moments."""
