@@ -153,7 +153,9 @@ def test_all_nan_column_and_empty_chunks():
     assert sel.feature_names_out_ == ["a", "c"] and sel.missing_rate_[1] == 1.0
     # no rows at all: every step fits without error
     empty = chunks_of(x[:0], y[:0], sizes=(0, 0))
-    for spec in ({"op": "impute"}, {"op": "scale", "method": "robust"}, {"op": "dedup"},
+    with pytest.warns(RuntimeWarning, match="impute: no value in feature"):
+        run({"op": "impute"}, empty)
+    for spec in ({"op": "scale", "method": "robust"}, {"op": "dedup"},
                  {"op": "outliers"}, {"op": "select"}, {"op": "reduce"}):
         run(spec, empty)
 
