@@ -318,15 +318,32 @@ class Suite:
         return data
 
     def ref1_steps(self):
-        from hpcprep.steps import STEPS, make_step
+        """REF-1's steps that hpcprep has (validated), and the names of those it lacks.
 
-        have, missing = [], []
-        for name, table in REF1_STEPS:
-            if table["op"] not in STEPS:
-                missing.append(name)
-                continue
-            make_step(dict(table), f"REF-1 {name}")  # raises if the step's keys changed
-            have.append((name, table))
+        Asked of a child process: importing the steps imports mpi4py, and this process must not
+        initialize MPI (it launches mpiexec jobs).
+        """
+        code = ("import json, sys\n"
+                "from hpcprep.steps import STEPS, make_step\n"
+                "out = {}\n"
+                "for name, t in json.loads(sys.argv[1]):\n"
+                "    if t['op'] not in STEPS:\n"
+                "        out[name] = 'missing'\n"
+                "        continue\n"
+                "    try:\n"
+                "        make_step(dict(t), 'REF-1 ' + name)\n"
+                "        out[name] = 'ok'\n"
+                "    except Exception as e:\n"
+                "        out[name] = 'invalid: %s' % e\n"
+                "print(json.dumps(out))\n")
+        _, stdout = run_cmd([sys.executable, "-c", code, json.dumps(REF1_STEPS)], ROOT, 120,
+                            "REF-1 step check")
+        status = last_json_line(stdout)
+        bad = {k: v for k, v in status.items() if v.startswith("invalid")}
+        if bad:
+            raise CaseFailed(f"REF-1 step tables no longer valid: {bad}")
+        have = [(name, table) for name, table in REF1_STEPS if status.get(name) == "ok"]
+        missing = [name for name, _ in REF1_STEPS if status.get(name) == "missing"]
         return have, missing
 
     def write_config(self, data: Path, steps, path: Path, budget=None) -> Path:
