@@ -15,8 +15,8 @@ ranks are 1.5x slower (work is emulated with sleeps, so 2 cores suffice).
 import argparse
 import json
 import statistics
-import subprocess
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
