@@ -5,14 +5,24 @@ from mpi4py import MPI
 
 from ..errors import ConfigError
 from ..exchange import alltoallv_records
-from ..kernels.hashing import splitmix64, stream_base
-from ..kernels.rowhash import _canonical, row_hash, row_words
+from ..kernels.hashing import _M1, _M2, GOLDEN, stream_base
+from ..kernels.rowhash import _canonical, row_words
 from ..schema import Param, list_of
 from ._columns import split_columns
 from .base import Step, register_step
 
 #: Random stream of the row hash (fixed: the hash must not depend on the layout).
 DEDUP_STREAM = 0xDED0
+#: Rows hashed at a time (their key words and scratch stay in cache).
+_BLOCK = 1 << 14
+
+
+#: Records of the first exchange: the row hash and the global id (16 B per row).
+HASH_ID = np.dtype([("h", "<u8"), ("id", "<i8")])
+#: Requests of the second exchange: a row's position in what its rank sent to the owner.
+POSITION = np.dtype([("p", "<i8")])
+#: Decisions sent back to the rows' ranks: the ids to drop.
+ROW_ID = np.dtype([("id", "<i8")])
 
 
 @register_step
@@ -25,15 +35,26 @@ class Dedup(Step):
     ``0.0`` and NaN equals NaN (pandas' ``duplicated``). Raw categorical
     columns are not part of the key (encode them with ``categorical`` first).
 
-    Fit (one pass, one exchange): every rank hashes the key of each of its
-    rows (a 64-bit hash of the canonical bytes, a pure function of the values)
-    and sends ``(hash, id, key bytes)`` to the rank owning the hash
-    (``hash mod size``) with one ``Alltoallv``. The owner sorts what it got by
-    hash, key bytes and id, compares the key *bytes* of neighbours (equal
-    hashes alone never make a duplicate), and sends the ids of the rows to drop
-    back to the rank they came from with a second ``Alltoallv``. Rows never
-    leave their rank; only decisions come back. Memory on the owner: about
-    ``16 + key bytes`` per row of its hash range.
+    Fit (one pass over the chunks, four ``Alltoallv``; only the first moves every row):
+
+    1. Every rank hashes the key of each of its rows (a 64-bit hash of the
+       canonical bytes, a pure function of the values) and sends ``(hash, id)``
+       (16 B per row) to the rank owning the hash (``splitmix64(hash) mod
+       size``) with one ``Alltoallv``. It keeps a reference to its chunks' key
+       columns (no copy of the key bytes).
+    2. The owner sorts the hashes it got and finds the *candidates*: rows whose
+       hash occurs more than once (the duplicates and the rare collisions). It
+       sends each rank the positions of its candidates (second ``Alltoallv``)
+       and gets their canonical key bytes back (third), for candidates only.
+    3. Within each group of equal hashes the owner compares the key *bytes*
+       (equal hashes alone never make a duplicate) and keeps the smallest id
+       of each distinct key; it sends the ids to drop back to the ranks they
+       came from (fourth ``Alltoallv``). Rows never leave their rank.
+
+    Memory: about 40 B per row of the rank's share plus ``16 + key bytes`` per
+    candidate, on top of the chunks of the pass (kept until the key bytes are
+    served: free when the stream hands out its cached chunks, a copy of the
+    share when an earlier step of the layer copied them).
     """
 
     op = "dedup"
@@ -53,80 +74,179 @@ class Dedup(Step):
         self.columns_ = idx
         return names
 
-    def _key(self, chunk):
+    # ---- the key ------------------------------------------------------------
+    def _key_columns(self, chunk):
+        """The chunk's key arrays ``(x, y)``: key features (n, d) and the label or None."""
         x = chunk.features if self.columns_ is None else chunk.features[:, self.columns_]
-        x = _canonical(np.ascontiguousarray(x), np)
-        words, _ = row_words(x)
-        h = row_hash(x, seed=stream_base(0, DEDUP_STREAM), canonical=False)
-        if self.config["label"] and chunk.labels is not None:
-            y = _canonical(np.ascontiguousarray(chunk.labels), np)
-            words = np.hstack([words, row_words(y)[0]])
-            h = row_hash(y, seed=h, canonical=False)
-        return h, words
+        y = chunk.labels if self.config["label"] else None
+        return x, y
 
+    @staticmethod
+    def _hash(x, y):
+        """64-bit hash of each row's canonical key bytes (equal keys, equal hashes).
+
+        The value of :func:`~hpcprep.kernels.rowhash.row_hash` of the canonical
+        key features, seeded with the dedup stream, then of the label seeded
+        with that; computed in place, in blocks of rows that stay in cache.
+        """
+        n = len(x)
+        out = np.empty(n, dtype=np.uint64)
+        seed = np.uint64(stream_base(0, DEDUP_STREAM))
+        tmp = np.empty(min(n, _BLOCK), dtype=np.uint64)
+        for lo in range(0, n, _BLOCK):
+            hi = min(n, lo + _BLOCK)
+            h = out[lo:hi]
+            h.fill(seed)
+            t = tmp[:hi - lo]
+            for part in (x, y):
+                if part is None:
+                    continue
+                words, nb = row_words(_canonical(np.ascontiguousarray(part[lo:hi]), np))
+                h ^= np.uint64(nb)
+                _mix(h, t)
+                for j in range(words.shape[1]):
+                    h ^= words[:, j]
+                    _mix(h, t)
+        return out
+
+    @staticmethod
+    def _words(x, y):
+        """Canonical key bytes of each row as uint64 words, shape (n, words)."""
+        words, _ = row_words(_canonical(np.ascontiguousarray(x), np))
+        if y is not None:
+            words = np.hstack([words, row_words(_canonical(np.ascontiguousarray(y), np))[0]])
+        return words
+
+    # ---- fit ----------------------------------------------------------------
     def fit_layer(self, ctx, chunks):
         comm = ctx.comm
         size = comm.Get_size()
-        hashes, ids, words = [], [], []
+        keys, hashes, ids, nw = [], [], [], 0
         for c in chunks:
-            h, w = self._key(c)
-            hashes.append(h)
+            if len(c) == 0:
+                continue
+            x, y = self._key_columns(c)
+            keys.append((x, y))
+            hashes.append(self._hash(x, y))
             ids.append(c.ids)
-            words.append(w)
-        nw = self._width(comm, words)
-        dt = np.dtype([("h", "<u8"), ("id", "<i8"), ("w", "<u8", (nw,))])
-        recs = np.empty(sum(len(i) for i in ids), dtype=dt)
-        if len(recs):
-            recs["h"] = np.concatenate(hashes)
-            recs["id"] = np.concatenate(ids)
-            recs["w"] = np.concatenate(words).reshape(len(recs), nw)
-        del hashes, words
-        owner = (splitmix64(recs["h"]) % np.uint64(size)).astype(np.int64)
-        order = np.argsort(owner, kind="stable")
-        recs = recs[order]
+            nw = max(nw, self._words(x[:0], None if y is None else y[:0]).shape[1])
+        nw = comm.allreduce(nw, op=MPI.MAX)
+        starts = np.cumsum([0] + [len(i) for i in ids])
+        h = np.concatenate(hashes) if hashes else np.empty(0, np.uint64)
+        del hashes
+
+        # 1. (hash, id) to the owner of the hash
+        owner = _owner(h, size)
+        order = np.argsort(owner, kind="stable")          # radix sort for small ints
         sendcounts = np.bincount(owner, minlength=size).astype(np.int64)
-        got, _ = alltoallv_records(comm, recs, sendcounts, dt)
-        del recs
+        del owner
+        recs = np.empty(len(h), dtype=HASH_ID)
+        recs["h"] = h[order]
+        del h
+        recs["id"] = np.concatenate(ids)[order] if ids else np.empty(0, np.int64)
+        del ids
         recvcounts = np.empty(size, dtype=np.int64)
         comm.Alltoall(sendcounts, recvcounts)
-        src = np.repeat(np.arange(size), recvcounts)
-        drop = self._duplicates(got)
-        back = got["id"][drop]
-        src = src[drop]
-        o = np.argsort(src, kind="stable")
-        idt = np.dtype([("id", "<i8")])
-        ret = np.empty(len(back), dtype=idt)
-        ret["id"] = back[o]
-        mine, _ = alltoallv_records(comm, ret, np.bincount(src, minlength=size).astype(np.int64), idt)
+        got, _ = alltoallv_records(comm, recs, sendcounts, HASH_ID)
+        del recs
+
+        # 2. the candidates' key bytes from their ranks
+        cand = np.flatnonzero(_repeated(got["h"]))
+        rends = np.cumsum(recvcounts)
+        src = np.searchsorted(rends, cand, side="right")
+        req = np.empty(len(cand), dtype=POSITION)
+        req["p"] = cand - (rends - recvcounts)[src]
+        reqcounts = np.bincount(src, minlength=size).astype(np.int64)
+        asked = np.empty(size, dtype=np.int64)
+        comm.Alltoall(reqcounts, asked)
+        todo, _ = alltoallv_records(comm, req, reqcounts, POSITION)
+        sdispls = np.cumsum(sendcounts) - sendcounts
+        rows = order[todo["p"] + np.repeat(sdispls, asked)]
+        del order, todo
+        wdt = np.dtype([("w", "<u8", (nw,))])
+        words = np.empty(len(rows), dtype=wdt)
+        if len(rows):
+            words["w"] = self._gather_words(keys, starts, rows, nw)
+        del keys
+        if nw:
+            cw, _ = alltoallv_records(comm, words, asked, wdt)
+        else:  # an empty key: every row equal (no bytes to move)
+            cw = np.empty(len(cand), dtype=wdt)
+        del words
+
+        # 3. byte comparison within equal hashes; the ids to drop back to their ranks
+        crecs = np.empty(len(cand), dtype=np.dtype([("h", "<u8"), ("id", "<i8"), ("w", "<u8", (nw,))]))
+        crecs["h"] = got["h"][cand]
+        crecs["id"] = got["id"][cand]
+        crecs["w"] = cw["w"]
+        drop = self._duplicates(crecs)
+        ret = np.empty(int(drop.sum()), dtype=ROW_ID)
+        ret["id"] = crecs["id"][drop]               # grouped by source rank (cand ascending)
+        mine, _ = alltoallv_records(comm, ret, np.bincount(src[drop], minlength=size).astype(np.int64),
+                                    ROW_ID)
         self.drop_ids_ = np.sort(mine["id"])
         self.n_duplicates_ = comm.allreduce(len(self.drop_ids_), op=MPI.SUM)
         self.n_keys_ = comm.allreduce(len(got), op=MPI.SUM)
 
-    @staticmethod
-    def _width(comm, words):
-        nw = max((w.shape[1] for w in words), default=0)
-        return comm.allreduce(nw, op=MPI.MAX)
+    def _gather_words(self, keys, starts, rows, nw):
+        """Canonical key words of the local rows ``rows`` (positions in chunk order)."""
+        out = np.empty((len(rows), nw), dtype=np.uint64)
+        which = np.searchsorted(starts, rows, side="right") - 1
+        o = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[o], np.arange(len(keys) + 1))
+        for k in np.flatnonzero(np.diff(bounds)):
+            sel = o[bounds[k]:bounds[k + 1]]
+            r = rows[sel] - starts[k]
+            x, y = keys[k]
+            out[sel] = self._words(x[r], None if y is None else y[r])
+        return out
 
     @staticmethod
     def _duplicates(recs):
-        """Mask of the records equal (bytes) to one with a smaller id."""
+        """Mask of the records equal (key bytes) to one with a smaller id.
+
+        ``recs`` has fields ``h`` (hash), ``id`` and ``w`` (key words). Only
+        records whose hash repeats can be duplicates. Those are sorted by hash
+        and id; in a group of equal hashes whose rows all have the bytes of its
+        first (smallest id) row, every other row is a duplicate (the common
+        case). The rare groups that mix different keys (hash collisions) are
+        sorted by hash, words and id, and a row is a duplicate when its hash and
+        words equal its predecessor's. Equal hashes alone never make a duplicate.
+        """
         n = len(recs)
-        if n < 2:
-            return np.zeros(n, dtype=bool)
-        w = recs["w"].reshape(n, -1)
-        keys = [recs["id"]] + [w[:, j] for j in range(w.shape[1] - 1, -1, -1)] + [recs["h"]]
-        order = np.lexsort(keys)  # by hash, then words, then id
-        s = recs[order]
-        ws = w[order]
-        same = (s["h"][1:] == s["h"][:-1]) & (ws[1:] == ws[:-1]).all(axis=1)
         dup = np.zeros(n, dtype=bool)
-        dup[order[1:][same]] = True
+        if n < 2:
+            return dup
+        idx = np.flatnonzero(_repeated(recs["h"]))
+        if len(idx) == 0:
+            return dup
+        sub = recs[idx]
+        nw = int(np.prod(recs.dtype["w"].shape))
+        order = np.lexsort((sub["id"], sub["h"]))
+        idx, hs = idx[order], sub["h"][order]
+        ws = sub["w"].reshape(len(order), nw)[order]
+        start = np.ones(len(idx), dtype=bool)
+        start[1:] = hs[1:] != hs[:-1]
+        group = np.cumsum(start) - 1
+        first = np.flatnonzero(start)[group]
+        same = (ws == ws[first]).all(axis=1)
+        mixed = np.zeros(len(first), dtype=bool)
+        mixed[group[~same]] = True
+        mixed = mixed[group]                   # rows of groups with more than one key
+        dup[idx[same & ~start & ~mixed]] = True
+        if mixed.any():
+            m = np.flatnonzero(mixed)
+            wm = ws[m]
+            keys = [sub["id"][order][m]] + [wm[:, j] for j in range(nw - 1, -1, -1)] + [hs[m]]
+            o = np.lexsort(keys)  # by hash, then words, then id
+            eq = (hs[m][o][1:] == hs[m][o][:-1]) & (wm[o][1:] == wm[o][:-1]).all(axis=1)
+            dup[idx[m[o[1:][eq]]]] = True
         return dup
 
     def apply(self, chunk):
         if len(self.drop_ids_) == 0 or len(chunk) == 0:
             return chunk, {}
-        bad = np.isin(chunk.ids, self.drop_ids_)
+        bad = _isin_sorted(chunk.ids, self.drop_ids_)
         n = int(bad.sum())
         if n == 0:
             return chunk, {}
@@ -134,3 +254,67 @@ class Dedup(Step):
 
     def stats(self):
         return {"n_duplicates": np.int64(self.n_duplicates_)}
+
+
+def _mix(h, t):
+    """``h = splitmix64(h)`` in place (``t``: a scratch array of the same shape)."""
+    h += np.uint64(GOLDEN)
+    np.right_shift(h, np.uint64(30), out=t)
+    h ^= t
+    h *= np.uint64(_M1)
+    np.right_shift(h, np.uint64(27), out=t)
+    h ^= t
+    h *= np.uint64(_M2)
+    np.right_shift(h, np.uint64(31), out=t)
+    h ^= t
+
+
+def _owner(h, size):
+    """The rank owning each hash: ``splitmix64(h) mod size`` (uint16 for up to 65536 ranks)."""
+    owner = np.empty(len(h), dtype=np.uint16 if size <= 1 << 16 else np.int64)
+    t, z = np.empty(min(len(h), _BLOCK), np.uint64), np.empty(min(len(h), _BLOCK), np.uint64)
+    for lo in range(0, len(h), _BLOCK):
+        hi = min(len(h), lo + _BLOCK)
+        zb = z[:hi - lo]
+        zb[:] = h[lo:hi]
+        _mix(zb, t[:hi - lo])
+        np.remainder(zb, np.uint64(size), out=zb)
+        owner[lo:hi] = zb
+    return owner
+
+
+def _repeated(h):
+    """Mask of the entries of ``h`` (uint64) whose value occurs more than once."""
+    rep = np.zeros(len(h), dtype=bool)
+    if len(h) < 2:
+        return rep
+    s = np.sort(h)
+    eq = s[1:] == s[:-1]
+    vals = s[1:][eq]
+    if len(vals) == 0:
+        return rep
+    vals = vals[np.concatenate([[True], vals[1:] != vals[:-1]])]
+    # a bitmap of the low hash bits first: only its hits need the binary search
+    bits = max(10, min(24, int(len(vals)).bit_length() + 5))
+    mask = np.uint64((1 << bits) - 1)
+    table = np.zeros(1 << bits, dtype=bool)
+    table[(vals & mask).astype(np.intp)] = True
+    maybe = np.flatnonzero(table[(h & mask).astype(np.intp)])
+    hm = h[maybe]
+    pos = np.searchsorted(vals, hm)
+    pos[pos == len(vals)] = 0
+    rep[maybe[vals[pos] == hm]] = True
+    return rep
+
+
+def _isin_sorted(ids, sorted_ids):
+    """Mask of the entries of ``ids`` found in the sorted array ``sorted_ids``."""
+    lo, hi = int(ids.min()), int(ids.max())
+    sub = sorted_ids[np.searchsorted(sorted_ids, lo):np.searchsorted(sorted_ids, hi, side="right")]
+    if len(sub) == 0:
+        return np.zeros(len(ids), dtype=bool)
+    if hi - lo <= 8 * len(ids) + (1 << 16):     # a table over the chunk's id range
+        table = np.zeros(hi - lo + 1, dtype=bool)
+        table[sub - lo] = True
+        return table[ids - lo]
+    return np.isin(ids, sub)
