@@ -6,6 +6,8 @@ Exchanges are split into rounds so that no single message exceeds
 ``max_bytes`` (MPI paths limited to 2**31 elements, mpi4py issues #575/#650).
 """
 
+import sys
+
 import numpy as np
 from mpi4py import MPI
 
@@ -27,6 +29,108 @@ def record_mpi_type(itemsize: int) -> MPI.Datatype:
 
 def _as_bytes(records: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(records).view(np.uint8).reshape(-1)
+
+
+#: The last receive buffer handed out. When its caller has dropped every view of it, the next
+#: exchange of a similar size receives into it again: fresh memory costs a page fault per page
+#: (about a third of a bare ``Alltoallv`` here), reused memory none.
+_RECV_POOL: list = [None]
+
+
+def _receive_buffer(nbytes: int) -> np.ndarray:
+    """``nbytes`` of uint8 to receive into: the pooled buffer if nothing else refers to it."""
+    buf = _RECV_POOL[0]
+    # references: the pool's list, ``buf`` and getrefcount's argument; any live view adds one
+    if buf is not None and nbytes <= buf.nbytes <= 2 * nbytes + (1 << 20) \
+            and sys.getrefcount(buf) == 3:
+        return buf[:nbytes]
+    buf = np.empty(nbytes, np.uint8)
+    _RECV_POOL[0] = buf if nbytes >= 1 << 20 else None
+    return buf
+
+
+#: Up to this many ranks, one ``Allgather`` of every rank's send counts (P * P integers) gives
+#: each rank its receive counts and the round count at once; beyond it, ``Alltoall`` + ``Allreduce``.
+GATHER_COUNTS_MAX_RANKS = 256
+
+
+def exchange_counts(comm, sendcounts, itemsize: int, max_bytes: int = DEFAULT_MAX_BYTES):
+    """Receive counts and the number of rounds of an exchange (collective over ``comm``).
+
+    Parameters
+    ----------
+    comm : communicator
+    sendcounts : array of int64, shape (comm.size,)
+        Rows this rank sends to each rank.
+    itemsize : int
+        Bytes per row.
+    max_bytes : int
+        Largest message between two ranks in one round.
+
+    Returns
+    -------
+    recvcounts : ndarray of int64, shape (comm.size,)
+    rounds : int
+        The same on every rank.
+    """
+    size, rank = comm.Get_size(), comm.Get_rank()
+    sendcounts = np.ascontiguousarray(sendcounts, dtype=np.int64)
+    cap = max(1, max_bytes // max(itemsize, 1))
+    if size <= GATHER_COUNTS_MAX_RANKS:
+        matrix = np.empty((size, size), dtype=np.int64)
+        comm.Allgather(sendcounts, matrix)
+        recvcounts = matrix[:, rank].copy()
+        longest = int(matrix.max(initial=0))
+    else:
+        recvcounts = np.empty(size, dtype=np.int64)
+        comm.Alltoall(sendcounts, recvcounts)
+        top = np.array([max(sendcounts.max(initial=0), recvcounts.max(initial=0))], dtype=np.int64)
+        comm.Allreduce(MPI.IN_PLACE, top, op=MPI.MAX)
+        longest = int(top[0])
+    return recvcounts, int(-(-longest // cap))
+
+
+def exchange_records(comm, records: np.ndarray, sendcounts, dtype: np.dtype,
+                     max_bytes: int = DEFAULT_MAX_BYTES, plan=None, skip_self: bool = False):
+    """:func:`alltoallv_records` that also returns the receive counts.
+
+    ``plan``: ``(recvcounts, rounds)`` from :func:`exchange_counts` when the caller
+    already has them (skips the count exchange). ``skip_self``: this rank's rows
+    for itself (its section of ``records``) are not copied through MPI; they are
+    missing from ``received`` and ``recvcounts[rank]`` is 0 (the caller uses
+    its own section in place).
+
+    Returns
+    -------
+    received, recvcounts, bytes_to_others
+    """
+    size, rank = comm.Get_size(), comm.Get_rank()
+    sendcounts = np.array(sendcounts, dtype=np.int64)
+    sdispls = np.cumsum(sendcounts) - sendcounts
+    if skip_self:
+        sendcounts[rank] = 0
+    if plan is None:
+        plan = exchange_counts(comm, sendcounts, dtype.itemsize, max_bytes)
+    recvcounts, rounds = plan
+    n_recv = int(recvcounts.sum())
+    received = _receive_buffer(n_recv * dtype.itemsize).view(dtype) if n_recv else np.empty(0, dtype)
+    cap = max(1, max_bytes // max(dtype.itemsize, 1))
+    mpitype = record_mpi_type(dtype.itemsize)
+    sendbuf = _as_bytes(records) if len(records) else np.empty(0, np.uint8)
+    recvbuf = received.view(np.uint8).reshape(-1) if len(received) else np.empty(0, np.uint8)
+    rdispls = np.cumsum(recvcounts) - recvcounts
+    if rounds == 1:
+        comm.Alltoallv([sendbuf, (sendcounts.tolist(), sdispls.tolist()), mpitype],
+                       [recvbuf, (recvcounts.tolist(), rdispls.tolist()), mpitype])
+    else:
+        for r in range(rounds):
+            done = r * cap
+            sc = np.clip(sendcounts - done, 0, cap)
+            rc = np.clip(recvcounts - done, 0, cap)
+            comm.Alltoallv([sendbuf, (sc.tolist(), (sdispls + done).tolist()), mpitype],
+                           [recvbuf, (rc.tolist(), (rdispls + done).tolist()), mpitype])
+    others = int(sendcounts.sum() - sendcounts[rank]) * dtype.itemsize
+    return received, recvcounts, others
 
 
 def alltoallv_records(comm, records: np.ndarray, sendcounts, dtype: np.dtype,
@@ -53,27 +157,7 @@ def alltoallv_records(comm, records: np.ndarray, sendcounts, dtype: np.dtype,
     bytes_to_others : int
         Bytes this rank sent to ranks other than itself.
     """
-    size, rank = comm.Get_size(), comm.Get_rank()
-    sendcounts = np.asarray(sendcounts, dtype=np.int64)
-    recvcounts = np.empty(size, dtype=np.int64)
-    comm.Alltoall(sendcounts, recvcounts)
-    received = np.empty(int(recvcounts.sum()), dtype=dtype)
-    cap = max(1, max_bytes // max(dtype.itemsize, 1))
-    longest = np.array([max(sendcounts.max(initial=0), recvcounts.max(initial=0))], dtype=np.int64)
-    comm.Allreduce(MPI.IN_PLACE, longest, op=MPI.MAX)
-    rounds = int(-(-longest[0] // cap))
-    sdispls = np.concatenate([[0], np.cumsum(sendcounts)[:-1]]).astype(np.int64)
-    rdispls = np.concatenate([[0], np.cumsum(recvcounts)[:-1]]).astype(np.int64)
-    mpitype = record_mpi_type(dtype.itemsize)
-    sendbuf = _as_bytes(records) if len(records) else np.empty(0, np.uint8)
-    recvbuf = received.view(np.uint8).reshape(-1) if len(received) else np.empty(0, np.uint8)
-    for r in range(rounds):
-        done = r * cap
-        sc = np.clip(sendcounts - done, 0, cap)
-        rc = np.clip(recvcounts - done, 0, cap)
-        comm.Alltoallv([sendbuf, (sc.tolist(), (sdispls + done).tolist()), mpitype],
-                       [recvbuf, (rc.tolist(), (rdispls + done).tolist()), mpitype])
-    others = int(sendcounts.sum() - sendcounts[rank]) * dtype.itemsize
+    received, _, others = exchange_records(comm, records, sendcounts, dtype, max_bytes)
     return received, others
 
 

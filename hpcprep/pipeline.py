@@ -17,13 +17,13 @@ from mpi4py import MPI
 
 from . import __version__
 from .collective import AgreedError, root_decides, write_line
-from .exchange import alltoallv_records, send_chunk
+from .exchange import exchange_records, send_chunk
 from .errors import ConfigError
 from .io.plan import build_input_plan, count_csv_chunks
 from .io.readers import ChunkReader
 from .kernels import active as kernels_active
 from .kernels.route import contiguous_targets
-from .layers.sample import SampleLayer, chunk_to_records, record_dtype
+from .layers.sample import SampleLayer, record_dtype
 from .layers.standardize import StandardizeLayer
 from .layers.streams import AppliedStream, ChunkStore, ReaderStream, ReceiveStream
 from .output.location import ACTIVE_TEMP_DIRS, OutputLocation
@@ -307,8 +307,9 @@ class _RankRun:
                           f"producer(s) and {len(consumers)} sampling rank(s)")
         for _ in range(n_rounds):
             chunk = next(chunks, None) if is_producer else None
-            recs = chunk_to_records(chunk, self.rdt) if chunk is not None else np.empty(0, self.rdt)
-            self._route_and_send(link, layer, recs, cons_link)
+            routed, counts = layer.route_chunk(chunk, len(cons_link))
+            del chunk
+            self._send_routed(link, layer, routed, counts, cons_link)
         # one more step ends the generators, so streams release their caches and files
         if is_producer and next(chunks, None) is not None:
             raise RuntimeError(f"rank {self.rank} has more chunks than the plan gave it")
@@ -339,12 +340,23 @@ class _RankRun:
     def _route_and_send(self, link, layer: SampleLayer, recs, cons_link) -> None:
         routed, counts = layer.route(recs, len(cons_link))
         del recs
+        self._send_routed(link, layer, routed, counts, cons_link)
+
+    def _send_routed(self, link, layer: SampleLayer, routed, counts, cons_link) -> None:
+        """Send rows grouped by consumer; a consumer keeps its own rows without copying them through MPI."""
+        me = link.Get_rank()
         sendcounts = np.zeros(link.Get_size(), dtype=np.int64)
         sendcounts[cons_link] = counts
-        received, sent = alltoallv_records(link, routed, sendcounts, self.rdt)
+        own = None
+        if sendcounts[me]:
+            lo = int(sendcounts[:me].sum())
+            own = routed[lo:lo + int(sendcounts[me])]
+        received, recvcounts, sent = exchange_records(link, routed, sendcounts, self.rdt,
+                                                      skip_self=True)
         layer.bytes_sent += sent
-        if link.Get_rank() in cons_link:
-            layer.receive(received)
+        if me in cons_link:
+            layer.receive_sections(received, recvcounts, own, me)
+        del routed, own, received
 
     # ---- output -----------------------------------------------------------------
     def _shard_targets(self, n_writers: int, total: int, split: bool = False) -> np.ndarray:
@@ -421,18 +433,19 @@ class _RankRun:
             del blk
             counts = contiguous_targets(position, len(rec), offs)
             position += len(rec)
-            recvcounts = np.empty(size, dtype=np.int64)
-            comm.Alltoall(counts, recvcounts)
-            got, sent = alltoallv_records(comm, rec, counts, self.rdt)
+            own_lo = int(counts[:p].sum())
+            own = rec[own_lo:own_lo + int(counts[p])]   # this rank's rows for its own shard
+            got, recvcounts, sent = exchange_records(comm, rec, counts, self.rdt, skip_self=True)
             last.bytes_sent += sent
-            del rec
+            recvcounts[p] = len(own)
             at = 0
-            for s in np.flatnonzero(recvcounts):
+            for s in np.flatnonzero(recvcounts):   # pieces in source order: global order
                 c = int(recvcounts[s])
-                writer.write_at(int(cursor[s]), got[at:at + c])
+                writer.write_at(int(cursor[s]), own if s == p else got[at:at + c])
                 cursor[s] += c
-                at += c
-            del got
+                if s != p:
+                    at += c
+            del got, own, rec
         info = writer.close()
         self.progress.log(f"wrote {prefix}{rel}: {info['rows']:,} rows")
         return {"path": rel, "start": int(offs[p]), **info}

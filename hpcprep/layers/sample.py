@@ -15,9 +15,10 @@ import numpy as np
 from mpi4py import MPI
 
 from ..exchange import alltoallv_records
-from ..kernels.route import bucket_by_destination, key_range_owner
+from ..kernels.active import host_keys
 from ..sampling import SelectContext, make_mode
-from .spill import BlockSeq, RowStore
+from ..sampling.modes import SampleMode
+from .spill import BlockSeq, RowStore, take_rows
 
 #: Random streams of sampling layers start here (other purposes use smaller numbers).
 SAMPLE_STREAM = 1 << 32
@@ -28,6 +29,25 @@ RUN_SHARE, BUCKET_SHARE, OUTPUT_SHARE = 1 / 5, 1 / 8, 1 / 4
 
 #: Splitter sample: keys per rank per member of the layer.
 SAMPLES_PER_RANK = 32
+
+#: Fine key ranges per member of a ``range``-routed layer: producers send rows grouped by fine
+#: range, the receiving store keeps each range apart, and ``finish`` sorts and releases them
+#: range after range (joined into blocks of a few MiB), so the rank never holds its rows twice.
+FINE_PER_RANK = 64
+
+#: Rows packed per slice when gathering a chunk's columns into the send buffer.
+PACK_ROWS = 1 << 14
+
+
+def fine_ranges(keys: np.ndarray, n_fine: int) -> np.ndarray:
+    """Fine key range of each key when the uint64 key space is cut into ``n_fine`` equal ranges.
+
+    ``((key >> 32) * n_fine) >> 32``: with ``n_fine = P * F``, range ``g`` lies in the
+    range of member ``g // F`` of :func:`~hpcprep.kernels.route.key_range_owner` with
+    ``P`` parts (``floor(floor(h P F / 2^32) / F) = floor(h P / 2^32)``).
+    """
+    hi = keys >> np.uint64(32)
+    return ((hi * np.uint64(n_fine)) >> np.uint64(32)).astype(np.int64)
 
 
 def record_dtype(n_features: int, feature_dtype: str, label_dtype: str | None,
@@ -116,10 +136,32 @@ class SampleLayer:
         self.dtype = dtype
         self.mode.bind(list(feature_names), dtype)
         if self.comm is not None:
-            self.store = RowStore(dtype, self.budget * RUN_SHARE, self.spill_dir, f"s{self.index}")
+            if self.fine_per_rank > 1:
+                P, p, F = self.comm.Get_size(), self.comm.Get_rank(), self.fine_per_rank
+
+                def fine(keys):
+                    return np.clip(fine_ranges(keys, P * F) - p * F, 0, F - 1)
+                self.store = RowStore(dtype, self.budget * RUN_SHARE, self.spill_dir, f"s{self.index}",
+                                      fine=fine, n_fine=F)
+            else:
+                self.store = RowStore(dtype, self.budget * RUN_SHARE, self.spill_dir, f"s{self.index}")
+
+    @property
+    def fine_per_rank(self) -> int:
+        """Fine key ranges per member (1 where the store's keys are not the routing keys)."""
+        return FINE_PER_RANK if self.mode.routing == "range" else 1
 
     def keys_of(self, records: np.ndarray) -> np.ndarray:
         return self.mode.keys(self.seed, self.stream, records["id"], records)
+
+    def _routing_order(self, keys: np.ndarray, n_parts: int):
+        """Row order grouped by member, then by fine key range; rows per member."""
+        F = self.fine_per_rank
+        g = fine_ranges(keys, n_parts * F)
+        # a stable sort of small integers is a radix sort
+        order = np.argsort(g.astype(np.uint16) if n_parts * F <= 1 << 16 else g, kind="stable")
+        counts = np.bincount(g // F, minlength=n_parts).astype(np.int64)
+        return order, counts
 
     def route(self, records: np.ndarray, n_parts: int):
         """Order ``records`` by the member they go to; return them and the counts per member."""
@@ -129,13 +171,76 @@ class SampleLayer:
             keys = self.keys_of(records)
         else:
             keys = self.mode.route_keys(self.seed, self.stream, records)
-        dest = key_range_owner(keys, n_parts)
-        order, counts = bucket_by_destination(dest, n_parts)
-        return records[order], counts
+        order, counts = self._routing_order(keys, n_parts)
+        return take_rows(records, order), counts
+
+    def _keys_from_ids(self) -> bool:
+        """Routing keys of fresh rows (copy tag 0) are ``host_keys(seed, stream, id)``, and rows enter unchanged."""
+        mode = type(self.mode)
+        if mode.expand is not SampleMode.expand:
+            return False
+        if self.mode.routing == "range":
+            return mode.keys is SampleMode.keys
+        return mode.route_keys is SampleMode.route_keys
+
+    def route_chunk(self, chunk, n_parts: int):
+        """Pack a chunk's rows straight into a send buffer ordered by member; and the counts.
+
+        The same rows and order as ``route(chunk_to_records(chunk))``, but each row
+        is gathered once, column by column in slices, into the buffer that is sent.
+        """
+        if chunk is None:
+            return np.empty(0, self.dtype), np.zeros(n_parts, np.int64)
+        if not self._keys_from_ids():
+            return self.route(chunk_to_records(chunk, self.dtype), n_parts)
+        dtype = self.dtype
+        n = len(chunk)
+        self.rows_offered += n
+        ids = np.asarray(chunk.ids)
+        order, counts = self._routing_order(host_keys(self.seed, self.stream, ids), n_parts)
+        cols = [("id", ids), ("x", chunk.features)]
+        if "y" in dtype.names:
+            cols.append(("y", chunk.labels))
+        if "w" in dtype.names:
+            if "weight" not in chunk.extras:
+                raise RuntimeError("input.weight is set but the reader gave no weight column")
+            cols.append(("w", chunk.extras["weight"]))
+        buf = np.empty(n, dtype)
+        for name, col in cols:
+            dst, col = buf[name], np.asarray(col)
+            for lo in range(0, n, PACK_ROWS):
+                dst[lo:lo + PACK_ROWS] = np.take(col, order[lo:lo + PACK_ROWS], axis=0)
+        if "c" in dtype.names:
+            buf["c"] = 0
+        return buf, counts
 
     def receive(self, records: np.ndarray) -> None:
         self.rows_received += len(records)
         self.store.add(records, self.keys_of(records))
+
+    def receive_sections(self, received: np.ndarray, counts, own: np.ndarray | None = None,
+                         own_index: int = -1) -> None:
+        """Keep what one exchange brought: ``received`` (sections of ``counts`` rows by source).
+
+        ``own``: this rank's rows for itself (not sent through MPI), taken as the
+        section of source ``own_index``. Sections are handed to the store one by
+        one (each is grouped by fine key range, so the store cuts it by slicing).
+        """
+        counts = [int(c) for c in counts]
+        if own is not None and own_index >= 0:
+            counts[own_index] = 0
+        if self.fine_per_rank == 1:
+            self.receive(received)
+            if own is not None:
+                self.receive(own)
+            return
+        at = 0
+        for s, c in enumerate(counts):
+            if s == own_index and own is not None:
+                self.receive(own)
+            if c:
+                self.receive(received[at:at + c])
+                at += c
 
     def exchange_done(self, link) -> None:
         """Sum what the producers offered (collective over the link, once per exchange)."""

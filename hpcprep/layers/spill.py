@@ -19,10 +19,26 @@ import os
 
 import numpy as np
 
-from ..kernels.active import host_argsort
+from ..kernels.active import host_argsort, on_gpu
 
 #: One fence key per this many rows of a run (at most; small runs get at least 64 fences).
 FENCE = 256
+
+#: In memory, :meth:`RowStore.buckets` joins consecutive fine key ranges into blocks of at least
+#: this many bytes (or a sixteenth of the rows held, if more): few blocks for small data, and
+#: never the whole store twice in memory for large data.
+MIN_BLOCK_BYTES = 16 << 20
+
+
+def _part_of_larger(a: np.ndarray) -> bool:
+    """True when ``a`` is a view of a larger buffer (keeping it would keep the whole buffer)."""
+    base = a.base
+    return base is not None and getattr(base, "nbytes", a.nbytes) > a.nbytes
+
+
+def take_rows(records: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``records[index]`` for structured rows (``np.take`` copies whole records, ~3x faster)."""
+    return np.take(records, index)
 
 
 def sort_order(keys: np.ndarray, records: np.ndarray) -> np.ndarray:
@@ -39,7 +55,7 @@ def sort_order(keys: np.ndarray, records: np.ndarray) -> np.ndarray:
     -------
     ndarray of int64
     """
-    order = host_argsort(keys)
+    order = np.argsort(keys) if not on_gpu() else host_argsort(keys)  # ties are redone below
     k = keys[order]
     if len(k) > 1 and bool((k[1:] == k[:-1]).any()):
         cols = [records["id"], keys]
@@ -100,9 +116,11 @@ class RowStore:
         Prefix of this store's run files.
     """
 
-    def __init__(self, dtype: np.dtype, limit_bytes: int, spill_dir: str, name: str):
+    def __init__(self, dtype: np.dtype, limit_bytes: int, spill_dir: str, name: str,
+                 fine=None, n_fine: int = 1):
         self.dtype, self.limit, self.spill_dir, self.name = dtype, max(1, int(limit_bytes)), spill_dir, name
-        self._buf: list[tuple[np.ndarray, np.ndarray]] = []
+        self.fine, self.n_fine = fine, (int(n_fine) if fine is not None else 1)
+        self._fb: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(self.n_fine)]
         self._buf_bytes = 0
         self.runs: list[_Run] = []
         self.rows = 0
@@ -110,34 +128,93 @@ class RowStore:
         self.class_counts: dict = {}
 
     @property
+    def _buf(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every buffered piece, fine key range by fine key range."""
+        return [p for fb in self._fb for p in fb]
+
+    @property
     def spilled(self) -> bool:
         return bool(self.runs)
 
     def add(self, records: np.ndarray, keys: np.ndarray) -> None:
-        """Keep ``records`` with their ``keys``; write a sorted run when the buffer passes the limit."""
-        if len(records) == 0:
+        """Keep ``records`` with their ``keys``; write a sorted run when the buffer passes the limit.
+
+        With ``fine`` (a function of the keys giving a bucket in ``[0, n_fine)``,
+        non-decreasing in the key) every piece is cut into its fine key ranges,
+        each kept as its own array (rows grouped by bucket are cut by slicing,
+        others gathered once), so that :meth:`buckets` can release the rows of
+        one key range after another. Pieces that are views are copied: the store
+        never keeps a caller's buffer alive.
+        """
+        n = len(records)
+        if n == 0:
             return
         if "y" in records.dtype.names and records.dtype["y"].kind in "iu":
             vals, cnt = np.unique(records["y"], return_counts=True)
             for v, c in zip(vals.tolist(), cnt.tolist()):
                 self.class_counts[v] = self.class_counts.get(v, 0) + c
-        self._buf.append((records, keys))
+        self.rows += n
         self._buf_bytes += records.nbytes + keys.nbytes
-        self.rows += len(records)
+        if self.n_fine == 1:
+            if _part_of_larger(records):
+                records = records.copy()
+            if _part_of_larger(keys):
+                keys = keys.copy()
+            self._fb[0].append((records, keys))
+        else:
+            f = np.asarray(self.fine(keys))
+            if n > 1 and bool((f[1:] < f[:-1]).any()):
+                order = np.argsort(f.astype(np.uint16) if self.n_fine <= 1 << 16 else f, kind="stable")
+                f = f[order]
+            else:
+                order = None
+            bounds = np.searchsorted(f, np.arange(self.n_fine + 1), side="left")
+            for b in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
+                lo, hi = int(bounds[b]), int(bounds[b + 1])
+                if order is None:
+                    piece = (records[lo:hi].copy(), keys[lo:hi].copy())
+                else:
+                    idx = order[lo:hi]
+                    piece = (take_rows(records, idx), keys[idx])
+                self._fb[b].append(piece)
         if self._buf_bytes > self.limit:
             self._spill()
 
-    def _take_buffer(self):
-        if len(self._buf) == 1:
-            rec, key = self._buf[0]
-        elif self._buf:
-            rec = np.concatenate([b[0] for b in self._buf])
-            key = np.concatenate([b[1] for b in self._buf])
-        else:
-            rec, key = np.empty(0, self.dtype), np.empty(0, np.uint64)
-        self._buf, self._buf_bytes = [], 0
+    @staticmethod
+    def _sort_pieces(pieces):
+        """One sorted ``(records, keys)`` from pieces: keys sorted, each row gathered once."""
+        if not pieces:
+            return None
+        if len(pieces) == 1:
+            rec, key = pieces[0]
+            order = sort_order(key, rec)
+            return take_rows(rec, order), key[order]
+        key = np.concatenate([p[1] for p in pieces])
+        rec = np.concatenate([p[0] for p in pieces])
+        pieces.clear()
         order = sort_order(key, rec)
-        return rec[order], key[order]
+        return take_rows(rec, order), key[order]
+
+    def _take_fine(self, lo: int, hi: int):
+        """Sorted rows of fine buckets ``lo .. hi`` (released from the store)."""
+        pieces = []
+        for b in range(lo, hi):
+            pieces += self._fb[b]
+            self._fb[b] = []
+        got = self._sort_pieces(pieces)
+        if got is not None:
+            self._buf_bytes -= got[0].nbytes + got[1].nbytes
+        return got
+
+    def _take_buffer(self):
+        parts = [self._take_fine(b, b + 1) for b in range(self.n_fine)]
+        parts = [p for p in parts if p is not None]
+        self._buf_bytes = 0
+        if not parts:
+            return np.empty(0, self.dtype), np.empty(0, np.uint64)
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _spill(self) -> None:
         rec, key = self._take_buffer()
@@ -175,9 +252,30 @@ class RowStore:
         files are removed as the last block is read. The store is empty after.
         """
         if not self.runs:
-            rec, key = self._take_buffer()
+            if self.n_fine == 1:
+                rec, key = self._take_buffer()
+                self.rows = 0
+                yield rec, key
+                return
+            per_row = self.dtype.itemsize + 8
+            target = max(MIN_BLOCK_BYTES, self.rows * per_row // 16)
+            sizes = np.array([sum(len(p[0]) for p in fb) for fb in self._fb], dtype=np.int64) * per_row
+            yielded, lo = False, 0
+            while lo < self.n_fine:
+                hi, acc = lo, 0
+                while hi < self.n_fine and (acc == 0 or acc + sizes[hi] <= target):
+                    acc += int(sizes[hi])
+                    hi += 1
+                got = self._take_fine(lo, hi)
+                lo = hi
+                if got is not None:
+                    yielded = True
+                    yield got
+                    del got
+            if not yielded:
+                yield np.empty(0, self.dtype), np.empty(0, np.uint64)
+            self._buf_bytes = 0
             self.rows = 0
-            yield rec, key
             return
         if self._buf:
             self._spill()
@@ -212,7 +310,7 @@ class RowStore:
             key = np.concatenate(pieces_k) if len(pieces_k) > 1 else pieces_k[0]
             del pieces_r, pieces_k
             order = sort_order(key, rec)
-            yield rec[order], key[order]
+            yield take_rows(rec, order), key[order]
         for run in runs:
             run.remove()
         self.rows = 0
@@ -220,7 +318,9 @@ class RowStore:
     def discard(self) -> None:
         for run in self.runs:
             run.remove()
-        self.runs, self._buf = [], []
+        self.runs = []
+        self._fb = [[] for _ in range(self.n_fine)]
+        self._buf_bytes = 0
 
 
 class BlockSeq:
