@@ -32,6 +32,13 @@ class Chunk:
         Row number in ``source`` of the chunk's first row.
     dropped : dict of str -> int
         Rows the reader dropped from this chunk (malformed CSV lines), per reason.
+    stage : dict of int -> int
+        Standardization steps already applied to these rows, per layer index
+        (``{layer: k}``: steps ``0 .. k-1`` of that layer). Empty for rows as read.
+    records : dict of int -> object
+        What those steps dropped (per layer; see
+        :class:`hpcprep.layers.standardize.StageRecord`), counted when the
+        chunk leaves the layer in its final pass.
     """
 
     chunk_id: int
@@ -43,6 +50,8 @@ class Chunk:
     source_start: int = 0
     source_rows: np.ndarray | None = None
     dropped: dict = field(default_factory=dict)
+    stage: dict = field(default_factory=dict, repr=False, compare=False)
+    records: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -64,13 +73,23 @@ class Chunk:
 
     def take(self, keep) -> "Chunk":
         """Return the chunk restricted to ``keep`` (boolean mask or index array)."""
+        keep = np.asarray(keep)
+        if keep.dtype == bool:
+            keep = np.flatnonzero(keep)  # one nonzero for every column, not one per column
+        ids = self.ids.take(keep, axis=0)
+        if self.source_rows is not None:
+            source_rows = self.source_rows.take(keep, axis=0)
+        elif len(self):
+            source_rows = ids - self.ids[0] + self.source_start
+        else:
+            source_rows = np.empty(0, np.int64)
         return replace(
             self,
-            ids=self.ids[keep],
-            features=self.features[keep],
-            labels=None if self.labels is None else self.labels[keep],
-            extras={k: v[keep] for k, v in self.extras.items()},
-            source_rows=self.rows_in_source()[keep],
+            ids=ids,
+            features=self.features.take(keep, axis=0),
+            labels=None if self.labels is None else self.labels.take(keep, axis=0),
+            extras={k: v.take(keep, axis=0) for k, v in self.extras.items()},
+            source_rows=source_rows,
         )
 
     def with_features(self, features: np.ndarray) -> "Chunk":

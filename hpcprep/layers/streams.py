@@ -4,6 +4,11 @@ A step that needs global statistics makes its layer read its input more than
 once (one pass per fit, then the final pass). Every stream can be iterated
 again; ``iterate(final=True)`` is the last iteration, which may release what a
 stream kept (and is the one where rows dropped are counted).
+
+A stream that keeps its chunks in memory between passes also takes them back
+further processed (:meth:`ChunkStream.keep`): a fit pass hands back each chunk
+with the steps fitted so far applied, so the next pass starts from there
+instead of re-applying every earlier step to the rows as read.
 """
 
 import os
@@ -21,6 +26,13 @@ class ChunkStream:
     def iterate(self, final: bool) -> Iterator[Chunk]:
         raise NotImplementedError
 
+    def keep(self, chunk: Chunk) -> None:
+        """Replace what is kept of ``chunk.chunk_id`` by ``chunk`` (the same rows, further along).
+
+        Only for a chunk of the current non-final pass. Streams that keep nothing
+        ignore it; later passes then get the rows as read again.
+        """
+
 
 class ReaderStream(ChunkStream):
     """The chunks planned for one input rank, read from the files.
@@ -33,6 +45,7 @@ class ReaderStream(ChunkStream):
     def __init__(self, descs, reader, cache: bool, progress=None):
         self.descs, self.reader, self.cache = list(descs), reader, cache
         self._kept: dict[int, Chunk] = {}
+        self._rows: dict[int, int] = {}  # rows as read, of the kept chunks (progress lines)
         self.progress = progress
         self.rows_read = 0
         self.bytes_read = 0
@@ -47,14 +60,20 @@ class ReaderStream(ChunkStream):
                 self.bytes_read += chunk.nbytes
                 if self.cache and not final:
                     self._kept[desc.chunk_id] = chunk
+                    self._rows[desc.chunk_id] = len(chunk)
             if self.progress is not None:
-                self.progress.tick(len(chunk))
+                self.progress.tick(self._rows.get(desc.chunk_id, len(chunk)))
             if final:
+                self._rows.pop(desc.chunk_id, None)
                 for reason, n in chunk.dropped.items():
                     self.dropped[reason] = self.dropped.get(reason, 0) + n
             yield chunk
         if final:
             self.reader.close()
+
+    def keep(self, chunk):
+        if chunk.chunk_id in self._kept:
+            self._kept[chunk.chunk_id] = chunk
 
 
 class ChunkStore(ChunkStream):
@@ -63,10 +82,12 @@ class ChunkStore(ChunkStream):
     def __init__(self, budget_bytes: int, spill_dir: str):
         self.budget, self.spill_dir = budget_bytes, spill_dir
         self._items: list = []  # Chunk, or path of a spilled chunk
+        self._where: dict[int, int] = {}  # chunk id -> position in _items
         self.in_memory = 0
         self.spilled_bytes = 0
 
     def add(self, chunk: Chunk):
+        self._where[chunk.chunk_id] = len(self._items)
         if self.in_memory + chunk.nbytes <= self.budget:
             self._items.append(chunk)
             self.in_memory += chunk.nbytes
@@ -98,7 +119,27 @@ class ChunkStore(ChunkStream):
                 self._items[i] = None
         if final:
             self._items = []
+            self._where = {}
             self.in_memory = 0
+
+    def keep(self, chunk):
+        """Replace a chunk held in memory by ``chunk``.
+
+        A spilled chunk moves into memory if it now fits the budget (the steps
+        applied so far may have shrunk the rows held); otherwise its file stays
+        as received and the steps are re-applied to it in each pass.
+        """
+        i = self._where.get(chunk.chunk_id)
+        if i is None or self._items[i] is None:
+            return
+        item = self._items[i]
+        if isinstance(item, Chunk):
+            self.in_memory += chunk.nbytes - item.nbytes
+            self._items[i] = chunk
+        elif self.in_memory + chunk.nbytes <= self.budget:
+            self._items[i] = chunk
+            self.in_memory += chunk.nbytes
+            os.remove(item[0])
 
 
 class ReceiveStream(ChunkStream):
@@ -131,3 +172,7 @@ class AppliedStream(ChunkStream):
     def iterate(self, final):
         for chunk in self.upstream.iterate(final):
             yield self.layer.apply_all(chunk, count=final)
+
+    def keep(self, chunk):
+        # the chunk carries how far each layer got (chunk.stage), so upstream may keep it as is
+        self.upstream.keep(chunk)

@@ -32,7 +32,7 @@ class DropNA(Step):
 
     def _bad(self, chunk):
         x = chunk.features if self.columns_ is None else chunk.features[:, self.columns_]
-        bad = np.isnan(x).any(axis=1) if x.shape[1] else np.zeros(len(chunk), bool)
+        bad = _nan_rows(x) if x.shape[1] else np.zeros(len(chunk), bool)
         if self.config["label"] and chunk.labels is not None and chunk.labels.dtype.kind == "f":
             bad |= np.isnan(chunk.labels)
         cats = categorical_names(chunk) if self.categorical_ is None else self.categorical_
@@ -46,3 +46,17 @@ class DropNA(Step):
 
     def apply_rejects(self, chunk):
         return drop_rows(chunk, {"missing value": self._bad(chunk)})
+
+
+def _nan_rows(x):
+    """``np.isnan(x).any(axis=1)``, a block of rows at a time (no full-size mask)."""
+    if x.dtype.kind != "f":
+        return np.isnan(x).any(axis=1)
+    n, d = x.shape
+    out = np.empty(n, dtype=bool)
+    step = max(1, (1 << 16) // d)
+    mask = np.empty((min(step, n), d), dtype=bool)
+    for s in range(0, n, step):
+        k = min(step, n - s)
+        np.any(np.isnan(x[s:s + k], out=mask[:k]), axis=1, out=out[s:s + k])
+    return out

@@ -9,6 +9,21 @@ from dataclasses import dataclass
 import numpy as np
 
 
+#: Bytes of float64 work buffer per block of rows in :meth:`Moments.of` (about an L2 cache).
+_BLOCK_BYTES = 1 << 20
+
+
+def _blocked_ok(x) -> bool:
+    """True where the blocked sums of :meth:`Moments._of_blocked` equal NumPy's one-shot sums.
+
+    NumPy adds the rows of a C-ordered array with at least two columns one by one
+    (axis-0 reduction); a single column or another memory order reduces pairwise,
+    so those keep the one-shot formulas.
+    """
+    return (x.shape[1] >= 2 and x.flags.c_contiguous and x.dtype.kind in "fiub"
+            and x.shape[0] > max(1, _BLOCK_BYTES // (8 * x.shape[1])))
+
+
 @dataclass
 class Moments:
     """Count, mean and sum of squared deviations of each column.
@@ -40,6 +55,12 @@ class Moments:
         xp = array_module(x)
         if x.ndim != 2:
             raise ValueError(f"moments need a 2-D array, got shape {x.shape}")
+        if xp is np and _blocked_ok(x):
+            with np.errstate(all="ignore"):
+                m = cls._of_blocked(x)
+            if np.isfinite(m.mean).all() and np.isfinite(m.m2).all():
+                return m
+            # infinities: the one-shot formulas below give the same numbers, and their warnings
         x = x.astype(xp.float64, copy=False)
         finite = ~xp.isnan(x)
         if bool(finite.all()):
@@ -52,6 +73,59 @@ class Moments:
             mean = xz.sum(axis=0) / xp.maximum(n, 1)
             m2 = (xp.where(finite, x - mean, 0.0) ** 2).sum(axis=0)
         return cls(*(np.asarray(to_host(a), dtype=np.float64) for a in (n, mean, m2)))
+
+    @classmethod
+    def _of_blocked(cls, x: np.ndarray) -> "Moments":
+        """:meth:`of` for a C-ordered NumPy array, a block of rows at a time (bit for bit the same).
+
+        NumPy sums the rows of a C-ordered ``(n, d >= 2)`` array one after the other
+        into the ``d`` column totals. Each block here is summed the same way with the
+        running totals as its first row, so every total sees the same additions in
+        the same order as the one-shot formulas, without their full-size float64
+        temporaries (the float64 copy, the NaN mask, ``x - mean``, its square).
+        """
+        rows, d = x.shape
+        b = max(1, _BLOCK_BYTES // (8 * d))
+        buf = np.empty((b + 1, d))
+        nan = np.empty((b, d), dtype=bool)
+        missing = np.zeros(d, dtype=np.int64)
+        blocks_with_nan = []
+        total = None
+        for s in range(0, rows, b):
+            k = min(b, rows - s)
+            at = 0 if total is None else 1
+            body = buf[at:at + k]
+            body[...] = x[s:s + k]
+            m = np.isnan(body, out=nan[:k])
+            if m.any():
+                missing += m.sum(axis=0)
+                body[m] = 0.0  # as np.where(finite, x, 0.0)
+                blocks_with_nan.append(s)
+            if at:
+                buf[0] = total
+            total = buf[:at + k].sum(axis=0)
+        if blocks_with_nan:
+            n = (rows - missing).astype(np.float64)
+        else:
+            n = np.full(d, float(rows))
+        mean = total / np.maximum(n, 1)
+        with_nan = set(blocks_with_nan)
+        m2 = None
+        for s in range(0, rows, b):
+            k = min(b, rows - s)
+            at = 0 if m2 is None else 1
+            body = buf[at:at + k]
+            body[...] = x[s:s + k]
+            if s in with_nan:
+                m = np.isnan(body, out=nan[:k])
+            body -= mean
+            np.square(body, out=body)
+            if s in with_nan:
+                body[m] = 0.0  # as np.where(finite, x - mean, 0.0) ** 2
+            if at:
+                buf[0] = m2
+            m2 = buf[:at + k].sum(axis=0)
+        return cls(n, mean, m2)
 
     def merge(self, other: "Moments") -> "Moments":
         """Chan–Golub–LeVeque combination of two sets of moments."""

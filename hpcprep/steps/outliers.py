@@ -98,6 +98,7 @@ class Outliers(Step):
             ok = self.columns_ & ~np.isnan(lo)
         self.lo_ = np.where(ok, lo, -np.inf)
         self.hi_ = np.where(ok, hi, np.inf)
+        self._cuts = {}
 
     def _outside(self, x):
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -111,12 +112,107 @@ class Outliers(Step):
         out, dropped, _ = self.apply_rejects(chunk)
         return out, dropped
 
+    def _cut(self, dtype):
+        """Per column, values ``a, b`` of ``dtype`` with: a value ``v`` is outside iff ``v < a or v > b``.
+
+        Being outside is decided in float64 (:meth:`_outside`): ``(v - mean) / std``
+        against ``±threshold``, or ``v`` against ``[lo, hi]``. Each side is monotone
+        in ``v`` (every operation rounds monotonically), so it holds beyond one
+        value of ``dtype`` per side. That value is found by bisection over the
+        ordered bit patterns of ``dtype``, evaluating the same float64 formula,
+        so comparing the ``dtype`` values with ``a`` and ``b`` flags exactly the
+        values the float64 test flags (NaN: never; infinities included).
+        """
+        dtype = np.dtype(dtype)
+        cuts = self.__dict__.setdefault("_cuts", {})
+        if dtype not in cuts:
+            cuts[dtype] = self._find_cut(dtype)
+        return cuts[dtype]
+
+    def _find_cut(self, dtype):
+        unsigned = {4: np.uint32, 8: np.uint64}[dtype.itemsize]
+        sign = np.uint64(1) << np.uint64(8 * dtype.itemsize - 1)
+        # ordered keys as uint64: z = key of ±0.0, z ± (bits of |v|); -inf = 1, +inf = 2 z - 1,
+        # 0 and 2 z are the sentinels beyond them
+        z = np.uint64(int(np.array(np.inf, dtype).view(unsigned))) + np.uint64(1)
+
+        def value(k):  # ordered keys -> values of dtype, as float64
+            up = k >= z
+            u = np.where(up, k - np.where(up, z, k), sign | (z - np.where(up, z, k)))
+            return u.astype(unsigned).view(dtype).astype(np.float64)
+
+        d = len(self.lo_)
+        if self.config["method"] == "zscore":
+            cols = np.isfinite(self.lo_)
+            mean, std = self.mean_[cols], self.std_[cols]
+            t = self.config["threshold"]
+
+            def above(v):
+                with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                    return (v - mean) / std > t
+
+            def below(v):
+                with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                    return (v - mean) / std < -t
+        else:
+            cols = np.ones(d, dtype=bool)
+            lo, hi = self.lo_, self.hi_
+
+            def above(v):
+                return v > hi
+
+            def below(v):
+                return v < lo
+
+        m = int(cols.sum())
+        one = np.uint64(1)
+        # b: the largest key not above (-inf never is); a: the smallest key not below (+inf never is)
+        keep, bad = np.full(m, one), np.full(m, 2 * z)  # -inf; beyond +inf ("above")
+        keep = np.where(above(value(np.full(m, 2 * z - one))), keep, 2 * z - one)
+        while (open_ := bad - keep > one).any():
+            mid = keep + (bad - keep) // np.uint64(2)
+            up = above(value(mid))
+            bad = np.where(open_ & up, mid, bad)
+            keep = np.where(open_ & ~up, mid, keep)
+        b_key = keep
+        keep, bad = np.full(m, 2 * z - one), np.full(m, np.uint64(0))  # +inf; beyond -inf ("below")
+        keep = np.where(below(value(np.full(m, one))), keep, one)
+        while (open_ := keep - bad > one).any():
+            mid = keep - (keep - bad) // np.uint64(2)
+            dn = below(value(mid))
+            bad = np.where(open_ & dn, mid, bad)
+            keep = np.where(open_ & ~dn, mid, keep)
+        a_key = keep
+        a = np.full(d, -np.inf, dtype=dtype)
+        b = np.full(d, np.inf, dtype=dtype)
+        a[cols] = value(a_key).astype(dtype)
+        b[cols] = value(b_key).astype(dtype)
+        return a, b
+
+    def _outside_rows(self, x):
+        """Rows of ``x`` with a value outside the fitted range (as ``_outside(x64).any(axis=1)``)."""
+        if x.ndim != 2 or x.dtype not in (np.float32, np.float64):
+            return self._outside(x.astype(np.float64)).any(axis=1)
+        a, b = self._cut(x.dtype)
+        n, d = x.shape
+        out = np.empty(n, dtype=bool)
+        step = max(1, (1 << 16) // max(d, 1))
+        work = np.empty((min(step, n), d), dtype=bool)
+        more = np.empty_like(work)
+        for s in range(0, n, step):
+            k = min(step, n - s)
+            xb = x[s:s + k]
+            w = np.less(xb, a, out=work[:k])
+            w |= np.greater(xb, b, out=more[:k])
+            np.any(w, axis=1, out=out[s:s + k])
+        return out
+
     def apply_rejects(self, chunk):
-        x = chunk.features.astype(np.float64)
         if self.config["action"] == "clip":
+            x = chunk.features.astype(np.float64)
             y = np.clip(x, self.lo_, self.hi_)  # NaN stays NaN
             return chunk.with_features(y.astype(chunk.features.dtype, copy=False)), {}, []
-        return drop_rows(chunk, {self.reason: self._outside(x).any(axis=1)})
+        return drop_rows(chunk, {self.reason: self._outside_rows(chunk.features)})
 
     def stats(self):
         out = {"lo": self.lo_, "hi": self.hi_, "columns": self.columns_,
