@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hpcprep.assign import AssignProblem, Planner, rows_by_speed, water_fill  # noqa: E402
+from hpcprep.assign import AssignError, AssignProblem, Planner, rows_by_speed, water_fill  # noqa: E402
 from hpcprep.assign.program import AssignmentProgram, Structure  # noqa: E402
 
 
@@ -191,7 +191,10 @@ def run(quick: bool) -> dict:
     # the power-cone program stops at 1024 workers: at 2048 x 16 Clarabel failed, and at
     # 4096 x 16 cvxpy's cone formatting ran out of memory (24 GB); see docs/bench/assign.md
     for n, m in ([(64, 16)] if quick else [(64, 16), (512, 16), (1024, 16)]):
-        results["subsample"].append(time_solves(n, m, subsample=True))
+        try:
+            results["subsample"].append(time_solves(n, m, subsample=True))
+        except AssignError as err:  # Clarabel fails on some large power-cone instances: record it
+            results["skipped"].append({"workers": n, "tasks": m, "subsample": True, "why": str(err)})
     for n in workers + ([] if quick else [65536]):
         results["closed_form"].append(time_closed_form(n))
     for n in ([8, 64] if quick else [8, 64, 512, 4096]):
