@@ -5,11 +5,11 @@ import warnings
 import numpy as np
 
 from ..errors import ConfigError
-from ..schema import Param, list_of, positive
+from ..schema import Param, list_of
 from ._columns import split_columns
 from .base import Step, merge_by_chunk, register_step
 from .moments import Moments
-from .sketch import EXACT_LIMIT, SKETCH_ERROR, fit_quantiles
+from .sketch import fit_quantiles, sketch_params
 
 STRATEGIES = ("mean", "median", "constant")
 
@@ -52,11 +52,7 @@ class Impute(Step):
         "fill_value": Param(float, 0.0, doc="the constant, and the fill of an all-missing column"),
         "per_column": Param(dict, {}, check=_check_per_column,
                             doc="feature -> \"mean\" | \"median\" | number"),
-        "exact_limit": Param(int, EXACT_LIMIT, check=positive,
-                             doc="distinct values per column kept exactly (median)"),
-        "sketch_error": Param(float, SKETCH_ERROR,
-                              check=lambda v: None if 0 < v < 0.5 else "must be in (0, 0.5)",
-                              doc="relative error of the median beyond exact_limit"),
+        **sketch_params("median"),
     }
 
     def bind(self, feature_names):

@@ -7,7 +7,7 @@ from ..schema import Param, fraction, list_of, positive
 from ._columns import split_columns
 from .base import Step, drop_rows, merge_by_chunk, register_step
 from .moments import Moments
-from .sketch import EXACT_LIMIT, SKETCH_ERROR, fit_quantiles
+from .sketch import fit_quantiles, sketch_params
 
 
 @register_step
@@ -40,11 +40,7 @@ class Outliers(Step):
         "q_hi": Param(float, 0.99, check=fraction, doc="quantile: upper quantile"),
         "action": Param(str, "drop", choices=("drop", "clip"), doc="drop rows or clip values"),
         "columns": Param(list, [], check=list_of(str, int), doc="features checked; empty = all"),
-        "exact_limit": Param(int, EXACT_LIMIT, check=positive,
-                             doc="quantile: distinct values per column kept exactly"),
-        "sketch_error": Param(float, SKETCH_ERROR,
-                              check=lambda v: None if 0 < v < 0.5 else "must be in (0, 0.5)",
-                              doc="quantile: relative error beyond exact_limit"),
+        **sketch_params("quantile"),
     }
 
     def __init__(self, **config):

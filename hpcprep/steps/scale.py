@@ -5,10 +5,10 @@ import warnings
 import numpy as np
 
 from ..errors import ConfigError
-from ..schema import Param, list_of, positive
+from ..schema import Param, list_of
 from .base import Step, register_step
 from .moments import Moments
-from .sketch import EXACT_LIMIT, SKETCH_ERROR, fit_quantiles
+from .sketch import fit_quantiles, sketch_params
 
 
 def _range_check(v):
@@ -44,11 +44,7 @@ class Scale(Step):
         "feature_range": Param(list, [0.0, 1.0], check=_range_check, doc="minmax: target range"),
         "quantile_range": Param(list, [25.0, 75.0], check=_range_check,
                                 doc="robust: percentiles of the scale"),
-        "exact_limit": Param(int, EXACT_LIMIT, check=positive,
-                             doc="robust: distinct values per column kept exactly"),
-        "sketch_error": Param(float, SKETCH_ERROR,
-                              check=lambda v: None if 0 < v < 0.5 else "must be in (0, 0.5)",
-                              doc="robust: relative error beyond exact_limit"),
+        **sketch_params("robust"),
     }
 
     def __init__(self, **config):

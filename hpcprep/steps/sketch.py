@@ -30,6 +30,19 @@ EXACT_LIMIT = 20000
 #: Default relative error of the log-bucket sketch.
 SKETCH_ERROR = 1e-3
 
+
+def sketch_params(purpose: str) -> dict:
+    """The ``exact_limit`` and ``sketch_error`` keys of a step with quantiles (``purpose``: for the docs)."""
+    from ..schema import Param, positive
+
+    return {
+        "exact_limit": Param(int, EXACT_LIMIT, check=positive,
+                             doc=f"{purpose}: distinct values per column kept exactly"),
+        "sketch_error": Param(float, SKETCH_ERROR,
+                              check=lambda v: None if 0 < v < 0.5 else "must be in (0, 0.5)",
+                              doc=f"{purpose}: relative error beyond exact_limit"),
+    }
+
 _OFFSET = 1 << 40  # keeps bucket indices of positive values > 0 (log(5e-324) / log(g) > -2**40)
 
 
