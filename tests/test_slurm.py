@@ -208,8 +208,7 @@ def cli_has(command: str) -> bool:
 
 @pytest.fixture(scope="session")
 def cli():
-    if not cli_has("run") or not cli_has("generate"):
-        pytest.skip("the hpcprep CLI (`python -m hpcprep run/generate`) is not available yet")
+    assert cli_has("run") and cli_has("generate"), "`python -m hpcprep run/generate --help` failed"
 
 
 @pytest.fixture(scope="session")
@@ -422,13 +421,9 @@ def test_failed_preprocess_cancels_train(slurm, workdir, report):
 
 
 def test_pipeline_trains(slurm, workdir, reference, report):
-    """TRAINING: skipped until `hpcprep train` is a subcommand of the CLI (training issue).
-
-    pipeline.sh -> preprocess.sbatch -> train.sbatch; the trained parameters must equal those
+    """pipeline.sh -> preprocess.sbatch -> train.sbatch; the trained parameters must equal those
     of an `mpiexec -n 2 hpcprep train` on the same dataset."""
-    if not cli_has("train"):
-        pytest.skip("TRAINING NOT YET AVAILABLE in the CLI: `python -m hpcprep train` does not "
-                    "exist yet; this test submits slurm/train.sbatch through pipeline.sh once it does")
+    assert cli_has("train"), "`python -m hpcprep train --help` failed"
     pre, train = run_pipeline(workdir, report, "--set", 'output.path="out-train-data"',
                               "--set", "train.epochs=2", "--", "--ntasks=2")
     pre_state, train_state = wait_job(pre), wait_job(train, timeout=120)
