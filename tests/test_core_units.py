@@ -7,7 +7,8 @@ from mpi4py import MPI
 from hpcprep.chunk import Chunk
 from hpcprep.exchange import alltoallv_records
 from hpcprep.kernels.hashing import key_to_unit, random_keys
-from hpcprep.kernels.route import bucket_by_destination, contiguous_targets, key_range_owner
+from hpcprep.kernels.pack import destination_order
+from hpcprep.kernels.route import contiguous_targets, key_range_owner
 from hpcprep.layers.sample import chunk_to_records, record_dtype
 from hpcprep.partition import balanced_contiguous, equal_counts, offsets
 from hpcprep.steps import Moments, merge_by_chunk
@@ -56,7 +57,7 @@ def test_key_range_owner_is_monotone_and_balanced():
     assert np.all(np.diff(owner) >= 0)
     assert set(owner.tolist()) == {0, 1, 2}
     assert abs(np.bincount(owner) - 50_000 / 3).max() < 600
-    order, counts = bucket_by_destination(np.array([2, 0, 2, 1, 0]), 3)
+    order, counts = destination_order(np.array([2, 0, 2, 1, 0]), 3)
     assert order.tolist() == [1, 4, 3, 0, 2] and counts.tolist() == [2, 1, 2]
 
 

@@ -71,8 +71,6 @@ def _as_row_bytes(a, n, xp):
 def destination_order(dest, n_parts: int):
     """Counts per destination and the stable order grouping rows by destination.
 
-    Same result as :func:`hpcprep.kernels.route.bucket_by_destination`.
-
     Parameters
     ----------
     dest : array of int, shape (n,)

@@ -1,8 +1,4 @@
-"""Routing kernels for all-to-all exchanges: destination by key range, packing, local sort.
-
-NumPy reference implementations; CuPy twins share the signatures and dispatch on
-the array module of their inputs.
-"""
+"""Routing arithmetic for all-to-all exchanges: owner of a key range, contiguous targets."""
 
 import numpy as np
 
@@ -22,33 +18,6 @@ def key_range_owner(keys, n_parts: int):
     xp = array_module(keys)
     hi = keys >> xp.uint64(32)
     return ((hi * xp.uint64(n_parts)) >> xp.uint64(32)).astype(xp.int64)
-
-
-def bucket_by_destination(dest, n_parts: int):
-    """Stable order that groups rows by destination, and the count per destination.
-
-    Parameters
-    ----------
-    dest : array of int64
-        Destination of each row, in ``[0, n_parts)``.
-    n_parts : int
-
-    Returns
-    -------
-    order : array of int64
-        Row indices grouped by destination, original order kept within a group.
-    counts : array of int64, shape (n_parts,)
-    """
-    xp = array_module(dest)
-    counts = xp.bincount(dest, minlength=n_parts).astype(xp.int64)
-    order = xp.argsort(dest, kind="stable")
-    return order, counts
-
-
-def sort_by_key(keys):
-    """Indices that sort ``keys`` ascending (stable)."""
-    xp = array_module(keys)
-    return xp.argsort(keys, kind="stable")
 
 
 def contiguous_targets(global_start: int, n_rows: int, target_offsets) -> np.ndarray:
