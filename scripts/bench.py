@@ -187,6 +187,18 @@ def last_json_line(text: str) -> dict:
 
 # ---- machine and versions -------------------------------------------------------------------
 
+def _file_field(path: str, key: str, sep: str) -> str | None:
+    """The value after ``sep`` on the first line of ``path`` starting with ``key`` (None if absent)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return line.split(sep, 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def machine() -> dict:
     info = {"hostname": platform.node(), "os": platform.platform(), "kernel": platform.release(),
             "arch": platform.machine(), "cores": os.cpu_count()}
@@ -194,28 +206,13 @@ def machine() -> dict:
         info["cores_usable"] = len(os.sched_getaffinity(0))
     except AttributeError:
         pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        info["cpu_model"] = platform.processor() or None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal"):
-                    info["memory_gib"] = round(int(line.split()[1]) / 1024**2, 2)
-    except OSError:
-        pass
-    try:
-        with open("/etc/os-release") as f:
-            for line in f:
-                if line.startswith("PRETTY_NAME="):
-                    info["distribution"] = line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
+    info["cpu_model"] = _file_field("/proc/cpuinfo", "model name", ":") or platform.processor() or None
+    mem = _file_field("/proc/meminfo", "MemTotal", ":")
+    if mem:
+        info["memory_gib"] = round(int(mem.split()[0]) / 1024**2, 2)
+    distro = _file_field("/etc/os-release", "PRETTY_NAME", "=")
+    if distro:
+        info["distribution"] = distro.strip('"')
     info["loadavg_at_start"] = loadavg()
     return info
 
