@@ -368,10 +368,6 @@ class BlockSeq:
         self.bytes_spilled += block.nbytes
         return (path, len(block))
 
-    @property
-    def n_blocks(self) -> int:
-        return len(self._items)
-
     def blocks(self):
         """Yield the blocks in order, releasing each (memory or file) once yielded."""
         items, self._items, self._mem = self._items, [], 0

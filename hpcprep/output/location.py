@@ -61,9 +61,6 @@ class OutputLocation:
         if old:
             shutil.rmtree(old, ignore_errors=True)
 
-    def abandon(self) -> None:
-        remove_temp_dirs([self.temp])
-
 
 def remove_temp_dirs(paths=None) -> None:
     """Remove temporary folders of a failed run (best effort)."""

@@ -75,12 +75,6 @@ def categorical_column(chunk, name: str, op: str, feature_names=()) -> np.ndarra
     return np.array(["" if e is None else str(e) for e in v], dtype=str)
 
 
-def feature_names_of(indices, feature_names) -> list[str]:
-    if indices is None:
-        return list(feature_names)
-    return [feature_names[i] for i in indices]
-
-
 def names_array(names) -> np.ndarray:
     """Feature names as an array h5py stores as variable-length strings (for ``stats()``)."""
     import h5py

@@ -14,7 +14,7 @@ import sys
 import tomllib
 
 from ..errors import ConfigError, HpcprepError
-from ..loader import AgreedError, agreed
+from ..loader import agreed
 from .trainer import TRAIN_SPEC, train, validate_config
 
 
@@ -100,32 +100,3 @@ def config_reference() -> str:
     for key, p in TRAIN_SPEC.items():
         rows.append(f"| `{key}` | `{p.default!r}` | {p.allowed()} | {p.doc} |")
     return "\n".join(rows)
-
-
-def main(argv=None) -> int:
-    """Standalone entry point: ``python -m hpcprep.train DATASET ...``.
-
-    An error agreed by all ranks (``AgreedError``) is printed once by rank 0 and
-    every rank exits 1; any other exception is printed by its rank, which then calls
-    ``Abort`` so that no rank hangs in a collective.
-    """
-    from mpi4py import MPI
-
-    parser = argparse.ArgumentParser(prog="hpcprep train")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    comm = MPI.COMM_WORLD
-    try:
-        return run(args, comm)
-    except Exception as e:  # noqa: BLE001
-        if isinstance(e, AgreedError) or getattr(e, "all_ranks", False):
-            if comm.Get_rank() == 0:
-                sys.stderr.write(f"hpcprep train: error: {e}\n")
-                sys.stderr.flush()
-            return 1
-        name = "error" if isinstance(e, HpcprepError) else type(e).__name__
-        sys.stderr.write(f"hpcprep train: rank {comm.Get_rank()}: {name}: {e}\n")
-        sys.stderr.flush()
-        if comm.Get_size() > 1:
-            comm.Abort(1)
-        return 1
