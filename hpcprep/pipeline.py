@@ -295,13 +295,9 @@ class _RankRun:
         producers = topo.producers_of(0)
         consumers = topo.sample_ranks[0]
         is_producer = self.rank in producers
-        root = topo.link_ranks(0, producers[:1])[0]
-        self.names = link.bcast(self.names if link.Get_rank() == root else None, root=root)
-        self.rdt = self._record_dtype(self.names)
+        layer = self._agree_on_rows(link, 0, producers[0])
         n_rounds = link.allreduce(self.n_chunks_out if is_producer else 0, op=MPI.MAX)
         cons_link = topo.link_ranks(0, consumers)
-        layer = self.sample_layers[0]
-        layer.bind(self.names, self.rdt)
         chunks = iter(self.stream.iterate(final=True)) if is_producer else None
         self.progress.log(f"exchange into sample[0]: {n_rounds} round(s) over {len(producers)} "
                           f"producer(s) and {len(consumers)} sampling rank(s)")
@@ -321,11 +317,8 @@ class _RankRun:
         link = topo.links[li + 1]
         if link is None:
             return
-        root = topo.link_ranks(li + 1, topo.sample_ranks[li][:1])[0]
-        self.names = link.bcast(self.names if link.Get_rank() == root else None, root=root)
-        self.rdt = self._record_dtype(self.names)
-        src, dst = self.sample_layers[li], self.sample_layers[li + 1]
-        dst.bind(self.names, self.rdt)
+        src = self.sample_layers[li]
+        dst = self._agree_on_rows(link, li + 1, topo.sample_ranks[li][0])
         cons_link = topo.link_ranks(li + 1, topo.sample_ranks[li + 1])
         blocks = src.outputs[0].blocks() if src.outputs is not None else iter(())
         while True:  # one round per block of the source layer's output (bounded memory)
@@ -336,6 +329,15 @@ class _RankRun:
                                  cons_link)
             del blk
         dst.exchange_done(link)
+
+    def _agree_on_rows(self, link, layer_index: int, producer: int) -> SampleLayer:
+        """Broadcast the feature names from a producer over ``link``; bind the consuming layer."""
+        root = self.topo.link_ranks(layer_index, [producer])[0]
+        self.names = link.bcast(self.names if link.Get_rank() == root else None, root=root)
+        self.rdt = self._record_dtype(self.names)
+        layer = self.sample_layers[layer_index]
+        layer.bind(self.names, self.rdt)
+        return layer
 
     def _route_and_send(self, link, layer: SampleLayer, recs, cons_link) -> None:
         routed, counts = layer.route(recs, len(cons_link))
