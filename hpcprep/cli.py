@@ -20,8 +20,11 @@ def _world():
 def cmd_generate(args, comm) -> int:
     from .generate import generate
 
-    if args.rows < 0 or args.features < 1 or args.files < 1 or args.seed < 0:
-        raise AgreedError("generate: --rows >= 0, --features >= 1, --files >= 1, --seed >= 0")
+    from .config import SEED_MAX
+
+    if args.rows < 0 or args.features < 1 or args.files < 1 or not 0 <= args.seed <= SEED_MAX:
+        raise AgreedError("generate: --rows >= 0, --features >= 1, --files >= 1, "
+                          "0 <= --seed <= 2**63 - 1")
     summary = generate(args.out, args.rows, args.features, args.files, args.seed, comm, args.quiet)
     if summary is not None:
         write_line(f"generated {summary['rows']:,} rows x {args.features} features in {args.files} "
@@ -51,12 +54,19 @@ def cmd_run(args, comm) -> int:
 
 
 def cmd_inspect(args, comm) -> int:
+    from .output.location import describe_leftovers
     from .output.verify import summarize
 
     if comm.Get_rank() != 0:
         return 0
-    text = summarize(args.path, checksums=not args.no_checksums)
-    write_line(text, sys.stdout)
+    leftovers = "\n".join(describe_leftovers(args.path))
+    try:
+        text = summarize(args.path, checksums=not args.no_checksums)
+    except BaseException:
+        if leftovers:  # also when the dataset itself is missing or broken
+            write_line(leftovers, sys.stdout)
+        raise
+    write_line(text + ("\n" + leftovers if leftovers else ""), sys.stdout)
     return 0 if "verification: OK" in text.splitlines()[-1] else 1
 
 
@@ -178,6 +188,9 @@ def main(argv=None) -> int:
         check_launch(comm)
         rc = args.func(args, comm)
     except AgreedError as e:
+        from .output.location import abandon_run
+
+        abandon_run()
         if comm.Get_rank() == 0:
             write_line(f"hpcprep: error: {e}")
         sys.exit(2)

@@ -9,10 +9,15 @@ Two mechanisms (DESIGN §6, shared/notes/mpi.md):
 * Anything else that raises on a rank goes through :func:`fail_hard`: the rank
   prints its message once, removes the run's temporary output and calls
   ``Abort`` so no other rank waits forever in a collective.
+* An error that every rank of a sub-communicator raises alike (decided from
+  the same collective result, e.g. by a sampling layer's members) is marked
+  with :func:`agreed_on`: :func:`fail_hard` then prints it once, from rank 0
+  of that communicator, while the rest of the job is ended by ``Abort``.
 """
 
 import os
 import sys
+import time
 import traceback
 
 from .errors import HpcprepError
@@ -50,6 +55,34 @@ def root_decides(comm, fn, *args, root: int = 0, **kwargs):
     return payload
 
 
+#: Seconds the other members of an agreed error wait for its printer before ending the job.
+AGREED_WAIT_S = 10.0
+
+
+def agreed_on(comm, exc: BaseException) -> BaseException:
+    """Mark ``exc`` as raised alike on every rank of ``comm``, and return it.
+
+    Use it where every rank of ``comm`` decides the error from the same
+    collective result, so all of them raise it. :func:`fail_hard` prints it once,
+    from rank 0 of ``comm``; the other members wait (at most ``AGREED_WAIT_S``)
+    until that rank has printed before the job is aborted.
+
+    Examples
+    --------
+    >>> raise agreed_on(layer_comm, SamplingError("sample: n = 10 but ..."))  # doctest: +SKIP
+    """
+    exc.agreed_comm = comm
+    return exc
+
+
+def _wait_for_members(comm, timeout: float) -> None:
+    """A barrier over ``comm`` that gives up after ``timeout`` seconds (never hangs a failing job)."""
+    req = comm.Ibarrier()
+    deadline = time.monotonic() + timeout
+    while not req.Test() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def write_line(text: str, stream=None) -> None:
     """Write one whole line with a single ``write`` call (lines of ranks are not glued together)."""
     stream = stream or sys.stderr
@@ -59,7 +92,7 @@ def write_line(text: str, stream=None) -> None:
 
 def fail_hard(comm, exc: BaseException, debug: bool = False) -> None:
     """Print ``exc`` once from this rank, remove temporary output, and end the whole job."""
-    from .output.location import remove_temp_dirs
+    from .output.location import abandon_run
 
     rank, size = comm.Get_rank(), comm.Get_size()
     if isinstance(exc, HpcprepError):
@@ -67,11 +100,15 @@ def fail_hard(comm, exc: BaseException, debug: bool = False) -> None:
     else:
         text = f"{type(exc).__name__}: {exc}"
         debug = True
-    where = f" on rank {rank} of {size}" if size > 1 else ""
-    if debug:
-        write_line("".join(traceback.format_exception(exc)).rstrip())
-    write_line(f"hpcprep: error{where}: {text}")
-    remove_temp_dirs()
+    members = getattr(exc, "agreed_comm", None)
+    where = f" on rank {rank} of {size}" if size > 1 and members is None else ""
+    if members is None or members.Get_rank() == 0:
+        if debug:
+            write_line("".join(traceback.format_exception(exc)).rstrip())
+        write_line(f"hpcprep: error{where}: {text}")
+    if members is not None and members.Get_size() > 1:
+        _wait_for_members(members, AGREED_WAIT_S)   # its rank 0 has printed
+    abandon_run()
     if size > 1:
         comm.Abort(1)
     os._exit(1)

@@ -11,21 +11,43 @@ import tomllib
 from pathlib import Path
 
 from .errors import ConfigError
-from .schema import Param, list_of, non_negative, positive, validate_table
+from .schema import Param, between, list_of, non_negative, positive, validate_table
 
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 1000**2, "MB": 1000**2,
                "MIB": 1024**2, "G": 1000**3, "GB": 1000**3, "GIB": 1024**3, "T": 1000**4,
                "TB": 1000**4, "TIB": 1024**4}
 
 
+#: The seed is hashed as an unsigned 64-bit integer and stored as a signed one (HDF5
+#: attribute, manifest): 0 <= seed <= 2**63 - 1, so no two seeds give the same streams.
+SEED_MAX = 2**63 - 1
+seed_check = between(0, SEED_MAX, "[0, 2**63 - 1]")
+
+#: Largest size a memory key may name: 2**62 bytes (4 EiB), far above any machine.
+SIZE_MAX = 2**62
+
+
 def parse_size(value) -> int:
-    """Bytes from an int or a string such as ``"2GiB"``, ``"512 MB"``, ``"1e9"``."""
+    """Bytes from an int or a string such as ``"2GiB"``, ``"512 MB"``, ``"1e9"``.
+
+    Raises
+    ------
+    ValueError
+        Not a size, or a size that is not a finite number of at most ``SIZE_MAX`` bytes.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", str(value))
-    if not m or m.group(2).upper() not in _SIZE_UNITS:
-        raise ValueError(f"not a size: {value!r} (examples: 2GiB, 512MB, 1000000)")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+        size = value
+    else:
+        m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", str(value))
+        if not m or m.group(2).upper() not in _SIZE_UNITS:
+            raise ValueError(f"not a size: {value!r} (examples: 2GiB, 512MB, 1000000)")
+        try:
+            size = float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()]
+        except ValueError:
+            raise ValueError(f"not a size: {value!r} (examples: 2GiB, 512MB, 1000000)") from None
+    if not size <= SIZE_MAX:           # also inf (1e400) and nan
+        raise ValueError("too large: at most 2**62 bytes (4 EiB)")
+    return int(size)
 
 
 def _size_check(value):
@@ -33,6 +55,23 @@ def _size_check(value):
         return None if parse_size(value) > 0 else "must be > 0"
     except ValueError as e:
         return str(e)
+
+
+#: Rows per read (chunks, calibration): at most 2**31 - 1, the largest MPI count.
+ROWS_MAX = 2**31 - 1
+
+
+def _rows(value):
+    return positive(value) or (None if value <= ROWS_MAX else "must be <= 2**31 - 1")
+
+
+#: Largest relative speed: speeds are summed and divided in the plan, and stay far from overflow.
+SPEED_MAX = 1e15
+
+
+def _speeds(value):
+    return list_of(int, float)(value) or next(
+        (f"every speed must lie in (0, 1e15], got {v!r}" for v in value if not 0 < v <= SPEED_MAX), None)
 
 
 INPUT = {
@@ -48,7 +87,9 @@ INPUT = {
     "na_values": Param(list, ["", "NA", "NaN", "null", "None"], check=list_of(str),
                        doc="CSV strings read as missing"),
     "on_bad_row": Param(str, "drop", choices=("drop", "error"), doc="malformed CSV lines"),
-    "chunk_rows": Param(int, 262144, check=positive, doc="rows per chunk read"),
+    "rejects": Param(bool, False, doc="write the CSV records the reader drops to rejects.h5 "
+                                      "(also on when a [[standardize]] table has rejects = true)"),
+    "chunk_rows": Param(int, 262144, check=_rows, doc="rows per chunk read"),
 }
 
 LAYOUT = {
@@ -59,7 +100,7 @@ LAYOUT = {
 }
 
 STANDARDIZE = {
-    "steps": Param(list, [], doc="steps in order: [{ op = ... }, ...]"),
+    "steps": Param(list, [], nested=True, doc="steps in order: [{ op = ... }, ...]"),
     "rejects": Param(bool, False, doc="write dropped rows to rejects.h5"),
 }
 
@@ -69,6 +110,11 @@ OUTPUT = {
     "dtype": Param(str, "float32", choices=("float32", "float64"), doc="feature dtype written"),
     "shard_sizes": Param(list, [], check=list_of(int),
                          doc="target rows per shard (one per writer rank); empty = equal"),
+    "nonfinite": Param(str, "nan", choices=("nan", "none", "any"),
+                       doc="non-finite features the output may hold: NaN only, none, or NaN and ±inf"),
+    "max_drop_fraction": Param(float, 0.5, check=between(0, 1, "[0, 1]"),
+                               doc="fail if the reader and the steps drop more of the input "
+                                   "rows; 1.0 = no check"),
 }
 
 RESOURCES = {
@@ -82,21 +128,21 @@ PLAN = {
     "balance": Param(str, "equal", choices=("equal", "speeds", "calibrate"),
                      doc="how chunks are given to input ranks: equal rows, by given speeds, or by "
                          "speeds measured in a calibration read"),
-    "speeds": Param(list, [], check=list_of(int, float), doc="relative speed of each input rank"),
-    "shard_speeds": Param(list, [], check=list_of(int, float),
+    "speeds": Param(list, [], check=_speeds, doc="relative speed of each input rank"),
+    "shard_speeds": Param(list, [], check=_speeds,
                           doc="relative speed of each writer rank: shard sizes follow it"),
-    "calibration_rows": Param(int, 65536, check=positive, doc="rows each input rank times at start-up"),
+    "calibration_rows": Param(int, 65536, check=_rows, doc="rows each input rank times at start-up"),
 }
 
 TOP = {
-    "seed": Param(int, 0, doc="seed of all randomness"),
-    "input": Param(dict),
-    "layout": Param(dict, {}),
-    "standardize": Param(list, []),
-    "sample": Param(list, [{"op": "shuffle"}]),
-    "output": Param(dict, {}),
-    "resources": Param(dict, {}),
-    "plan": Param(dict, {}),
+    "seed": Param(int, 0, check=seed_check, doc="seed of all randomness"),
+    "input": Param(dict, nested=True),
+    "layout": Param(dict, {}, nested=True),
+    "standardize": Param(list, [], nested=True),
+    "sample": Param(list, [{"op": "shuffle"}], nested=True),
+    "output": Param(dict, {}, nested=True),
+    "resources": Param(dict, {}, nested=True),
+    "plan": Param(dict, {}, nested=True),
 }
 
 #: Further top-level tables, validated by other modules: name -> "module:function(table) -> dict".
@@ -136,10 +182,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 if not part.isdigit() or int(part) >= len(node):
                     raise ConfigError(f"--set {text!r}: {part!r} is not an index of the list")
                 node = node[int(part)]
-                continue
-            node = node.setdefault(part, {})
+            else:
+                node = node.setdefault(part, {})
             if not isinstance(node, (dict, list)):
-                raise ConfigError(f"--set {text!r}: {part} is not a table")
+                raise ConfigError(f"--set {text!r}: {part} is not a table or a list")
         last = path[-1]
         if isinstance(node, list):
             if not last.isdigit() or int(last) >= len(node):
@@ -185,7 +231,7 @@ def parse_config(text: str, source: str, overrides=(), world_size: int = 1, base
         raise ConfigError(f"{source}: not valid TOML: {e}") from None
     raw = apply_overrides(raw, list(overrides))
     spec = dict(TOP)
-    spec.update({name: Param(dict, {}) for name in EXTRA_SECTIONS})
+    spec.update({name: Param(dict, {}, nested=True) for name in EXTRA_SECTIONS})
     cfg = validate_table(raw, spec, "")
     cfg["input"] = validate_table(cfg["input"], INPUT, "input")
     cfg["layout"] = validate_table(cfg["layout"], LAYOUT, "layout")
@@ -204,12 +250,26 @@ def parse_config(text: str, source: str, overrides=(), world_size: int = 1, base
     _check_layout(cfg, world_size)
     base = Path(base_dir) if base_dir else Path.cwd()
     cfg["input"]["paths"] = [str(base / p) for p in cfg["input"]["paths"]]
-    cfg["output"]["path"] = str(base / cfg["output"]["path"])
+    cfg["output"]["path"] = _output_path(base, cfg["output"]["path"])
     if cfg["resources"]["spill_dir"]:
         cfg["resources"]["spill_dir"] = str(base / cfg["resources"]["spill_dir"])
     cfg["_text"] = text if not overrides else text + "\n# --set " + " --set ".join(overrides) + "\n"
     cfg["_world_size"] = world_size
     return cfg
+
+
+def _output_path(base: Path, given: str) -> str:
+    """``output.path`` resolved against ``base``: not empty, ``/``, the working folder or above."""
+    from .output.location import output_path_problem
+
+    if not given.strip():
+        raise ConfigError('output.path: empty; name the output folder, e.g. output.path = "out"')
+    path = str(base / given)
+    problem = output_path_problem(path) or output_path_problem(path, base)
+    if problem:
+        raise ConfigError(f"output.path {given!r} {problem}; an overwrite would delete it: name "
+                          f"an output folder of its own, e.g. output.path = \"out\"")
+    return path
 
 
 def _check_input(inp):

@@ -13,5 +13,13 @@ class DataError(HpcprepError):
     """Bad input data: the message names the file, row and column."""
 
 
+class FitError(DataError):
+    """A fitted statistic is unusable (not finite, nothing passes a filter).
+
+    Decided from the state merged over a standardization layer, so every rank of
+    that layer raises it alike; the layer marks it so it is printed once.
+    """
+
+
 class OutputError(HpcprepError):
     """The output location cannot be used (exists, not writable, incomplete)."""

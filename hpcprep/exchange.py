@@ -104,7 +104,7 @@ def exchange_records(comm, records: np.ndarray, sendcounts, dtype: np.dtype,
     -------
     received, recvcounts, bytes_to_others
     """
-    size, rank = comm.Get_size(), comm.Get_rank()
+    rank = comm.Get_rank()
     sendcounts = np.array(sendcounts, dtype=np.int64)
     sdispls = np.cumsum(sendcounts) - sendcounts
     if skip_self:

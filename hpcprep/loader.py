@@ -1,11 +1,13 @@
 """Read an hpcprep dataset (docs/FORMAT.md) on one or many ranks.
 
-:func:`open_dataset` reads ``manifest.json``, checks every shard against it
-(existence and row counts; CRC-32 with ``verify=True``) and gives each rank of
-a communicator its rows: contiguous ranges of the global order, equal by
-default or by a plan of per-rank ``counts``. Rows are read from the shards
-directly with contiguous hyperslab reads (never through the virtual datasets,
-which HDF5 fills silently where a source file is missing, and never row by row).
+:func:`open_dataset` opens a dataset through :mod:`hpcprep.output.reader`, the one
+safe reader (manifest checked, every path confined to the dataset folder, shards
+plain and matching the manifest, CRC-32 verified by default, master's virtual
+sources exactly the shards), pins the shard files it opened, and gives each rank
+of a communicator its rows: contiguous ranges of the global order, equal by
+default or by a plan of per-rank ``counts``. Rows are read from the pinned shards
+with contiguous hyperslab reads (never through the virtual datasets, which HDF5
+fills silently where a source file is missing, and never row by row).
 
 Examples
 --------
@@ -16,15 +18,14 @@ Examples
 
 import json
 import os
-import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from .errors import ConfigError, DataError, HpcprepError
+from .output.reader import ShardFiles, check_master, describe, in_folder, open_shards, resolve
 
 try:
     from .collective import AgreedError
@@ -111,7 +112,7 @@ class Dataset:
         This rank's rows ``[start, stop)`` of the global order.
     """
 
-    def __init__(self, path: Path, manifest: dict, comm=None, counts=None):
+    def __init__(self, path: Path, manifest: dict, files: ShardFiles, comm=None, counts=None):
         self.path = Path(path)
         self.manifest = manifest
         self.rows = int(manifest["rows"])
@@ -125,12 +126,9 @@ class Dataset:
         self.start = int(sum(self.counts[:self.rank]))
         self.stop = self.start + int(self.counts[self.rank])
         shards = manifest["shards"]
-        self._shard_paths = [self.path / s["path"] for s in shards]
+        self._shards = files
         self._shard_start = np.array([s["start"] for s in shards], dtype=np.int64)
         self._shard_rows = np.array([s["rows"] for s in shards], dtype=np.int64)
-        self._files = {}
-        self._files_pid = os.getpid()
-        self._lock = threading.Lock()
         self._pool = None
 
     def __len__(self) -> int:
@@ -142,13 +140,9 @@ class Dataset:
 
     # -- reading -------------------------------------------------------------------------------
     def _file(self, k: int):
-        with self._lock:
-            if self._files_pid != os.getpid():  # forked (e.g. a torch DataLoader worker)
-                self._files, self._files_pid = {}, os.getpid()
-            f = self._files.get(k)
-            if f is None:
-                f = self._files[k] = h5py.File(self._shard_paths[k], "r")
-            return f
+        # the pinned shard: a forked process (a torch DataLoader worker) opens its own
+        # handle to the same file, even after the dataset folder was replaced
+        return self._shards.h5(k)
 
     def read_ranges(self, ranges, dtype=None):
         """Read global row ranges ``[(a, b), ...]`` and concatenate them: ``(x, y)`` NumPy arrays.
@@ -191,7 +185,7 @@ class Dataset:
             raise DataError(f"{self.path}: the dataset has no labels")
         y = np.empty(stop - start, dtype=np.dtype(self.manifest.get("label_dtype") or "int64"))
         ends = self._shard_start + self._shard_rows
-        for k in range(len(self._shard_paths)):
+        for k in range(len(self._shard_rows)):
             lo, hi = max(start, int(self._shard_start[k])), min(stop, int(ends[k]))
             if hi > lo:
                 off = int(self._shard_start[k])
@@ -303,14 +297,11 @@ class Dataset:
         return HpcprepIterable()
 
     def close(self):
-        """Stop the prefetch thread and close the shard files."""
+        """Stop the prefetch thread and close the shard files and their pinned descriptors."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        with self._lock:
-            for f in self._files.values():
-                f.close()
-            self._files = {}
+        self._shards.close()
 
     def __enter__(self):
         return self
@@ -369,78 +360,23 @@ def _to_xp(xp, x, y):
 
 
 # -- opening --------------------------------------------------------------------------------------
-def _read_manifest(folder: Path) -> dict:
-    mpath = folder / "manifest.json"
-    if not mpath.is_file():
-        hint = " (the dataset is incomplete or still being written)" if folder.is_dir() else ""
-        raise DataError(f"{mpath}: no manifest.json{hint}")
+def _open_part(path, split, verify, rank, size):
+    """This rank's part of opening: ``(folder, manifest, files, problems, digest)``."""
     try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, ValueError) as e:
-        raise DataError(f"{mpath}: cannot read the manifest: {e}") from None
-    if manifest.get("format") != "hpcprep-dataset":
-        raise DataError(f"{mpath}: not an hpcprep dataset manifest (format = {manifest.get('format')!r})")
-    if int(manifest.get("format_version", 0)) != 1:
-        raise DataError(f"{mpath}: format_version {manifest.get('format_version')!r} is not supported (1)")
-    return manifest
+        folder, manifest = resolve(path, split)
+    except HpcprepError as e:
+        return None, None, None, [str(e)], None
+    files, problems = open_shards(folder, manifest, verify, rank, size)
+    if rank == len(manifest["shards"]) % size:
+        problem = check_master(folder, manifest)
+        if problem:
+            problems.append(problem)
+    problems = in_folder(folder, problems)
+    digest = zlib.crc32(json.dumps(manifest, sort_keys=True).encode())
+    return folder, manifest, files, problems, digest
 
 
-def _resolve(path, split):
-    folder = Path(path)
-    manifest = _read_manifest(folder)
-    splits = manifest.get("splits") or {}
-    if split is not None:
-        if split not in splits:
-            have = ", ".join(sorted(splits)) or "none"
-            raise DataError(f"{folder}: no split {split!r} (splits: {have})")
-        folder = folder / splits[split]
-        manifest = _read_manifest(folder)
-    elif splits and not manifest.get("shards"):
-        raise DataError(f"{folder}: a split dataset; name a split ({', '.join(sorted(splits))})")
-    return folder, manifest
-
-
-def _check_shard(folder: Path, manifest: dict, k: int, verify: bool) -> str | None:
-    s = manifest["shards"][k]
-    p = folder / s["path"]
-    if not p.is_file():
-        return f"{p}: shard {k} listed in the manifest is missing"
-    try:
-        with h5py.File(p, "r") as f:
-            names = ["ids", "features"] + (["labels"] if manifest.get("label") else []) \
-                + (["weights"] if manifest.get("weights") else [])
-            for name in names:
-                if name not in f:
-                    return f"{p}: dataset '{name}' is missing"
-                if f[name].shape[0] != s["rows"]:
-                    return (f"{p}: '{name}' has {f[name].shape[0]} rows, the manifest says "
-                            f"{s['rows']}")
-            if f["features"].ndim != 2 or f["features"].shape[1] != manifest["n_features"]:
-                return f"{p}: features have shape {f['features'].shape}, expected (n, {manifest['n_features']})"
-            if verify and "crc32" in s:
-                crc = 0
-                for name in names:
-                    a = np.ascontiguousarray(f[name][()])
-                    crc = zlib.crc32(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes(), crc)
-                if crc != int(s["crc32"]):
-                    return f"{p}: crc32 {crc} does not match the manifest's {s['crc32']}"
-    except OSError as e:
-        return f"{p}: cannot read shard {k}: {e}"
-    return None
-
-
-def _check_layout(folder: Path, manifest: dict) -> str | None:
-    pos = 0
-    for k, s in enumerate(manifest["shards"]):
-        if int(s["start"]) != pos:
-            return f"{folder}/manifest.json: shard {k} starts at {s['start']}, expected {pos}"
-        pos += int(s["rows"])
-    if pos != int(manifest["rows"]):
-        return f"{folder}/manifest.json: shards hold {pos} rows, the manifest says {manifest['rows']}"
-    return None
-
-
-def open_dataset(path, split=None, comm=None, counts=None, verify: bool = False) -> Dataset:
+def open_dataset(path, split=None, comm=None, counts=None, verify: bool = True) -> Dataset:
     """Open an hpcprep dataset folder (or one split of it) through its manifest.
 
     Parameters
@@ -456,50 +392,47 @@ def open_dataset(path, split=None, comm=None, counts=None, verify: bool = False)
         Rows per rank (``len(counts) == comm.size``, summing to the dataset's rows);
         rank r gets the contiguous rows after those of ranks < r. Default: equal.
     verify : bool
-        Also check each shard's CRC-32 (reads every byte once, spread over the ranks).
+        Check each shard's CRC-32 (default). The shards are read once in all,
+        spread over the ranks (shard k by rank ``k % size``). ``False`` skips only
+        the checksums; everything else below is always checked.
 
     Returns
     -------
     Dataset
+        Holding the shard files it checked open (pinned) until :meth:`Dataset.close`:
+        it reads that generation of the dataset even if the folder is replaced.
 
     Raises
     ------
     DataError
-        On every rank, when the manifest is missing or bad, or any shard is missing or
-        does not match the manifest (HDF5 would silently read a missing source of a
-        virtual dataset as fill values). The shards are checked in parallel, each by
-        one rank, and the result agreed by all.
+        On every rank, naming the file: the manifest is missing or malformed; a
+        path of the dataset (split folder, master, shard) is absolute, holds ``..``
+        or resolves outside the dataset folder; a shard is missing, holds links,
+        external storage or virtual datasets, does not match the manifest (rows,
+        columns, dtypes, CRC-32); the master's virtual sources are not exactly the
+        manifest's shards; or the folder was replaced while it was being opened.
     ConfigError
         Bad ``counts``.
     """
     rank = 0 if comm is None else comm.Get_rank()
     size = 1 if comm is None else comm.Get_size()
-    problems = []
-    folder = manifest = None
-    try:
-        folder, manifest = _resolve(path, split)
-        problem = _check_layout(folder, manifest)
-        if problem:
-            problems.append(problem)
-        else:
-            for k in range(rank, len(manifest["shards"]), size):
-                problem = _check_shard(folder, manifest, k, verify)
-                if problem:
-                    problems.append(problem)
-    except HpcprepError as e:
-        problems.append(str(e))
-    except (KeyError, TypeError, ValueError) as e:
-        problems.append(f"{path}: malformed manifest ({type(e).__name__}: {e})")
+    folder, manifest, files, problems, digest = _open_part(path, split, verify, rank, size)
     if size > 1:
-        gathered = comm.allgather(problems[:5])
-        problems = [p for ps in gathered for p in ps]
-    if problems:
-        seen = list(dict.fromkeys(problems))
-        more = f" (and {len(seen) - 3} more)" if len(seen) > 3 else ""
-        raise agreed(DataError, "; ".join(seen[:3]) + more)
-    if counts is not None:
+        gathered = comm.allgather((problems[:5], digest))
+        problems = [p for ps, _ in gathered for p in ps]
+        if not problems and len({d for _, d in gathered}) > 1:
+            problems = [f"{folder}{os.sep}manifest.json: the dataset was replaced while the ranks "
+                        f"were opening it; open it again"]
+    if not problems and counts is not None:
         counts = [int(c) for c in counts]
         if len(counts) != size or min(counts, default=0) < 0 or sum(counts) != manifest["rows"]:
+            if files is not None:
+                files.close()
             raise agreed(ConfigError, f"counts = {counts}: need {size} non-negative counts summing "
                                       f"to {manifest['rows']} rows")
-    return Dataset(folder, manifest, comm, counts)
+    if problems:
+        if files is not None:
+            files.close()
+        raise agreed(DataError, describe(problems))
+    return Dataset(folder, manifest, files, comm, counts)
+

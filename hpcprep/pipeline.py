@@ -19,30 +19,39 @@ from . import __version__
 from .collective import AgreedError, root_decides, write_line
 from .exchange import exchange_records, send_chunk
 from .errors import ConfigError
-from .io.plan import build_input_plan, count_csv_chunks
+from .io.plan import build_input_plan, check_input_columns, count_csv_chunks, expand_paths
 from .io.readers import ChunkReader
 from .kernels import active as kernels_active
 from .kernels.route import contiguous_targets
 from .layers.sample import SampleLayer, record_dtype
 from .layers.standardize import StandardizeLayer
 from .layers.streams import AppliedStream, ChunkStore, ReaderStream, ReceiveStream
-from .output.location import ACTIVE_TEMP_DIRS, OutputLocation
+from .output.location import OutputLocation
+from .output.checks import nonfinite_of, output_problem, sum_drops
 from .output.master import manifest, write_json, write_master
 from .output.shards import ShardWriter
 from .partition import equal_counts, offsets
 from .steps.moments import Moments
 
 
-def _prepare(cfg: dict, n_input: int):
-    """Rank 0, before any work: the input plan and a fresh temporary output folder."""
+def _prepare(cfg: dict, n_input: int, progress):
+    """Rank 0, before any work: check the output path, take its lock, remove temporary folders
+    of dead runs, plan the input and create a fresh temporary output folder."""
     location = OutputLocation(cfg["output"]["path"], cfg["output"]["overwrite"])
-    location.check()
-    plan = build_input_plan(cfg["input"], n_input)
-    from .sampling import check_chain
+    location.check(cfg["input"]["paths"], expand_paths(cfg["input"]["paths"]))
+    try:
+        for line in location.acquire():
+            progress.log(line)
+        check_input_columns(cfg)
+        plan = build_input_plan(cfg["input"], n_input)
+        from .sampling import check_chain
 
-    check_chain(cfg["sample"], plan.label_dtype)
-    location.create()
-    return plan, location.temp
+        check_chain(cfg["sample"], plan.label_dtype)
+        location.create()
+    except BaseException:
+        location.abandon()
+        raise
+    return plan, location
 
 
 def run_pipeline(cfg: dict, comm, progress) -> dict | None:
@@ -66,11 +75,10 @@ def run_pipeline(cfg: dict, comm, progress) -> dict | None:
 
     t_start = time.perf_counter()
     topo = build_topology(comm, cfg["layout"], len(cfg["standardize"]), len(cfg["sample"]))
-    plan, temp = root_decides(comm, _prepare, cfg, len(topo.input_ranks))
-    location = OutputLocation(cfg["output"]["path"], cfg["output"]["overwrite"], temp)
-    ACTIVE_TEMP_DIRS.add(temp)
+    plan, location = root_decides(comm, _prepare, cfg, len(topo.input_ranks), progress)
+    location.track()
     if not plan.counted:
-        count_csv_chunks(plan, comm, topo.input_ranks)
+        count_csv_chunks(plan, comm, topo.input_ranks, cfg["input"])
     device = _select_device(comm, cfg["resources"]["device"])
     kernels_active.use(device.xp)
     balance = _balance_input(cfg, comm, topo, plan, progress)
@@ -184,12 +192,14 @@ class _RankRun:
             descs = self.plan.chunks_of(i)
             planned = sum(d.rows for d in descs) * self.plan.bytes_per_row
             fits = topo.fused and any(_layer_fits(t) for t in cfg["standardize"])
-            reader = ChunkReader(cfg["input"], self.plan.feature_dtype, self.plan.label_dtype)
+            reader = ChunkReader(cfg["input"], self.plan.feature_dtype, self.plan.label_dtype,
+                                 rejects=self._input_rejects())
             reader_stream = ReaderStream(descs, reader, cache=fits and planned <= self.budget // 2,
                                          progress=self.progress if self.rank == 0 else None)
             self.progress.phase("read")
             self.report["input"] = {"chunks": len(descs), "rows": sum(d.rows for d in descs),
-                                    "dropped": reader_stream.dropped}
+                                    "dropped": reader_stream.dropped,
+                                    "bad_records": reader.bad_samples}
             self.n_chunks_out = len(descs)
         if topo.fused:
             stream = reader_stream
@@ -237,6 +247,14 @@ class _RankRun:
                 self._send_stream(topo.std_ranks[j + 1][i], stream)
             else:
                 self.stream = stream
+
+    def _input_rejects(self):
+        """The writer of the CSV records this input rank drops (None without rejects)."""
+        from .steps.rejects import RejectsWriter, input_part_path, rejects_enabled
+
+        if not rejects_enabled(self.cfg):
+            return None
+        return RejectsWriter(input_part_path(self.location.join, self.rank))
 
     def _rejects_path(self, j: int, table: dict) -> str | None:
         """This rank's rejects part file for standardization layer ``j`` (None without rejects)."""
@@ -460,6 +478,7 @@ class _RankRun:
         step_stats = {}
         for layer in self.std_layers:
             step_stats.update(layer.stats())
+        self._check_output()
         gathered = self.comm.gather((self.report, self.shard, step_stats or None, self.names,
                                      self.rdt), root=0)
         result = None
@@ -469,6 +488,29 @@ class _RankRun:
         if not ok:
             raise RuntimeError("rank 0 could not finish the output")
         return result
+
+    def _check_output(self) -> None:
+        """Refuse to commit too many dropped rows or non-finite features (DESIGN §6).
+
+        A collective over every rank: each rank gives what it dropped and the
+        non-finite values of its shards; every rank judges the same gathered
+        numbers (:func:`output_problem`), so on failure all raise the same
+        :class:`AgreedError` (printed once, by rank 0) after rank 0 removed the
+        temporary output: nothing complete-looking is left.
+        """
+        mine = {"input": {"dropped": self.report.get("input", {}).get("dropped", {})},
+                "standardize": {k: {"dropped": v["dropped"]}
+                                for k, v in self.report["standardize"].items()}}
+        gathered = self.comm.allgather((mine, nonfinite_of(self.shard, self.names,
+                                                           self.sample_layers[-1].output_names)))
+        problem = output_problem(self.cfg["output"], self.plan.total_rows,
+                                 sum_drops([g[0] for g in gathered]),
+                                 [s for g in gathered for s in g[1]])
+        if problem is None:
+            return
+        if self.rank == 0:
+            self.location.abandon()
+        raise AgreedError(problem)
 
     def _write_metadata(self, gathered, seconds: float) -> dict:
         reports = [g[0] for g in gathered]
@@ -485,16 +527,7 @@ class _RankRun:
                 step_stats.setdefault(label, params)
         writer = next(g for g in gathered if g[1] is not None)
         names, rdt = writer[3], writer[4]
-        counts = {}
-        for rep in reports:
-            for reason, n in rep.get("input", {}).get("dropped", {}).items():
-                bucket = counts.setdefault("input", {})
-                bucket[reason] = bucket.get(reason, 0) + n
-            for layer in rep["standardize"].values():
-                for label, reasons in layer["dropped"].items():
-                    bucket = counts.setdefault(label, {})
-                    for reason, n in reasons.items():
-                        bucket[reason] = bucket.get(reason, 0) + n
+        counts = sum_drops(reports)
         total = sum(s["rows"] for s in shards)
         sampling = {str(l.index): l.report()["mode"] for l in self.sample_layers if l.comm is not None}
         for rep in reports:
@@ -518,8 +551,11 @@ class _RankRun:
             "ranks": reports,
         }
         summary["sampling"] = sampling
+        summary["input"] = _input_summary(reports, counts)
         write_json(self.location.join("report.json"), summary)
-        if any(t["rejects"] for t in self.cfg["standardize"]):
+        from .steps.rejects import rejects_enabled
+
+        if rejects_enabled(self.cfg):
             from .steps.rejects import PARTS, merge_rejects
 
             merge_rejects(self.location.join(PARTS), self.location.join("rejects.h5"), counts)
@@ -530,7 +566,8 @@ class _RankRun:
             write_json(self.location.join("manifest.json"), top)
         else:
             write_json(self.location.join("manifest.json"), manifest(rdt, shards, names, self.seed))
-        self.location.commit()
+        for line in self.location.commit():
+            self.progress.log(line)
         self.progress.log(f"done: {self.plan.total_rows:,} rows in, {total:,} rows out in "
                           f"{len(shards)} shard(s), {seconds:.2f} s "
                           f"({summary['rows_per_second']:,.0f} rows/s) -> {self.location.path}")
@@ -561,6 +598,14 @@ def _write_dataset(location, rdt, shards, names, attrs, step_stats, seed,
                  step_stats)
     if write_manifest:
         write_json(location.join("manifest.json"), manifest(rdt, shards, names, seed))
+
+
+def _input_summary(reports, counts) -> dict:
+    """report.json's ``input``: reader drops, and the first bad records of each file and reason."""
+    from .io.readers import merge_bad_samples
+
+    parts = [rep["input"].pop("bad_records") for rep in reports if "bad_records" in rep.get("input", {})]
+    return {"dropped": counts.get("input", {}), "bad_records": merge_bad_samples(parts)}
 
 
 def _layer_fits(table: dict) -> bool:

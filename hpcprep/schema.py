@@ -5,12 +5,16 @@ keys with :class:`Param`, so that every bad key or value is reported the same
 way: naming the key's dotted path and what is allowed.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import ConfigError
 
 REQUIRED = object()
+
+#: Every integer in a config fits a signed 64-bit integer (NumPy, HDF5 attributes, MPI counts).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
                list: "a list", dict: "a table"}
@@ -32,6 +36,13 @@ class Param:
         ``check(value) -> str | None``: returns what is wrong, or None.
     doc : str
         One line for the config reference.
+    allow_inf : bool
+        Whether ``inf``/``-inf`` are allowed (e.g. "no deadline"). Every number in
+        the value, at any depth, is checked before ``check`` runs: NaN is never
+        allowed, infinities only with ``allow_inf``, integers must fit int64.
+    nested : bool
+        The value is a table (or a list of tables) validated by its own spec
+        later, which checks its numbers with the precise key: not looked into here.
     """
 
     types: Any
@@ -39,6 +50,8 @@ class Param:
     choices: tuple | None = None
     check: Callable[[Any], str | None] | None = None
     doc: str = ""
+    allow_inf: bool = False
+    nested: bool = False
 
     def allowed(self) -> str:
         if self.choices is not None:
@@ -56,10 +69,52 @@ def _type_ok(value, types) -> bool:
     return isinstance(value, types)
 
 
+def number_problem(value, allow_inf: bool = False):
+    """The first bad number in ``value`` (a scalar, list or table, at any depth), or None.
+
+    NaN is never a valid setting, an infinity only where ``allow_inf``, and an
+    integer must fit a signed 64-bit integer.
+
+    Returns
+    -------
+    None, or (path, item, problem): where the item sits below ``value`` (``""``,
+    ``"[2]"``, ``".key"``), the item, and what is wrong with it.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            return "", value, "out of range: integers must lie in [-2**63, 2**63 - 1]"
+        return None
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "", value, "nan is not allowed here, give a number"
+        if math.isinf(value) and not allow_inf:
+            return "", value, "must be a finite number"
+        return None
+    if isinstance(value, dict):
+        items = ((f".{k}", v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for at, item in items:
+        bad = number_problem(item, allow_inf)
+        if bad:
+            return at + bad[0], bad[1], bad[2]
+    return None
+
+
 def validate_value(value, param: Param, where: str):
     """Check one value against ``param``; return it (ints promoted to float where asked)."""
     if not _type_ok(value, param.types):
         raise ConfigError(f"{where} = {value!r}: expected {param.allowed()}")
+    bad = None if param.nested else number_problem(value, param.allow_inf)
+    if bad:
+        at, item, problem = bad
+        if not at and isinstance(value, int) and param.check is not None:
+            problem = param.check(value) or problem   # the key's own range, where it has one
+        raise ConfigError(f"{where}{at} = {item!r}: {problem}")
     if param.choices is not None and value not in param.choices:
         raise ConfigError(f"{where} = {value!r}: expected {param.allowed()}")
     if param.check is not None:
@@ -124,6 +179,16 @@ def fraction(value) -> str | None:
     return None if 0 <= value <= 1 else "must be between 0 and 1"
 
 
+def between(lo, hi, text: str | None = None) -> Callable[[Any], str | None]:
+    """A check that ``lo <= value <= hi`` (``text``: how the range is written in messages)."""
+    shown = text or f"[{lo}, {hi}]"
+
+    def check(value):
+        return None if lo <= value <= hi else f"must lie in {shown}"
+
+    return check
+
+
 def list_of(*types) -> Callable[[Any], str | None]:
     """A check that every item of a list has one of ``types``."""
 
@@ -158,7 +223,7 @@ def validate_op_table(table, registry: dict, where: str, what: str):
     if not isinstance(table, dict) or "op" not in table:
         raise ConfigError(f"{where}: needs an op; known: {known}")
     op = table["op"]
-    if op not in registry:
+    if not isinstance(op, str) or op not in registry:
         raise ConfigError(f"{where}.op = {op!r}: unknown {what}; known: {known}")
     cls = registry[op]
     return cls, validate_table({k: v for k, v in table.items() if k != "op"}, cls.params, where)

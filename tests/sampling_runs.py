@@ -63,6 +63,8 @@ def config(case: str, layout: str, size: int, out: str) -> str:
                f"sample = [{', '.join(map(str, per))}]\n")
     text = (f'seed = 7\n[input]\npaths = ["{raw}/*.h5"]\nlabel = "labels"\nchunk_rows = 200\n'
             f'{std}{MODES[mode]}[output]\npath = "{out}"\noverwrite = true\n{lay}')
+    if raw == "empty":  # dropna drops every row on purpose: a 0-row dataset through the layers
+        text = text.replace("overwrite = true\n", "overwrite = true\nmax_drop_fraction = 1.0\n")
     if "spill" in extra:
         text += '[resources]\nmemory_per_rank = "48KB"\n'
     if "shards" in extra:  # two writers: exact sizes, or relative sizes for splits

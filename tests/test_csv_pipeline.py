@@ -15,7 +15,6 @@ seed = 1
 paths = ["in*.csv"]
 features = ["a", "b", "c"]
 label = "y"
-categorical = ["cat"]
 chunk_rows = 60
 [[standardize]]
 steps = [{ op = "dropna" }, { op = "scale" }]

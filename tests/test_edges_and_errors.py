@@ -65,14 +65,21 @@ def test_non_numeric_features(tmp_path):
 
 def test_existing_output_is_an_error_then_overwrite_works(tmp_path):
     cfg = make_case(tmp_path, 50)
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "precious.txt").write_text("keep me")
+    mpirun(2, ["run", cfg, "--quiet"], cwd=tmp_path)
+    first = read_all(tmp_path / "out")["ids"]
     proc = mpirun(2, ["run", cfg], cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "already exists" in proc.stderr
-    assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
     mpirun(2, ["run", cfg, "--quiet", "--set", "output.overwrite=true"], cwd=tmp_path)
-    assert not (tmp_path / "out" / "precious.txt").exists()
-    assert len(read_all(tmp_path / "out")["ids"]) > 0
+    assert (read_all(tmp_path / "out")["ids"] == first).all()
+
+
+def test_overwrite_refuses_a_folder_that_is_not_an_hpcprep_output(tmp_path):
+    cfg = make_case(tmp_path, 50)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("keep me")
+    proc = mpirun(2, ["run", cfg, "--set", "output.overwrite=true"], cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "precious.txt" in proc.stderr
+    assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
 
 
 FAULTY = """

@@ -1,6 +1,7 @@
 """``hpcprep plan PROBLEM.{toml,json} [--json]``: solve a problem file, no MPI needed."""
 
 import json
+import sys
 import tomllib
 from pathlib import Path
 
@@ -40,28 +41,47 @@ def load_problem_file(path):
     return problem_from_table(table)
 
 
-def run_plan(args) -> int:
-    """Handle ``hpcprep plan``: print the plan as a table, or JSON with ``--json``.
+def plan_text(args) -> str:
+    """Solve the problem file of ``hpcprep plan`` and return the plan as a table, or JSON with ``--json``.
 
     Raises
     ------
     ConfigError, AssignError
-        Bad file, or no plan (infeasible deadlines are named); the caller prints
-        the message and exits non-zero.
+        Bad file, or no plan (infeasible deadlines are named).
     """
     problem, solver = load_problem_file(args.problem)
     plan = Planner(solver=args.solver or solver, fallback=args.fallback).plan(problem)
     if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
-    else:
-        print(plan.format_table(max_workers=args.max_rows))
+        return json.dumps(plan.to_dict(), indent=2)
+    return plan.format_table(max_workers=args.max_rows)
+
+
+def run_plan(args, comm=None) -> int:
+    """Handle ``hpcprep plan``: rank 0 of ``comm`` solves and prints; without ``comm``, this process.
+
+    Raises
+    ------
+    ConfigError, AssignError
+        Without ``comm``: bad file, or no plan (infeasible deadlines are named).
+    AgreedError
+        With ``comm``, on every rank: the same, decided on rank 0 (printed once
+        by the caller's error handler).
+    """
+    if comm is None:
+        print(plan_text(args))
+        return 0
+    from ..collective import root_decides, write_line
+
+    text = root_decides(comm, plan_text, args)
+    if comm.Get_rank() == 0:
+        write_line(text, sys.stdout)
     return 0
 
 
 def register(subparsers):
     """Add the ``plan`` subcommand to an ``argparse`` subparsers object.
 
-    The subcommand's handler is ``args.func(args) -> int``.
+    The subcommand's handler is ``args.func(args, comm=None) -> int``.
     """
     parser = subparsers.add_parser(
         "plan", help="solve an assignment problem file (workers, tasks) and print the plan",

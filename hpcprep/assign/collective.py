@@ -3,13 +3,15 @@
 Works on any communicator it is given (a layer's, a ``Dup()``, ``COMM_SELF``).
 Every rank leaves :func:`gather_and_plan` the same way: all with the same
 :class:`.plan.Plan`, or all raising the same :class:`.problem.AssignError`, so
-no rank is left waiting in a collective.
+no rank is left waiting in a collective; the error is marked agreed over the
+communicator, so hpcprep's error handler prints it once.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..collective import agreed_on
 from ..errors import HpcprepError
 from .problem import AssignError, AssignProblem
 from .solve import Planner
@@ -88,7 +90,8 @@ def gather_and_plan(comm, report: WorkerReport, tasks: dict | None = None, root:
     ------
     AssignError
         On every rank, with the same message, when the problem is infeasible
-        (naming the late tasks and by how much) or the solver failed.
+        (naming the late tasks and by how much) or the solver failed. It is
+        marked :func:`hpcprep.collective.agreed_on` ``comm``: printed once.
     """
     reports = comm.gather(report, root=root)
     outcome = None
@@ -104,5 +107,5 @@ def gather_and_plan(comm, report: WorkerReport, tasks: dict | None = None, root:
             outcome = ("error", f"planning failed on rank {root}: {type(err).__name__}: {err}", {})
     outcome = comm.bcast(outcome, root=root)
     if outcome[0] == "error":
-        raise AssignError(outcome[1], late_tasks=outcome[2])
+        raise agreed_on(comm, AssignError(outcome[1], late_tasks=outcome[2]))
     return outcome[1]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError, HpcprepError
-from ..schema import Param, list_of, non_negative, positive, validate_table
+from ..schema import Param, between, list_of, non_negative, positive, validate_table
 
 
 class AssignError(HpcprepError):
@@ -165,6 +165,9 @@ def _vector(value, size, default, name):
 
 # --- problem files (hpcprep plan) ------------------------------------------------------
 
+#: Most workers one ``[[workers]]`` entry may stand for.
+MAX_WORKERS = 100_000
+
 OBJECTIVE_SPEC = {
     "makespan": Param(float, 1.0, check=non_negative, doc="w1: weight of the makespan (s)"),
     "accuracy": Param(float, 0.0, check=non_negative, doc="w2: seconds of makespan one unit of accuracy is worth"),
@@ -178,23 +181,26 @@ WORKER_SPEC = {
     "name": Param(str, "", doc="worker name"),
     "speed": Param(float, check=positive, doc="units per second"),
     "overhead": Param(float, 0.0, check=non_negative, doc="fixed seconds before the first unit"),
-    "memory": Param(float, float("inf"), check=non_negative, doc="most units the worker may hold"),
-    "count": Param(int, 1, check=positive, doc="how many identical workers this entry stands for"),
+    "memory": Param(float, float("inf"), check=non_negative, allow_inf=True,
+                    doc="most units the worker may hold"),
+    "count": Param(int, 1, check=between(1, MAX_WORKERS),
+                   doc="how many identical workers this entry stands for"),
 }
 
 TASK_SPEC = {
     "name": Param(str, "", doc="task name"),
     "units": Param(int, check=non_negative, doc="size in whole units (rows, batches, chunks)"),
-    "deadline": Param(float, float("inf"), check=positive, doc="seconds by which the task must finish"),
+    "deadline": Param(float, float("inf"), check=positive, allow_inf=True,
+                      doc="seconds by which the task must finish"),
     "value": Param(float, 1.0, check=non_negative, doc="weight v_j of the task's accuracy"),
     "min_fraction": Param(float, 1.0, check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]",
                           doc="smallest kept fraction of the task"),
 }
 
 FILE_SPEC = {
-    "objective": Param(dict, {}, doc="objective weights and solver"),
-    "workers": Param(list, check=list_of(dict), doc="array of worker tables"),
-    "tasks": Param(list, check=list_of(dict), doc="array of task tables"),
+    "objective": Param(dict, {}, nested=True, doc="objective weights and solver"),
+    "workers": Param(list, check=list_of(dict), nested=True, doc="array of worker tables"),
+    "tasks": Param(list, check=list_of(dict), nested=True, doc="array of task tables"),
 }
 
 

@@ -84,6 +84,12 @@ class CsvBlock:
         column; -1 otherwise.
     header : list of str
         The file's column names (to name ``bad_column``).
+    column_bad : ndarray of int64, shape (k,)
+        Per numeric column (``features``, then label, then weight): how many
+        records hold a value that is not missing and does not parse.
+    column_example : list of (int, str) or None
+        Per numeric column: the first such record (index into this block) and
+        its value; None where every value parsed.
     """
 
     features: np.ndarray
@@ -95,6 +101,8 @@ class CsvBlock:
     bad_reason: np.ndarray
     bad_column: np.ndarray
     header: list = field(default_factory=list)
+    column_bad: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    column_example: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.lines.shape[0])
@@ -107,6 +115,17 @@ class CsvBlock:
         if code == BAD_NUMBER and col >= 0:
             text += f" in column {self.header[col]!r}"
         return text
+
+
+class QuotedNewlineError(DataError):
+    """A quoted field reaches the end of its line (unsupported); ``line`` is where it opens."""
+
+    reason = ("a quoted field contains a newline (or its closing quote is missing); "
+              "quoted newlines are not supported")
+
+    def __init__(self, path, line: int):
+        super().__init__(f"{os.fspath(path)}, line {line}: {self.reason}")
+        self.line = line
 
 
 # --------------------------------------------------------------------------- header
@@ -429,6 +448,8 @@ class _Builder:
         self.cats = [np.zeros(n, "U1") for _ in cols.cats]
         self.reason = np.zeros(n, np.int8)
         self.bad_column = np.full(n, -1, np.int32)
+        self.column_bad = np.zeros(len(cols.numeric), np.int64)
+        self.column_example = [None] * len(cols.numeric)
         self.cols = cols
 
     def put(self, rows: np.ndarray, numeric: list, cats: list, na_s, na_u):
@@ -439,6 +460,7 @@ class _Builder:
             self.values[rows, j] = vals
             if bad.any():
                 first_bad[bad] = np.minimum(first_bad[bad], hidx)
+                self._note_column(j, rows, raw, bad)
         for j, raw in enumerate(cats):
             s = _to_str(raw, na_u)
             if s.dtype.itemsize > self.cats[j].dtype.itemsize:
@@ -448,6 +470,16 @@ class _Builder:
         if hit.any():
             self.reason[rows[hit]] = BAD_NUMBER
             self.bad_column[rows[hit]] = first_bad[hit]
+
+    def _note_column(self, j: int, rows, raw, bad) -> None:
+        """Count column ``j``'s unparsable values; keep the one of the earliest record."""
+        self.column_bad[j] += int(np.count_nonzero(bad))
+        k = int(np.flatnonzero(bad)[0])
+        ex = self.column_example[j]
+        if ex is None or int(rows[k]) < ex[0]:
+            v = raw[k]
+            self.column_example[j] = (int(rows[k]), v.decode("utf-8", "backslashreplace")
+                                      if isinstance(v, bytes) else str(v))
 
 
 def parse_range(path, start: int, end: int, *, header, features, label=None,
@@ -522,6 +554,7 @@ def parse_range(path, start: int, end: int, *, header, features, label=None,
         cats = [np.concatenate([b.cats[j] for b in parts]) for j in range(len(cols.cats))]
         reason = np.concatenate([b.reason for b in parts])
         bad_column = np.concatenate([b.bad_column for b in parts])
+    column_bad, column_example = _merge_column_notes(parts)
     nf = len(features)
     labels = values[:, nf] if label is not None else None
     weights = values[:, nf + (label is not None)] if weight is not None else None
@@ -535,7 +568,21 @@ def parse_range(path, start: int, end: int, *, header, features, label=None,
         bad_reason=reason,
         bad_column=bad_column,
         header=list(header),
+        column_bad=column_bad,
+        column_example=column_example,
     )
+
+
+def _merge_column_notes(parts):
+    """Per-column unparsable counts and earliest examples of the pieces of one range."""
+    column_bad = sum(b.column_bad for b in parts)
+    examples, offset = [None] * len(column_bad), 0
+    for b in parts:
+        for j, ex in enumerate(b.column_example):
+            if ex is not None and examples[j] is None:
+                examples[j] = (ex[0] + offset, ex[1])
+        offset += len(b.reason)
+    return column_bad, examples
 
 
 def _parse_piece(path, buf, first_line, cols, dbyte, delimiter, na_s, na_u):
@@ -613,11 +660,39 @@ def _parse_quoted(path, buf, line_start, nl, qlines, line_to_rec, first_line, co
              for s, e in zip(line_start[qlines].tolist(), nl[qlines].tolist())]
     recs_of = line_to_rec[qlines]
 
-    def quoted_newline(k):
-        return DataError(f"{os.fspath(path)}, line {first_line + int(qlines[k])}: a quoted field "
-                         "contains a newline (or its closing quote is missing); quoted newlines "
-                         "are not supported")
+    try:
+        records = _read_quoted(texts, delimiter)
+    except _OpenQuote as e:
+        raise QuotedNewlineError(path, first_line + int(qlines[e.k])) from None
+    lens = np.fromiter((-1 if r is None else len(r) for r in records), np.int64, len(records))
+    out.reason[recs_of[lens == -1]] = BAD_QUOTING
+    out.reason[recs_of[(lens >= 0) & (lens != cols.ncol)]] = BAD_FIELD_COUNT
+    good = np.flatnonzero(lens == cols.ncol)
+    if good.size == 0:
+        return
+    if good.size != len(records):
+        records = [records[i] for i in good.tolist()]
+    columns = list(zip(*records))
+    out.put(recs_of[good], [_as_bytes(columns[h]) for h in cols.numeric],
+            [np.array(columns[h], dtype=str) for h in cols.cats], na_s, na_u)
 
+
+class _OpenQuote(Exception):
+    """Text ``k`` leaves a quoted field open at its end."""
+
+    def __init__(self, k: int):
+        super().__init__(k)
+        self.k = k
+
+
+def _read_quoted(texts, delimiter) -> list:
+    """csv-module records of one-line texts (None where the module rejects a line).
+
+    Raises
+    ------
+    _OpenQuote
+        At the first text whose quoted field reaches the end of the line.
+    """
     # Each text is one line, so one record per text unless a quote is left open (it
     # swallows the next text, or the final newline) or the csv module rejects a line.
     records = None
@@ -637,19 +712,40 @@ def _parse_quoted(path, buf, line_start, nl, qlines, line_to_rec, first_line, co
                 fields = None
             consumed = reader.line_num
             if fields is not None and (consumed - k > 1 or "\n" in (fields or [""])[-1]):
-                raise quoted_newline(k)
+                raise _OpenQuote(k)
             records.append(fields)
-    lens = np.fromiter((-1 if r is None else len(r) for r in records), np.int64, len(records))
-    out.reason[recs_of[lens == -1]] = BAD_QUOTING
-    out.reason[recs_of[(lens >= 0) & (lens != cols.ncol)]] = BAD_FIELD_COUNT
-    good = np.flatnonzero(lens == cols.ncol)
-    if good.size == 0:
-        return
-    if good.size != len(records):
-        records = [records[i] for i in good.tolist()]
-    columns = list(zip(*records))
-    out.put(recs_of[good], [_as_bytes(columns[h]) for h in cols.numeric],
-            [np.array(columns[h], dtype=str) for h in cols.cats], na_s, na_u)
+    return records
+
+
+def open_quote_line(path, start: int, end: int, delimiter: str = ",") -> int | None:
+    """Relative line (0 = first of the range) of the first quoted newline in ``[start, end)``.
+
+    The check :func:`parse_range` makes, without converting anything: only
+    lines holding a ``"`` (and valid UTF-8) go through the csv module; a range
+    without a quote costs one byte search.
+    """
+    _check_delimiter(delimiter)
+    buf = _normalize(_read_range(path, start, end))
+    if b'"' not in buf:
+        return None
+    a = np.frombuffer(buf, np.uint8)
+    nl = np.flatnonzero(a == 10)
+    qlines = np.unique(np.searchsorted(nl, np.flatnonzero(a == 34)))
+    begins = np.concatenate([[0], nl[:-1] + 1])
+    lines, texts = [], []
+    for k in qlines.tolist():
+        try:
+            texts.append(buf[int(begins[k]):int(nl[k])].decode("utf-8") + "\n")
+        except UnicodeDecodeError:
+            continue
+        lines.append(k)
+    if not texts:
+        return None
+    try:
+        _read_quoted(texts, delimiter)
+    except _OpenQuote as e:
+        return lines[e.k]
+    return None
 
 
 def _as_bytes(values) -> np.ndarray:
@@ -680,3 +776,151 @@ def first_bad_error(block: CsvBlock, path) -> DataError | None:
     if more:
         msg += f"; {more} more bad record{'s' if more > 1 else ''} in this range"
     return DataError(msg + ' (set on_bad_row = "drop" to drop and count them)')
+
+
+# --------------------------------------------------------------------------- bad records
+
+#: Bytes of a bad record's raw line kept for rejects.h5 (longer lines are cut).
+RAW_LIMIT = 1024
+#: Characters of a raw line shown in an error message or report.json.
+SHOWN_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """One bad record: its line (relative or absolute, as the caller says), reason and raw bytes."""
+
+    line: int
+    reason: str
+    raw: bytes
+
+    def message(self, path, line: int) -> str:
+        """One line naming the file, the line, the reason and the raw text (cut to SHOWN_LIMIT)."""
+        return f"{os.fspath(path)}, line {line}: {self.reason}: {shown_text(self.raw)}"
+
+
+def line_text(raw: bytes, limit: int | None = None) -> str:
+    """A raw line as text (invalid UTF-8 bytes as ``\\xNN``), cut to ``limit`` characters."""
+    text = raw.decode("utf-8", "backslashreplace")
+    return text if limit is None else text[:limit]
+
+
+def shown_text(raw: bytes, limit: int = SHOWN_LIMIT) -> str:
+    """A raw line as a one-line quoted string for messages, cut to ``limit`` characters."""
+    text = line_text(raw)
+    return repr(text[:limit]) + (" ..." if len(text) > limit else "")
+
+
+def raw_lines(path, start: int, end: int, rel_lines, limit: int = RAW_LIMIT) -> list[bytes]:
+    """The raw bytes of physical lines of ``[start, end)`` (0 = the range's first line).
+
+    Line ends (``\\n``, ``\\r\\n``) are not included; each line is cut to ``limit`` bytes.
+    """
+    buf = _normalize(_read_range(path, start, end))
+    nl = np.flatnonzero(np.frombuffer(buf, np.uint8) == 10)
+    begins = np.concatenate([[0], nl[:-1] + 1]) if nl.size else nl
+    out = []
+    for k in np.asarray(rel_lines, dtype=np.int64).tolist():
+        s = int(begins[k])
+        out.append(buf[s:min(int(nl[k]), s + limit)])
+    return out
+
+
+def _line_start_offset(path, start: int, end: int, rel_line: int) -> int:
+    """Byte offset (in the file) where physical line ``rel_line`` of the range starts."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        pos, seen = start, 0
+        while seen < rel_line and pos < end:
+            line = f.readline()
+            if not line:
+                break
+            pos += len(line)
+            seen += 1
+    return pos
+
+
+def first_bad_record(path, start: int, end: int, *, header, features, label=None,
+                     categorical=(), weight=None, delimiter: str = ",",
+                     na_values=DEFAULT_NA_VALUES) -> BadRecord | None:
+    """The first bad record of ``[start, end)`` in file order, or None.
+
+    Like :func:`parse_range`, but never raises for a quoted newline: that is a
+    bad record too (the first of the range unless a record before it is bad).
+
+    Returns
+    -------
+    BadRecord or None
+        ``line`` is relative: 0 is the range's first physical line.
+    """
+    kwargs = dict(header=header, features=features, label=label, categorical=categorical,
+                  weight=weight, delimiter=delimiter, na_values=na_values)
+    try:
+        block = parse_range(path, start, end, first_line=0, **kwargs)
+    except QuotedNewlineError as e:
+        cut = _line_start_offset(path, start, end, e.line)
+        earlier = first_bad_record(path, start, cut, **kwargs) if cut > start else None
+        return earlier or BadRecord(e.line, e.reason, raw_lines(path, start, end, [e.line])[0])
+    hits = np.flatnonzero(block.bad)
+    if hits.size == 0:
+        return None
+    i = int(hits[0])
+    reason = block.reason_text(i)
+    if block.bad_reason[i] == BAD_FIELD_COUNT:
+        reason += f" (the header has {len(block.header)})"
+    line = int(block.lines[i])
+    return BadRecord(line, reason, raw_lines(path, start, end, [line])[0])
+
+
+def _end_of_records(path, data_start: int, max_records: int, max_bytes: int) -> int:
+    """End of the first ``max_records`` lines after ``data_start``, within ``max_bytes`` (whole lines)."""
+    size = os.path.getsize(path)
+    want = min(size - data_start, max_bytes)
+    with open(path, "rb") as f:
+        f.seek(data_start)
+        buf = b""
+        while True:   # read a little first: most files have short lines
+            piece = f.read(min(want, max(_WINDOW, 2 * len(buf))) - len(buf))
+            buf += piece
+            nls = np.flatnonzero(np.frombuffer(buf, np.uint8) == 10)
+            if nls.size >= max_records:
+                return data_start + int(nls[max_records - 1]) + 1
+            if len(buf) >= want or not piece:
+                break
+    if data_start + len(buf) == size:
+        return size   # the whole data part (a last line without newline included)
+    return data_start + (int(nls[-1]) + 1 if nls.size else 0)
+
+
+def probe_numeric_columns(path, header, data_start: int, *, features, label=None, weight=None,
+                          delimiter: str = ",", na_values=DEFAULT_NA_VALUES,
+                          max_records: int = 1000, max_bytes: int = 1 << 20) -> list[dict]:
+    """Parse the first records of a file and report numeric columns that mostly fail.
+
+    Reads at most ``max_records`` lines and ``max_bytes`` bytes (whole lines)
+    after the header.
+
+    Returns
+    -------
+    list of dict
+        One per column whose values fail to parse in more than half of the
+        records read: ``column``, ``bad`` (records), ``records``, ``line`` and
+        ``value`` (the first failing value). Empty if none (or no records).
+    """
+    end = _end_of_records(path, data_start, max_records, max_bytes)
+    if end <= data_start:
+        return []
+    try:
+        block = parse_range(path, data_start, end, header=header, features=features, label=label,
+                            weight=weight, delimiter=delimiter, na_values=na_values, first_line=2)
+    except DataError:
+        return []   # a quoted newline: reported in file order when the range is read
+    names = list(features) + [c for c in (label, weight) if c is not None]
+    n = len(block)
+    out = []
+    for j, name in enumerate(names):
+        if n and 2 * int(block.column_bad[j]) > n:
+            rec, value = block.column_example[j]
+            out.append({"column": name, "bad": int(block.column_bad[j]), "records": n,
+                        "line": int(block.lines[rec]), "value": value})
+    return out

@@ -6,12 +6,13 @@ reported once) and broadcast. The plan is small: one entry per chunk.
 
 import glob
 import os
+import re
 from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..partition import balanced_contiguous
 
 SUFFIX_FORMATS = {".h5": "hdf5", ".hdf5": "hdf5", ".he5": "hdf5", ".npy": "npy", ".csv": "csv"}
@@ -73,15 +74,72 @@ class InputPlan:
 
 
 def expand_paths(patterns: list[str]) -> list[str]:
-    """Files matching the globs, sorted, without duplicates; a pattern matching nothing is an error."""
+    """Files matching the globs, sorted, without duplicates.
+
+    Directories among the matches are skipped; a pattern that matches no
+    regular, readable file is an error naming it, and so is a matched file
+    that cannot be opened for reading.
+    """
     files = set()
     for pattern in patterns:
         matched = glob.glob(pattern)
         if not matched:
             what = "no file matches" if glob.has_magic(pattern) else "input file not found:"
             raise DataError(f"input.paths: {what} {pattern}")
-        files.update(m for m in matched if os.path.isfile(m))
+        found = [m for m in matched if os.path.isfile(m)]
+        if not found:
+            raise DataError(f"input.paths: {pattern} matches no readable file "
+                            f"({_what_matched(pattern, matched)})")
+        for m in found:
+            _check_readable(m, pattern)
+        files.update(found)
     return sorted(files)
+
+
+def _what_matched(pattern: str, matched: list[str]) -> str:
+    if len(matched) == 1 and os.path.isdir(matched[0]):
+        return f"it is a directory: give the files in it, e.g. {os.path.join(pattern, '*.csv')}"
+    if all(os.path.isdir(m) for m in matched):
+        return f"only directories: {', '.join(sorted(matched)[:3])}" + (", ..." if len(matched) > 3 else "")
+    return "only directories, broken links or special files"
+
+
+def _check_readable(path: str, pattern: str) -> None:
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise DataError(f"input.paths: {path} (matched by {pattern}) cannot be read: "
+                        f"{e.strerror or e}") from None
+
+
+def check_input_columns(cfg: dict) -> None:
+    """Every ``input.categorical`` column must be encoded by a ``categorical`` step.
+
+    Features, the label and the weight are carried to the output by the
+    pipeline itself; a raw categorical column reaches it only as the features
+    a ``categorical`` step makes of it, and would otherwise vanish.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first column no step encodes, and the step that would.
+    """
+    encoded = set()
+    for table in cfg["standardize"]:
+        for step in table["steps"]:
+            if step.get("op") == "categorical":
+                cols = step.get("columns") or list(cfg["input"]["categorical"])
+                encoded.update(cols)
+    missing = [c for c in cfg["input"]["categorical"] if c not in encoded]
+    if missing:
+        cols = ", ".join(f'"{c}"' for c in missing)
+        what = f"column {missing[0]!r}" if len(missing) == 1 else \
+            "columns " + ", ".join(repr(c) for c in missing)
+        it = "it" if len(missing) == 1 else "them"
+        raise ConfigError(f"input.categorical: {what} would not reach the output: no step "
+                          f"encodes {it}; add {{ op = \"categorical\", columns = [{cols}] }} "
+                          f"to a [[standardize]] table, or remove {it} from input.categorical")
 
 
 def detect_format(path: str, configured: str) -> str:
@@ -163,6 +221,9 @@ def build_input_plan(inp: dict, n_input_ranks: int, weights=None) -> InputPlan:
     """
     files = [p for p in expand_paths(inp["paths"])
              if not (inp["label"] and p.endswith(f".{inp['label']}.npy"))]
+    if not files:
+        raise DataError(f"input.paths: {', '.join(inp['paths'])} match only label files "
+                        f"(*.{inp['label']}.npy), no feature file")
     file_rows, chunks, d, names, fdt, ldt = [], [], None, None, None, None
     first_id = 0
     for fi, path in enumerate(files):
@@ -176,6 +237,10 @@ def build_input_plan(inp: dict, n_input_ranks: int, weights=None) -> InputPlan:
         if isinstance(inp["features"], list):
             raise DataError(f"{path}: input.features is a list of CSV columns, but this is a "
                             f"{fmt} file; give the dataset name (e.g. \"features\")")
+        for key in ("weight", "categorical"):
+            if inp[key]:
+                raise DataError(f"{path}: input.{key} names CSV columns, but this is a {fmt} "
+                                f"file; it would not reach the output: remove input.{key}")
         shape, dtype, fnames, ldtype = (_describe_hdf5 if fmt == "hdf5" else _describe_npy)(path, inp)
         if len(shape) != 2:
             raise DataError(f"{path}: features have shape {shape}; expected a 2-D (rows, features) array")
@@ -229,6 +294,7 @@ def _plan_csv(path, fi, inp, names, chunks) -> list[str]:
             raise DataError(f"{path}: the header has no column {col!r}; it has: {', '.join(header)}")
     if names is not None and names != list(inp["features"]):
         raise DataError(f"{path}: features differ from the first file's")
+    _probe_csv(path, header, data_start, inp)
     with open(path, "rb") as fh:
         fh.seek(data_start)
         sample = fh.read(_CSV_SAMPLE)
@@ -239,11 +305,60 @@ def _plan_csv(path, fi, inp, names, chunks) -> list[str]:
     return list(inp["features"])
 
 
-def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int]) -> None:
+#: Records at the start of each CSV file parsed while planning to find columns that are not numbers.
+PROBE_RECORDS = 1000
+
+
+def _probe_csv(path, header, data_start, inp) -> None:
+    """Raise if a numeric column fails to parse in most of the file's first records."""
+    from .csv import probe_numeric_columns
+
+    failing = probe_numeric_columns(path, header, data_start, features=inp["features"],
+                                    label=inp["label"] or None, weight=inp["weight"] or None,
+                                    delimiter=inp["delimiter"], na_values=tuple(inp["na_values"]),
+                                    max_records=PROBE_RECORDS)
+    if not failing:
+        return
+    f = failing[0]
+    others = [g["column"] for g in failing[1:]]
+    also = f" (also not numbers: {', '.join(others)})" if others else ""
+    role = "input.label" if f["column"] == inp["label"] else \
+        "input.weight" if f["column"] == inp["weight"] else "input.features"
+    raise DataError(f"{path}: column {f['column']!r} ({role}) is not a number in {f['bad']} of "
+                    f"the first {f['records']} records (e.g. line {f['line']}: {f['value']!r}); "
+                    f"{_how_to_read(f['column'], role, f['value'])}{also}")
+
+
+_DATE = re.compile(r"\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\S*\s*")
+
+
+def _how_to_read(column: str, role: str, value: str) -> str:
+    """What would read a column of text (the end of the probe's error message)."""
+    if _DATE.fullmatch(value):
+        return ("it looks like a date: dates are not parsed; convert the column to a number "
+                "(e.g. seconds since 1970) before hpcprep, or leave it out of " + role)
+    categorical = (f"list it in input.categorical and encode it with "
+                   f"{{ op = \"categorical\", columns = [\"{column}\"] }} in a [[standardize]] table")
+    if role == "input.label":
+        return ("a text label is not supported: map its classes to numbers (0, 1, ...) before "
+                f"hpcprep, or, to use it as a feature instead, {categorical}")
+    if role == "input.weight":
+        return "a weight must be a number: fix or convert the column, or remove input.weight"
+    return f"to read text categories, move it from input.features: {categorical}"
+
+
+def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: dict | None = None) -> None:
     """Count the records of every CSV chunk (each input rank its own) and assign global ids.
 
     Collective over ``comm`` (every rank calls it; only input ranks read). Afterwards
     every chunk has ``rows``, ``first_id`` and ``first_line`` on every rank.
+
+    Given ``inp``, each chunk is also checked: with ``on_bad_row = "error"`` it is
+    parsed to find its first bad record (this parses the input once more);
+    otherwise only its quoted lines are checked for a quoted newline (an error
+    in any mode). The first finding of the whole input in file order is raised
+    on every rank as the same :class:`~hpcprep.collective.AgreedError`, whatever
+    the layout.
     """
     from dataclasses import replace
 
@@ -253,16 +368,41 @@ def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int]) -> None:
     rank = comm.Get_rank()
     if rank in input_ranks:
         for c in plan.chunks_of(input_ranks.index(rank)):
-            mine[c.chunk_id] = range_counts(c.path, c.start, c.stop)
+            mine[c.chunk_id] = range_counts(c.path, c.start, c.stop) + \
+                ((_first_bad(c, inp) if inp is not None else None),)
     counts = {}
     for part in comm.allgather(mine):
         counts.update(part)
-    next_id, line, file_rows = 0, {}, [0] * len(plan.files)
+    next_id, line, file_rows, first_bad = 0, {}, [0] * len(plan.files), None
     for i, c in enumerate(plan.chunks):
-        records, lines = counts[c.chunk_id]
+        records, lines, bad = counts[c.chunk_id]
         first_line = line.get(c.file_index, 2)
         line[c.file_index] = first_line + lines
         plan.chunks[i] = replace(c, rows=records, first_id=next_id, first_line=first_line)
         file_rows[c.file_index] += records
         next_id += records
+        if bad is not None and first_bad is None:
+            first_bad = bad.message(c.path, first_line + bad.line)
     plan.file_rows = file_rows
+    if first_bad is not None:
+        from ..collective import AgreedError
+
+        hint = "; set input.on_bad_row = \"drop\" to drop and count bad records" \
+            if inp["on_bad_row"] == "error" else ""
+        raise AgreedError(f"{first_bad} (the first bad record in file order{hint})")
+
+
+def _first_bad(c: ChunkDesc, inp: dict):
+    """The chunk's first bad record (on_bad_row = "error"), or its first quoted newline."""
+    from .csv import BadRecord, QuotedNewlineError, first_bad_record, open_quote_line, raw_lines, \
+        read_header
+
+    if inp["on_bad_row"] != "error":
+        line = open_quote_line(c.path, c.start, c.stop, inp["delimiter"])
+        if line is None:
+            return None
+        return BadRecord(line, QuotedNewlineError.reason, raw_lines(c.path, c.start, c.stop, [line])[0])
+    return first_bad_record(c.path, c.start, c.stop, header=read_header(c.path, inp["delimiter"])[0],
+                            features=inp["features"], label=inp["label"] or None,
+                            categorical=inp["categorical"], weight=inp["weight"] or None,
+                            delimiter=inp["delimiter"], na_values=tuple(inp["na_values"]))

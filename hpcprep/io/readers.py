@@ -18,12 +18,17 @@ class ChunkReader:
         dtype the features are converted to (float32 or float64).
     label_dtype : str or None
         dtype of the labels (int64 or float64), None without a label.
+    rejects : RejectsWriter, optional
+        Where every dropped CSV record goes (file, line, reason, raw line).
     """
 
-    def __init__(self, inp: dict, feature_dtype: str, label_dtype: str | None):
+    def __init__(self, inp: dict, feature_dtype: str, label_dtype: str | None, rejects=None):
         self.inp = inp
         self.fdt = np.dtype(feature_dtype)
         self.ldt = None if label_dtype is None else np.dtype(label_dtype)
+        self.rejects = rejects
+        #: chunk id -> the first few bad records of each reason (see :func:`merge_bad_samples`)
+        self.bad_samples: dict[int, list] = {}
         self._path = None
         self._handle = None
         self._csv_header = None
@@ -53,7 +58,7 @@ class ChunkReader:
 
     def _read_csv(self, desc: ChunkDesc) -> Chunk:
         """Parse a CSV byte range; malformed lines are dropped and counted, or raise (on_bad_row)."""
-        from .csv import BAD_REASONS, first_bad_error, parse_range, read_header
+        from .csv import first_bad_error, parse_range, read_header
 
         inp = self.inp
         if self._csv_header is None or self._csv_header[0] != desc.path:
@@ -78,9 +83,38 @@ class ChunkReader:
             if inp["on_bad_row"] == "error":
                 raise first_bad_error(block, desc.path)
             codes, n = np.unique(block.bad_reason[block.bad], return_counts=True)
+            self._note_bad(desc, block, ids)
             chunk = chunk.take(~block.bad)
-            chunk.dropped = {f"malformed line: {BAD_REASONS[int(c)]}": int(k) for c, k in zip(codes, n)}
+            chunk.dropped = {drop_reason(int(c)): int(k) for c, k in zip(codes, n)}
         return chunk
+
+    def _note_bad(self, desc: ChunkDesc, block, ids) -> None:
+        """Keep the first bad records of each reason and send all to the rejects file, once per chunk."""
+        from .csv import BAD_NUMBER, SHOWN_LIMIT, line_text, raw_lines
+
+        if desc.chunk_id in self.bad_samples:   # read again in a later pass
+            return
+        bad = np.flatnonzero(block.bad)
+        codes = block.bad_reason[bad]
+        sampled = np.concatenate([bad[codes == c][:SAMPLES_PER_REASON] for c in np.unique(codes)])
+        sampled.sort()
+        wanted = bad if self.rejects is not None else sampled
+        raws = dict(zip(wanted.tolist(), raw_lines(desc.path, desc.start, desc.stop,
+                                                   block.lines[wanted] - desc.first_line)))
+
+        def column(i):
+            j = int(block.bad_column[i])
+            return block.header[j] if block.bad_reason[i] == BAD_NUMBER and j >= 0 else ""
+
+        self.bad_samples[desc.chunk_id] = [
+            {"file_index": desc.file_index, "file": desc.path, "line": int(block.lines[i]),
+             "reason": drop_reason(int(block.bad_reason[i])), "column": column(i),
+             "text": line_text(raws[i], SHOWN_LIMIT)} for i in sampled.tolist()]
+        if self.rejects is not None:
+            self.rejects.write_records(
+                ids[bad], block.lines[bad], [drop_reason(int(c)) for c in codes],
+                [column(i) for i in bad.tolist()], desc.path,
+                [line_text(raws[i]) for i in bad.tolist()])
 
     def _open_hdf5(self, path):
         if self._path != path:
@@ -93,6 +127,44 @@ class ChunkReader:
         if self._handle is not None:
             self._handle.close()
         self._handle, self._path = None, None
+
+
+#: Bad records of each file and reason listed in report.json (the first ones in file order).
+SAMPLES_PER_REASON = 5
+
+
+def drop_reason(code: int) -> str:
+    """The reason under which the reader counts a dropped CSV record of ``code``."""
+    from .csv import BAD_REASONS
+
+    return f"malformed line: {BAD_REASONS[code]}"
+
+
+def merge_bad_samples(parts, per_reason: int = SAMPLES_PER_REASON) -> list[dict]:
+    """The first ``per_reason`` bad records of each file and reason, in file order.
+
+    Parameters
+    ----------
+    parts : iterable of dict
+        :attr:`ChunkReader.bad_samples` of every input rank. Each chunk holds
+        its own first records of each reason, so the first of the whole input
+        are among them whatever the layout.
+
+    Returns
+    -------
+    list of dict
+        ``file``, ``line``, ``reason``, ``column`` ("" unless a number did not
+        parse) and ``text`` (the raw line, cut to 200 characters).
+    """
+    records = [r for part in parts for recs in part.values() for r in recs]
+    records.sort(key=lambda r: (r["file_index"], r["line"]))
+    taken, out = {}, []
+    for r in records:
+        key = (r["file_index"], r["reason"])
+        if taken.get(key, 0) < per_reason:
+            taken[key] = taken.get(key, 0) + 1
+            out.append({k: v for k, v in r.items() if k != "file_index"})
+    return out
 
 
 def read_chunk(desc: ChunkDesc, inp: dict, feature_dtype: str, label_dtype: str | None) -> Chunk:

@@ -14,9 +14,10 @@ import time
 import numpy as np
 from mpi4py import MPI
 
+from ..collective import agreed_on
 from ..exchange import alltoallv_records
 from ..kernels.active import host_keys
-from ..sampling import SelectContext, make_mode
+from ..sampling import SamplingError, SelectContext, make_mode
 from ..sampling.modes import SampleMode
 from .spill import BlockSeq, RowStore, take_rows
 
@@ -314,7 +315,10 @@ class SampleLayer:
         ctx = SelectContext(comm, self.start, self.total_in, self.seed, self.stream, classes,
                             None if classes is None else total[1:].copy(),
                             None if classes is None else start[1:].copy())
-        self.mode.prepare(ctx)
+        try:
+            self.mode.prepare(ctx)
+        except SamplingError as e:   # decided from the layer's global counts: alike on every member
+            raise agreed_on(comm, e) from None
         n_out = len(self.output_names or [None])
         self.outputs = [BlockSeq(self.dtype, self.budget * OUTPUT_SHARE, self.spill_dir,
                                  f"s{self.index}o{i}") for i in range(n_out)]

@@ -6,6 +6,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..collective import agreed_on
+from ..errors import FitError
 from ..steps import LayerContext, make_step
 from ..steps.rejects import RejectsWriter
 
@@ -115,7 +117,10 @@ class StandardizeLayer:
             self.log(f"standardize[{self.index}] pass {len(self.passes) + 1}: fit {step.describe()}")
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                step.fit_layer(self.ctx, self._advanced(stream, j))
+                try:
+                    step.fit_layer(self.ctx, self._advanced(stream, j))
+                except FitError as e:   # decided from the merged state: alike on every rank
+                    raise agreed_on(self.ctx.comm, e) from None
             for w in caught:
                 self.log(f"warning: standardize[{self.index}] {w.message}")
             self.passes.append(f"fit {self.labels[j]}")

@@ -8,6 +8,7 @@ import numpy as np
 from ..steps.moments import Moments
 
 _SLICE_ROWS = 1 << 16
+_CRC_SLICE_BYTES = 1 << 24
 
 
 def write_shard(path: str, records: np.ndarray, feature_names: list[str]) -> dict:
@@ -40,17 +41,31 @@ def write_shard(path: str, records: np.ndarray, feature_names: list[str]) -> dic
     return {"rows": n, "crc32": crc, "moments": moments}
 
 
-def shard_crc32(path: str) -> tuple[int, int]:
-    """Recompute ``(rows, crc32)`` of a shard file as :func:`write_shard` defines it."""
-    crc, rows = 0, 0
-    with h5py.File(path, "r") as f:
-        rows = f["ids"].shape[0]
-        for name in ("ids", "features", "labels", "weights"):
-            if name not in f:
-                continue
-            ds = f[name]
-            for lo in range(0, rows, _SLICE_ROWS):
-                crc = zlib.crc32(np.ascontiguousarray(ds[lo:lo + _SLICE_ROWS]), crc)
+def shard_crc32(source, names=("ids", "features", "labels", "weights")) -> tuple[int, int]:
+    """Recompute ``(rows, crc32)`` of a shard as :func:`write_shard` defines it (docs/FORMAT.md).
+
+    Parameters
+    ----------
+    source : str or h5py.File
+        The shard's path, or the shard open for reading.
+    names : sequence of str
+        The datasets to chain, in order; names the file does not hold are skipped.
+
+    The little-endian C-order bytes are read in slices of about 16 MiB, so any
+    shard is checked in bounded memory.
+    """
+    if not isinstance(source, h5py.File):
+        with h5py.File(source, "r") as f:
+            return shard_crc32(f, names)
+    crc, rows = 0, source["ids"].shape[0]
+    for name in names:
+        if name not in source:
+            continue
+        ds = source[name]
+        step = max(1, _CRC_SLICE_BYTES // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
+        for lo in range(0, rows, step):
+            a = np.ascontiguousarray(ds[lo:lo + step])
+            crc = zlib.crc32(a.astype(a.dtype.newbyteorder("<"), copy=False), crc)
     return rows, crc
 
 
@@ -124,6 +139,9 @@ class ShardWriter:
         self._crc = {f: [] for f in self.fields}   # (offset, rows, crc32 of the field's bytes)
         self._moments: dict[int, object] = {}      # block index -> Moments
         self._partial: dict[int, list] = {}        # block index -> [(offset, x rows copy)]
+        d = dtype["x"].shape[0] if "x" in self.fields and dtype["x"].shape else 1
+        self.nan_count = np.zeros(d, dtype=np.int64)  # per feature, counted with the moments
+        self.inf_count = np.zeros(d, dtype=np.int64)
 
     def write_at(self, offset: int, records: np.ndarray) -> None:
         """Write ``records`` at rows ``offset .. offset + len(records)``."""
@@ -158,17 +176,28 @@ class ShardWriter:
         b = at // _SLICE_ROWS
         full = self._block_rows(b)
         if len(block) == full:
-            self._moments[b] = Moments.of(block)
+            self._moments[b] = self._block_moments(block)
             return
         parts = self._partial.setdefault(b, [])
         parts.append((at, block.copy()))
         if sum(len(p[1]) for p in parts) == full:
             parts.sort(key=lambda p: p[0])
-            self._moments[b] = Moments.of(np.concatenate([p[1] for p in parts]))
+            self._moments[b] = self._block_moments(np.concatenate([p[1] for p in parts]))
             del self._partial[b]
 
+    def _block_moments(self, x: np.ndarray):
+        """Moments of one whole block of features; counts its NaN and ±inf per feature."""
+        m = Moments.of(x)
+        nonfinite = len(x) - m.n.astype(np.int64)   # Moments count the finite values
+        if nonfinite.any():   # rare: only then look for infinities
+            inf = np.isinf(x).sum(axis=0)
+            self.inf_count += inf
+            self.nan_count += nonfinite - inf
+        return m
+
     def close(self) -> dict:
-        """Close the file; return ``{"rows", "crc32", "moments"}`` as :func:`write_shard` does."""
+        """Close the file; return ``{"rows", "crc32", "moments"}`` as :func:`write_shard` does,
+        and ``nan_count``, ``inf_count``: per feature, the NaN and ±inf values written."""
         self._f.close()
         self._buf = {}
         if self.written != self.rows:
@@ -189,4 +218,5 @@ class ShardWriter:
         for b in sorted(self._moments):
             m = self._moments[b]
             moments = m if moments is None else moments.merge(m)
-        return {"rows": self.rows, "crc32": crc, "moments": moments}
+        return {"rows": self.rows, "crc32": crc, "moments": moments,
+                "nan_count": self.nan_count, "inf_count": self.inf_count}

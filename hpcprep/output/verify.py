@@ -1,4 +1,8 @@
-"""Checking a dataset against its manifest, and summarizing it (``hpcprep inspect``)."""
+"""Checking a dataset (``verify_dataset``, ``hpcprep inspect``) and reading a small one whole.
+
+All three read through :mod:`hpcprep.output.reader`, the one safe reader that
+:func:`hpcprep.open_dataset` uses too.
+"""
 
 import json
 import os
@@ -6,31 +10,27 @@ import os
 import h5py
 import numpy as np
 
-from ..errors import OutputError
-from .shards import shard_crc32
+from ..errors import DataError
+from .reader import (FILE_ERRORS, check_master, column_names, describe, in_folder, one_line,
+                     open_shards, read_manifest, resolve)
+
+__all__ = ["read_manifest", "verify_dataset", "summarize", "read_all"]
 
 
-def read_manifest(path: str) -> dict:
-    """The manifest of the dataset folder ``path``; a missing manifest means an incomplete dataset."""
-    mpath = os.path.join(path, "manifest.json")
-    if not os.path.isdir(path):
-        raise OutputError(f"{path}: no such dataset folder")
-    if not os.path.exists(mpath):
-        raise OutputError(f"{path}: no manifest.json, so the dataset is incomplete (a failed or "
-                          f"running job?)")
-    with open(mpath) as fh:
-        man = json.load(fh)
-    if man.get("format") != "hpcprep-dataset":
-        raise OutputError(f"{mpath}: not an hpcprep dataset manifest")
-    return man
+def _check(folder, man: dict, checksums: bool) -> tuple[list[str], bool]:
+    """Problems of a dataset without splits (relative to ``folder``), and whether its master is sound."""
+    files, problems = open_shards(folder, man, checksums)
+    files.close()
+    master = check_master(folder, man)
+    return problems + [master] * bool(master), master is None
 
 
-def verify_dataset(path: str, checksums: bool = True) -> dict:
+def verify_dataset(path, checksums: bool = True) -> dict:
     """Check every shard of a dataset (or every split of a split dataset).
 
     Parameters
     ----------
-    path : str
+    path : path-like
         The dataset folder.
     checksums : bool
         Recompute each shard's crc32 (reads all data once).
@@ -38,90 +38,117 @@ def verify_dataset(path: str, checksums: bool = True) -> dict:
     Returns
     -------
     dict
-        The manifest, plus ``"problems"``: a list of what does not match (empty if all is well).
+        The manifest, plus ``"problems"``: one line per thing that does not match or
+        may not be read (empty if all is well), each starting with the path of the
+        file it is about, relative to the dataset folder (``"<split>: ..."`` for a split).
+
+    Raises
+    ------
+    DataError
+        When the manifest (or a split's) is missing, not JSON or malformed, or a split
+        folder leaves the dataset folder: there is nothing to check against.
     """
-    man = read_manifest(path)
-    problems = []
-    if man.get("splits"):
-        for name, sub in man["splits"].items():
-            sub_man = verify_dataset(os.path.join(path, sub), checksums)
-            problems += [f"{name}: {p}" for p in sub_man["problems"]]
-        man["problems"] = problems
-        return man
-    position = 0
-    for s in man["shards"]:
-        spath = os.path.join(path, s["path"])
-        if s["start"] != position:
-            problems.append(f"{s['path']}: starts at {s['start']}, expected {position}")
-        position += s["rows"]
-        if not os.path.exists(spath):
-            problems.append(f"{s['path']}: missing")
-            continue
-        if checksums:
-            rows, crc = shard_crc32(spath)
-        else:
-            with h5py.File(spath, "r") as f:
-                rows, crc = f["ids"].shape[0], s["crc32"]
-        if rows != s["rows"]:
-            problems.append(f"{s['path']}: {rows} rows, manifest says {s['rows']}")
-        elif crc != s["crc32"]:
-            problems.append(f"{s['path']}: checksum {crc} does not match the manifest's {s['crc32']}")
-    if position != man["rows"]:
-        problems.append(f"shards hold {position} rows, manifest says {man['rows']}")
-    master = os.path.join(path, man["master"])
-    if not os.path.exists(master):
-        problems.append(f"{man['master']}: missing")
-    else:
-        with h5py.File(master, "r") as f:
-            if f["ids"].shape[0] != man["rows"]:
-                problems.append(f"{man['master']}: ids has {f['ids'].shape[0]} rows, manifest says {man['rows']}")
-    man["problems"] = problems
-    return man
+    folder, man = resolve(path, leaf=False)
+    return dict(man, problems=_summary(folder, man, checksums, text=False)[1])
 
 
-def summarize(path: str, checksums: bool = True) -> str:
-    """Human-readable summary of a dataset: rows, features, shards, stats, counts, verification."""
-    man = verify_dataset(path, checksums)
-    lines = [f"dataset {os.path.abspath(path)}"]
-    if man.get("splits"):
+def _summary(folder, man: dict, checksums: bool, text: bool = True) -> tuple[list[str], list[str]]:
+    """The summary lines (with ``text``) and the problems of a dataset or split dataset."""
+    lines = [f"dataset {os.path.abspath(folder)}"]
+    if man["splits"]:
         lines.append(f"  splits: {', '.join(man['splits'])}")
-        for name, sub in man["splits"].items():
-            lines += ["  " + ln for ln in summarize(os.path.join(path, sub), checksums).splitlines()]
-        lines.append("verification: OK" if not man["problems"] else
-                     "verification: FAILED\n  " + "\n  ".join(man["problems"]))
-        return "\n".join(lines)
-    lines.append(f"  rows: {man['rows']:,}   features: {man['n_features']} ({man['feature_dtype']})"
-                 f"   label: {man['label_dtype'] or 'none'}   seed: {man['seed']}")
+        problems = []
+        for name in man["splits"]:
+            sub_lines, sub_problems = _summary(*resolve(folder, name), checksums, text)
+            lines += ["  " + ln for ln in sub_lines]
+            problems += [f"{name}: {p}" for p in sub_problems]
+    else:
+        problems, master_ok = _check(folder, man, checksums)
+        if text:
+            lines += _describe(folder, man, master_ok)
+    if not problems:
+        lines.append("verification: OK (every shard present, rows and checksums match the manifest)")
+    else:
+        lines.append("verification: FAILED\n  " + "\n  ".join(problems))
+    return lines, problems
+
+
+def summarize(path, checksums: bool = True) -> str:
+    """Human-readable summary of a dataset: rows, features, shards, stats, counts, verification.
+
+    The last lines are ``verification: OK ...`` or ``verification: FAILED`` and one
+    line per problem. Raises DataError (one line naming the file) when the manifest
+    cannot be used at all.
+    """
+    return "\n".join(_summary(*resolve(path, leaf=False), checksums)[0])
+
+
+def _describe(folder, man: dict, master_ok: bool) -> list[str]:
+    """Rows, features, shards and, from a sound master, statistics and drop counts."""
+    lines = [f"  rows: {man['rows']:,}   features: {man['n_features']} ({man['feature_dtype']})"
+             f"   label: {man['label_dtype'] or 'none'}   seed: {man.get('seed')}"]
     sizes = [s["rows"] for s in man["shards"]]
-    lines.append(f"  shards: {len(sizes)} (rows min {min(sizes, default=0):,} / max {max(sizes, default=0):,})")
-    master = os.path.join(path, man["master"])
-    if os.path.exists(master):
-        with h5py.File(master, "r") as f:
-            if "stats" in f and "mean" in f["stats"]:
-                mean, std = f["stats/mean"][()], f["stats/std"][()]
-                names = man["feature_names"]
-                show = min(len(names), 8)
-                lines.append("  feature      mean        std")
-                for i in range(show):
-                    lines.append(f"  {names[i]:<10} {mean[i]:>9.4f} {std[i]:>10.4f}")
-                if len(names) > show:
-                    lines.append(f"  ... {len(names) - show} more")
-            counts = json.loads(f.attrs.get("counts", "{}"))
-            rows_in = f.attrs.get("rows_in")
-            if rows_in is not None:
-                lines.append(f"  rows in: {int(rows_in):,}   rows out: {man['rows']:,}")
-            for label, reasons in counts.items():
-                for reason, n in reasons.items():
-                    lines.append(f"  dropped by {label}: {n:,} ({reason})")
-    lines.append("verification: OK (every shard present, rows and checksums match the manifest)"
-                 if not man["problems"] else "verification: FAILED\n  " + "\n  ".join(man["problems"]))
-    return "\n".join(lines)
+    lines.append(f"  shards: {len(sizes)} (rows min {min(sizes, default=0):,} / "
+                 f"max {max(sizes, default=0):,})")
+    if master_ok:
+        try:
+            lines += _master_lines(os.path.join(folder, man["master"]), man)
+        except (*FILE_ERRORS, AttributeError) as e:  # attrs of an unexpected shape
+            lines.append(f"  {man['master']}: cannot read the statistics: {one_line(e)}")
+    return lines
 
 
-def read_all(path: str) -> dict[str, np.ndarray]:
-    """Read ids, features, labels of a (small) dataset through its master file, after verifying it."""
-    man = verify_dataset(path, checksums=False)
-    if man["problems"]:
-        raise OutputError(f"{path}: " + "; ".join(man["problems"]))
-    with h5py.File(os.path.join(path, man["master"]), "r") as f:
-        return {k: f[k][()] for k in ("ids", "features", "labels", "weights") if k in f}
+def _master_lines(master: str, man: dict) -> list[str]:
+    lines = []
+    with h5py.File(master, "r") as f:
+        if "stats" in f and "mean" in f["stats"]:
+            mean, std = f["stats/mean"][()], f["stats/std"][()]
+            names = man["feature_names"]
+            show = min(len(names), 8, len(mean), len(std))
+            lines.append("  feature      mean        std")
+            for i in range(show):
+                lines.append(f"  {names[i]:<10} {mean[i]:>9.4f} {std[i]:>10.4f}")
+            if len(names) > show:
+                lines.append(f"  ... {len(names) - show} more")
+        counts = json.loads(f.attrs.get("counts", "{}"))
+        rows_in = f.attrs.get("rows_in")
+        if rows_in is not None:
+            lines.append(f"  rows in: {int(rows_in):,}   rows out: {man['rows']:,}")
+        for label, reasons in counts.items():
+            for reason, n in reasons.items():
+                lines.append(f"  dropped by {label}: {n:,} ({reason})")
+    return lines
+
+
+def read_all(path) -> dict[str, np.ndarray]:
+    """``ids``, ``features``, ``labels`` (and ``weights``) of a (small) dataset, whole.
+
+    Read from the shards after checking them as :func:`hpcprep.open_dataset` does,
+    CRC-32 included, and never through the master's virtual datasets (HDF5 reads a
+    missing source file as fill values without an error).
+
+    Raises
+    ------
+    DataError
+        Naming the file, when the dataset does not pass the checks.
+    """
+    folder, man = resolve(path)
+    files, problems = open_shards(folder, man, checksum=True)
+    try:
+        master = check_master(folder, man)
+        problems += [master] * bool(master)
+        if problems:
+            raise DataError(describe(in_folder(folder, problems)))
+        out = {}
+        for name in column_names(man):
+            parts = [files.h5(k)[name][()] for k in range(len(files.rels))]
+            out[name] = np.concatenate(parts) if parts else _empty(man, name)
+        return out
+    finally:
+        files.close()
+
+
+def _empty(man: dict, name: str) -> np.ndarray:
+    if name == "features":
+        return np.empty((0, man["n_features"]), dtype=man["feature_dtype"])
+    return np.empty(0, dtype={"ids": "int64", "labels": man["label_dtype"], "weights": "float64"}[name])

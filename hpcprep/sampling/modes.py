@@ -31,7 +31,12 @@ MODES: dict[str, type["SampleMode"]] = {}
 
 
 class SamplingError(HpcprepError):
-    """A sampling request the data cannot satisfy (raised identically on every member)."""
+    """A sampling request the data cannot satisfy.
+
+    Raised in :meth:`SampleMode.prepare` it is decided from the layer's global
+    counts, so every member raises it alike (the layer marks it agreed and it
+    is printed once); raised in :meth:`SampleMode.expand` it is about one rank's rows.
+    """
 
 
 def register_mode(cls):
@@ -163,7 +168,11 @@ class SampleMode:
         return records
 
     def prepare(self, ctx: SelectContext) -> None:
-        """Collective over ``ctx.comm`` once the global counts are known; by default nothing."""
+        """Collective over ``ctx.comm`` once the global counts are known; by default nothing.
+
+        A :class:`SamplingError` raised here must depend on the global figures in
+        ``ctx`` only (every member raises it alike; it is printed once).
+        """
 
     def select(self, ctx: SelectContext, records: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """Rows of the sorted bucket that the mode keeps (default: all)."""

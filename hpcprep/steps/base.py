@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..chunk import Chunk
-from ..errors import ConfigError
 from ..schema import Param, validate_op_table
 
 STEPS: dict[str, type["Step"]] = {}
@@ -51,6 +50,8 @@ class Step:
     """Base class of standardization steps. Subclasses set ``op`` and ``params``."""
 
     op: ClassVar[str] = ""
+    #: The step's place in the config (``standardize[0].steps[3]``), set by :func:`make_step`.
+    where: str = ""
     needs_fit: ClassVar[bool] = False
     params: ClassVar[dict[str, Param]] = {}
 
@@ -183,4 +184,6 @@ def drop_rows(chunk: Chunk, bad: dict[str, np.ndarray]):
 def make_step(spec: dict, where: str) -> Step:
     """Build a step from its config table ``{ op = ..., ... }``, validating its keys."""
     cls, params = validate_op_table(spec, STEPS, where, "step")
-    return cls(**params)
+    step = cls(**params)
+    step.where = where  # its place in the config, for error messages
+    return step

@@ -8,7 +8,7 @@ from ..errors import ConfigError
 from ..schema import Param, list_of
 from ._columns import split_columns
 from .base import Step, merge_by_chunk, register_step
-from .moments import Moments
+from .moments import Moments, check_fitted
 from .sketch import fit_quantiles, sketch_params
 
 STRATEGIES = ("mean", "median", "constant")
@@ -26,7 +26,7 @@ def _check_per_column(table):
 
 @register_step
 class Impute(Step):
-    """Fill NaNs in numeric features with a global statistic of each column.
+    """Fill missing (NaN) and non-finite (±inf) values of numeric features with a global statistic.
 
     Config::
 
@@ -36,12 +36,14 @@ class Impute(Step):
     ``strategy`` applies to ``columns`` (default: every feature);
     ``per_column`` overrides it per feature (``"mean"``, ``"median"`` or a
     number, the constant). ``strategy = "constant"`` fills ``fill_value``.
-    Statistics ignore NaNs (as scikit-learn's ``SimpleImputer``); the mean is
+    ±inf is filled like NaN. Statistics ignore NaN and ±inf (as
+    scikit-learn's ``SimpleImputer`` ignores NaN); the mean is
     exact (Chan–Golub–LeVeque in float64), the median is exact while a column
     has at most ``exact_limit`` distinct values, else within a relative
     ``sketch_error`` (see :mod:`hpcprep.steps.sketch`). A column with no value
     at all is filled with ``fill_value`` and a warning (scikit-learn would
-    drop it). The label is never imputed.
+    drop it). A fitted mean that is not finite (float64 overflow) is an
+    error naming the step and the column. The label is never imputed.
     """
 
     op = "impute"
@@ -115,13 +117,14 @@ class Impute(Step):
                           f"{self.config['fill_value']}", RuntimeWarning, stacklevel=2)
             fill[empty] = self.config["fill_value"]
         self.statistics_ = np.where(self.columns_, fill, np.nan)
+        check_fitted(self, seen=self.columns_, fill=self.statistics_)
         self.exact_ = np.ones(d, dtype=bool)
         if q is not None and len(med_cols):
             self.exact_[med_cols] = q.exact
 
     def apply(self, chunk):
         x = chunk.features
-        nan = np.isnan(x) & self.columns_
+        nan = ~np.isfinite(x) & self.columns_
         if not nan.any():
             return chunk, {}
         x = x.copy()

@@ -1,12 +1,16 @@
 """Mergeable per-column moments ``(n, mean, M2)`` in float64 (Chan–Golub–LeVeque).
 
-NaN policy, as scikit-learn's scalers: NaNs are ignored in fit (each column
-counts its own non-missing values).
+Non-finite policy (docs/steps.md): NaN and ±inf are ignored in fit, as
+scikit-learn's scalers ignore NaN (each column counts its own finite values).
+A fitted statistic that still is not finite (float64 overflow) is an error:
+:func:`check_fitted`.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..errors import FitError
 
 
 #: Bytes of float64 work buffer per block of rows in :meth:`Moments.of` (about an L2 cache).
@@ -43,7 +47,7 @@ class Moments:
 
     @classmethod
     def of(cls, x) -> "Moments":
-        """Moments of the columns of a 2-D array (NaNs ignored), as host float64 arrays.
+        """Moments of the columns of a 2-D array (NaN and ±inf ignored), as host float64 arrays.
 
         ``x`` may be a NumPy or a CuPy array: the same formulas run on its
         device and only the ``3 * d`` results come back. GPU sums reduce in
@@ -57,26 +61,33 @@ class Moments:
             raise ValueError(f"moments need a 2-D array, got shape {x.shape}")
         if xp is np and _blocked_ok(x):
             with np.errstate(all="ignore"):
-                m = cls._of_blocked(x)
-            if np.isfinite(m.mean).all() and np.isfinite(m.m2).all():
-                return m
-            # infinities: the one-shot formulas below give the same numbers, and their warnings
+                m = cls._of_blocked(x, np.isnan)
+                if not (np.isfinite(m.mean).all() and np.isfinite(m.m2).all()):
+                    # an infinity (or an overflow): again, leaving out every non-finite value
+                    m = cls._of_blocked(x, _not_finite)
+            return m
         x = x.astype(xp.float64, copy=False)
-        finite = ~xp.isnan(x)
-        if bool(finite.all()):
-            n = xp.full(x.shape[1], float(x.shape[0]))
-            mean = x.sum(axis=0) / xp.maximum(n, 1)
-            m2 = ((x - mean) ** 2).sum(axis=0)
-        else:
-            n = finite.sum(axis=0).astype(xp.float64)
-            xz = xp.where(finite, x, 0.0)
-            mean = xz.sum(axis=0) / xp.maximum(n, 1)
-            m2 = (xp.where(finite, x - mean, 0.0) ** 2).sum(axis=0)
+        finite = xp.isfinite(x)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: check_fitted says it once
+            if bool(finite.all()):
+                n = xp.full(x.shape[1], float(x.shape[0]))
+                mean = x.sum(axis=0) / xp.maximum(n, 1)
+                m2 = ((x - mean) ** 2).sum(axis=0)
+            else:
+                n = finite.sum(axis=0).astype(xp.float64)
+                xz = xp.where(finite, x, 0.0)
+                mean = xz.sum(axis=0) / xp.maximum(n, 1)
+                m2 = (xp.where(finite, x - mean, 0.0) ** 2).sum(axis=0)
         return cls(*(np.asarray(to_host(a), dtype=np.float64) for a in (n, mean, m2)))
 
     @classmethod
-    def _of_blocked(cls, x: np.ndarray) -> "Moments":
+    def _of_blocked(cls, x: np.ndarray, skip) -> "Moments":
         """:meth:`of` for a C-ordered NumPy array, a block of rows at a time (bit for bit the same).
+
+        ``skip(a, out=mask)`` flags the values to leave out: ``np.isnan`` is
+        enough (and cheaper) while the data holds no infinity; the result of a
+        column with one is not finite, and :meth:`of` runs again with
+        :func:`_not_finite`.
 
         NumPy sums the rows of a C-ordered ``(n, d >= 2)`` array one after the other
         into the ``d`` column totals. Each block here is summed the same way with the
@@ -96,7 +107,7 @@ class Moments:
             at = 0 if total is None else 1
             body = buf[at:at + k]
             body[...] = x[s:s + k]
-            m = np.isnan(body, out=nan[:k])
+            m = skip(body, out=nan[:k])
             if m.any():
                 missing += m.sum(axis=0)
                 body[m] = 0.0  # as np.where(finite, x, 0.0)
@@ -117,7 +128,7 @@ class Moments:
             body = buf[at:at + k]
             body[...] = x[s:s + k]
             if s in with_nan:
-                m = np.isnan(body, out=nan[:k])
+                m = skip(body, out=nan[:k])
             body -= mean
             np.square(body, out=body)
             if s in with_nan:
@@ -145,3 +156,43 @@ class Moments:
     @property
     def std(self) -> np.ndarray:
         return np.sqrt(self.var)
+
+
+def _not_finite(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``~np.isfinite(a)`` into ``out`` (the mask of :meth:`Moments._of_blocked`)."""
+    np.isfinite(a, out=out)
+    return np.logical_not(out, out=out)
+
+
+def check_fitted(step, seen=None, **stats) -> None:
+    """Raise if a fitted statistic of ``step`` is not finite.
+
+    Parameters
+    ----------
+    step : Step
+        The fitted step: its label (``step.where``, e.g. ``standardize[0].steps[3]``),
+        op and ``feature_names_in_`` name the error.
+    seen : ndarray, shape (d,), optional
+        Values fitted per column: a column without any may have a NaN
+        statistic. Without it, NaN entries are skipped and only ±inf is an error.
+    **stats : ndarray, shape (d,)
+        The statistics to check, by name (``mean=..., std=...``).
+
+    Raises
+    ------
+    FitError
+        Naming the step, the statistic and the first column where it is not finite.
+    """
+    for what, v in stats.items():
+        v = np.asarray(v, dtype=np.float64)
+        bad = np.isinf(v) if seen is None else ~np.isfinite(v) & (np.asarray(seen) > 0)
+        bad = np.flatnonzero(bad)
+        if len(bad):
+            j = int(bad[0])
+            names = step.feature_names_in_
+            col = repr(names[j]) if j < len(names) else f"#{j}"
+            more = f" (and {len(bad) - 1} more column(s))" if len(bad) > 1 else ""
+            label = f"{step.where} {step.op}" if getattr(step, "where", "") else step.op
+            raise FitError(f"{label}: the fitted {what} of feature {col} is not finite "
+                            f"({v[j]}){more}: its values are too large for float64 statistics; "
+                            f"rescale the column, drop it, or drop its extreme rows before this step")

@@ -6,7 +6,7 @@ from ..errors import ConfigError
 from ..schema import Param, fraction, list_of, positive
 from ._columns import split_columns
 from .base import Step, drop_rows, merge_by_chunk, register_step
-from .moments import Moments
+from .moments import Moments, check_fitted
 from .sketch import fit_quantiles, sketch_params
 
 
@@ -28,7 +28,10 @@ class Outliers(Step):
     ``action = "drop"`` drops rows with a value outside the range in any of
     ``columns`` (default: all features), counted under ``"|z| > t"`` or
     ``"outside [q_lo, q_hi]"``; ``action = "clip"`` clips those values to the
-    range and drops nothing. NaNs are never outliers and stay NaN.
+    range and drops nothing. NaNs are never outliers and stay NaN. ±inf is
+    left out of the fit (as NaN) and is outside every fitted range: dropped,
+    or clipped to the range. A fitted mean or std that is not finite is an
+    error naming the step and the column.
     """
 
     op = "outliers"
@@ -79,6 +82,7 @@ class Outliers(Step):
         if self.config["method"] == "zscore":
             m = state if state is not None else Moments(np.zeros(d), np.zeros(d), np.zeros(d))
             std = m.std
+            check_fitted(self, seen=m.n * self.columns_, mean=m.mean, std=std)
             ok = self.columns_ & (std > 0)
             t = self.config["threshold"]
             self.mean_, self.std_ = m.mean, std

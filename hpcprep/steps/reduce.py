@@ -4,10 +4,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import FitError
 from ..schema import Param, fraction
 from ._columns import names_array
 from .base import Step, register_step
+from .moments import check_fitted
 
 
 @dataclass
@@ -22,10 +23,11 @@ class CovState:
     @classmethod
     def of(cls, x) -> "CovState":
         x = np.asarray(x, dtype=np.float64)
-        bad = int(np.isnan(x).any(axis=1).sum()) if x.size else 0
+        ok = np.isfinite(x).all(axis=1) if x.size else np.ones(len(x), bool)
+        bad = len(x) - int(ok.sum())
         d = x.shape[1]
         if bad:
-            x = x[~np.isnan(x).any(axis=1)]
+            x = x[ok]
         n = float(len(x))
         if n == 0:
             return cls(0.0, np.zeros(d), np.zeros((d, d)), bad)
@@ -60,7 +62,8 @@ class Reduce(Step):
     norm of the residual over that of the centered data), is ``<= tolerance``.
     Output features ``pc0 .. pc{k-1}`` are ``(x - mean) @ components.T``.
     Missing values are not allowed (put ``dropna`` or ``impute`` first): a row
-    with a NaN is an error naming the count.
+    with a NaN or ±inf is an error naming the count, and so is a mean or
+    variance that is not finite (float64 overflow), naming the column.
     """
 
     op = "reduce"
@@ -81,11 +84,12 @@ class Reduce(Step):
         if state is None:
             state = CovState(0.0, np.zeros(d), np.zeros((d, d)), 0)
         if state.n_missing:
-            raise DataError(f"reduce: {state.n_missing} row(s) with missing values reach the step; "
-                            f"put op = \"dropna\" or op = \"impute\" before it")
+            raise FitError(f"reduce: {state.n_missing} row(s) with missing values (NaN or ±inf) "
+                            f"reach the step; put op = \"dropna\" or op = \"impute\" before it")
         self.n_samples_seen_ = state.n
         self.mean_ = state.mean
         cov = state.c / max(state.n, 1.0)
+        check_fitted(self, seen=np.full(d, state.n), mean=state.mean, variance=np.diag(cov))
         w, v = np.linalg.eigh(cov)
         order = np.argsort(w, kind="stable")[::-1]
         w, v = np.clip(w[order], 0.0, None), v[:, order].T

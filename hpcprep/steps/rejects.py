@@ -17,7 +17,17 @@ is the same for every layout)::
     /steps/<label>/features  (n_s, d_s)  the row's features as they entered the step
                                           (attribute feature_names)
     /steps/<label>/labels    (n_s,)       the row's label, if the input has one
+    /input/ids     int64 (n_i,)  records the CSV reader dropped (malformed lines), by id
+    /input/line    int64 (n_i,)  physical line in the file (header = 1)
+    /input/file    str   (n_i,)
+    /input/reason  str   (n_i,)  "malformed line: wrong number of fields", ...
+    /input/column  str   (n_i,)  the column that did not parse ("" for other reasons)
+    /input/text    str   (n_i,)  the raw line, cut to 1024 bytes (invalid UTF-8 as \\xNN)
     attrs: counts (JSON {label: {reason: n}})
+
+Reader drops are also in the flat datasets, with step ``"input"`` and ``row``
+the line. The input ranks write them to ``rejects.parts/input-rank-<R>.h5``
+when :func:`rejects_enabled` is true.
 """
 
 import glob
@@ -29,6 +39,7 @@ import h5py
 import numpy as np
 
 PARTS = "rejects.parts"
+INPUT = "input"  # the group of records the reader dropped
 _STR = h5py.string_dtype()
 
 
@@ -72,6 +83,34 @@ class RejectsWriter:
         self.rows += len(pos)
 
 
+    def write_records(self, ids, lines, reasons, columns, path: str, texts) -> None:
+        """Append records the CSV reader dropped (group ``input``): ids, lines, reasons, raw text."""
+        if not len(ids):
+            return
+        n = len(ids)
+        cols = {"ids": np.asarray(ids, np.int64), "row": np.asarray(lines, np.int64),
+                "reason": np.array(list(reasons), dtype=object),
+                "file": np.full(n, path, dtype=object),
+                "column": np.array(list(columns), dtype=object),
+                "text": np.array(list(texts), dtype=object)}
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with h5py.File(self.path, "a") as f:
+            g = f.require_group(INPUT)
+            for name, v in cols.items():
+                _append(g, name, v)
+        self.rows += n
+
+
+def rejects_enabled(cfg: dict) -> bool:
+    """Whether the run writes ``rejects.h5``: ``input.rejects`` or any layer's ``rejects``."""
+    return bool(cfg["input"].get("rejects")) or any(t["rejects"] for t in cfg["standardize"])
+
+
+def input_part_path(temp_join, rank: int) -> str:
+    """Path of the part file of the records the reader on world rank ``rank`` dropped."""
+    return temp_join(PARTS, f"input-rank-{rank:05d}.h5")
+
+
 def _append(g, name, v):
     dt = _STR if v.dtype == object else v.dtype
     if name not in g:
@@ -101,7 +140,8 @@ def merge_rejects(parts_dir: str, out_path: str, counts: dict) -> int:
         with h5py.File(p, "r") as f:
             for label in f:
                 g = f[label]
-                labels.add(label)
+                if label != INPUT:
+                    labels.add(label)
                 n = g["ids"].shape[0]
                 flat["ids"].append(g["ids"][()])
                 flat["row"].append(g["row"][()])
@@ -115,6 +155,7 @@ def merge_rejects(parts_dir: str, out_path: str, counts: dict) -> int:
         for k, v in cat.items():
             out.create_dataset(k, data=v[order], dtype=_STR if v.dtype == object else v.dtype)
         out.attrs["counts"] = json.dumps(counts)
+        _merge_input(parts, out)
         steps = out.create_group("steps")
         for label in sorted(labels, key=_label_key):
             pieces = {"ids": [], "features": [], "labels": []}
@@ -138,6 +179,26 @@ def merge_rejects(parts_dir: str, out_path: str, counts: dict) -> int:
             sg["features"].attrs["feature_names"] = np.array(list(names), dtype=_STR)
     shutil.rmtree(parts_dir, ignore_errors=True)
     return int(len(cat["ids"]))
+
+
+def _merge_input(parts, out) -> None:
+    """Write ``/input``: the reader's dropped records of every part, sorted by id."""
+    pieces = {k: [] for k in ("ids", "row", "file", "reason", "column", "text")}
+    for p in parts:
+        with h5py.File(p, "r") as f:
+            if INPUT not in f:
+                continue
+            for k in pieces:
+                v = f[INPUT][k]
+                pieces[k].append(v[()] if k in ("ids", "row") else v.asstr()[()].astype(object))
+    if not pieces["ids"]:
+        return
+    cat = {k: np.concatenate(v) for k, v in pieces.items()}
+    order = np.argsort(cat["ids"], kind="stable")
+    g = out.create_group(INPUT)
+    for k, v in cat.items():
+        g.create_dataset("line" if k == "row" else k, data=v[order],
+                         dtype=_STR if v.dtype == object else v.dtype)
 
 
 def _label_key(label: str):

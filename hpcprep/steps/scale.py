@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..schema import Param, list_of
 from .base import Step, register_step
-from .moments import Moments
+from .moments import Moments, check_fitted
 from .sketch import fit_quantiles, sketch_params
 
 
@@ -23,7 +23,8 @@ class Scale(Step):
 
     ``method = "standard"``: ``(x - mean) / std`` with the population std
     (ddof = 0, as scikit-learn's ``StandardScaler``); a feature with zero
-    variance gets std 1 and a warning. NaNs are ignored in fit and kept.
+    variance gets std 1 and a warning. NaN and ±inf are ignored in fit and
+    kept by the transform (±inf stays ±inf).
 
     ``method = "minmax"``: ``x * scale + min`` mapping the global
     ``[data_min, data_max]`` onto ``feature_range`` (default ``[0, 1]``), as
@@ -34,6 +35,10 @@ class Scale(Step):
     scikit-learn's ``RobustScaler`` (a zero range gets scale 1). Quantiles are
     exact while a column has at most ``exact_limit`` distinct values, else
     within a relative ``sketch_error`` (see :mod:`hpcprep.steps.sketch`).
+
+    Every method ignores NaN and ±inf in fit. A fitted statistic that is not
+    finite (mean, std, data range or quantile range beyond float64, e.g. values
+    near 1e308) is an error naming the step and the column.
     """
 
     op = "scale"
@@ -68,13 +73,7 @@ class Scale(Step):
 
     def fit_chunk(self, chunk):
         if self.method == "minmax":
-            x = chunk.features
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-                if len(x):
-                    return np.nanmin(x, axis=0).astype(np.float64), np.nanmax(x, axis=0).astype(np.float64)
-            d = x.shape[1]
-            return np.full(d, np.nan), np.full(d, np.nan)
+            return _finite_min_max(chunk.features)
         return Moments.of(chunk.features)
 
     def merge_states(self, a, b):
@@ -90,9 +89,10 @@ class Scale(Step):
         d = len(self.feature_names_in_)
         if state is None:
             state = Moments(np.zeros(d), np.zeros(d), np.zeros(d))
+        std = state.std
+        check_fitted(self, seen=state.n, mean=state.mean, std=std)
         self.n_samples_seen_ = state.n
         self.mean_ = np.where(state.n > 0, state.mean, 0.0)
-        std = state.std
         constant = ~(std > 0)
         if constant.any() and state.n.max() > 0:
             names = [self.feature_names_in_[i] for i in np.flatnonzero(constant)]
@@ -106,7 +106,9 @@ class Scale(Step):
         lo, hi = state if state is not None else (np.full(d, np.nan), np.full(d, np.nan))
         a, b = (float(v) for v in self.config["feature_range"])
         self.data_min_, self.data_max_ = lo, hi
-        rng = hi - lo
+        with np.errstate(over="ignore"):
+            rng = hi - lo
+        check_fitted(self, range=rng)
         rng = np.where(np.isnan(rng) | (rng == 0), 1.0, rng)  # scikit-learn's _handle_zeros_in_scale
         self.scale_ = (b - a) / rng
         self.min_ = np.where(np.isnan(lo), a, a - lo * self.scale_)
@@ -120,7 +122,9 @@ class Scale(Step):
             center, q_lo, q_hi = state.quantiles(0.5), state.quantiles(lo_q), state.quantiles(hi_q)
             self.exact_ = state.exact
         self.center_ = np.where(np.isnan(center), 0.0, center)
-        rng = q_hi - q_lo
+        with np.errstate(over="ignore"):
+            rng = q_hi - q_lo
+        check_fitted(self, **{"quantile range": rng})
         self.scale_ = np.where(np.isnan(rng) | (rng == 0), 1.0, rng)
 
     # ---- apply ------------------------------------------------------------------
@@ -163,3 +167,17 @@ class Scale(Step):
         if self.method == "robust":
             return {"center": self.center_, "scale": self.scale_, "exact": self.exact_}
         return {"mean": self.mean_, "std": self.scale_, "n": self.n_samples_seen_}
+
+
+def _finite_min_max(x):
+    """Per column ``(min, max)`` of the finite values of ``x`` as float64 (NaN: no finite value)."""
+    d = x.shape[1]
+    if not len(x):
+        return np.full(d, np.nan), np.full(d, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        lo, hi = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
+        if np.isinf(lo).any() or np.isinf(hi).any():  # ±inf is left out like NaN
+            x = np.where(np.isfinite(x), x, np.nan)
+            lo, hi = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
+    return lo.astype(np.float64), hi.astype(np.float64)

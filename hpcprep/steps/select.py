@@ -4,11 +4,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, FitError
 from ..schema import Param, fraction, non_negative
 from ._columns import names_array
 from .base import Step, register_step
-from .moments import Moments
+from .moments import Moments, check_fitted
 
 
 @dataclass
@@ -26,7 +26,7 @@ class LabelMoments:
     def of(cls, x, y) -> "LabelMoments":
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)[:, None]
-        ok = ~np.isnan(x) & ~np.isnan(y)
+        ok = np.isfinite(x) & np.isfinite(y)
         n = ok.sum(axis=0).astype(np.float64)
         safe = np.maximum(n, 1)
         xz, yz = np.where(ok, x, 0.0), np.where(ok, y, 0.0)
@@ -71,13 +71,15 @@ class Select(Step):
 
         { op = "select", max_missing = 0.5, min_variance = 0.0, min_abs_corr = 0.05 }
 
-    A feature is dropped if its fraction of missing values is ``> max_missing``,
-    its population variance (NaNs ignored) is ``<= min_variance`` (with the
+    A feature is dropped if its fraction of missing values (NaN or ±inf) is
+    ``> max_missing``, its population variance (NaN and ±inf ignored) is
+    ``<= min_variance`` (with the
     default 0.0: constant features, as scikit-learn's ``VarianceThreshold``), or
     ``min_abs_corr > 0`` and its Pearson correlation with the label over the
     rows where both are present (pandas' ``Series.corr``) is below
     ``min_abs_corr`` in absolute value or undefined. The correlation test needs
-    a label. Keeping no feature at all is an error.
+    a label. Keeping no feature at all is an error, and so is a variance
+    that is not finite (float64 overflow), naming the step and the column.
     """
 
     op = "select"
@@ -95,7 +97,8 @@ class Select(Step):
             if chunk.labels is None:
                 raise DataError("select: min_abs_corr needs a label (input.label)")
             label = LabelMoments.of(chunk.features, chunk.labels)
-        return SelectState(len(chunk), np.isnan(chunk.features).sum(axis=0).astype(np.int64),
+        missing = len(chunk) - np.isfinite(chunk.features).sum(axis=0)
+        return SelectState(len(chunk), missing.astype(np.int64),
                            Moments.of(chunk.features), label)
 
     def merge_states(self, a, b):
@@ -109,6 +112,7 @@ class Select(Step):
         cfg = self.config
         self.missing_rate_ = state.missing / max(state.rows, 1)
         self.variance_ = state.moments.var
+        check_fitted(self, seen=state.moments.n, variance=self.variance_)
         keep = self.missing_rate_ <= cfg["max_missing"]
         with np.errstate(invalid="ignore"):
             keep &= self.variance_ > cfg["min_variance"]
@@ -117,7 +121,7 @@ class Select(Step):
             with np.errstate(invalid="ignore"):
                 keep &= np.abs(self.corr_) >= cfg["min_abs_corr"]
         if d and not keep.any() and state.rows:
-            raise DataError(f"select: no feature passes (max_missing = {cfg['max_missing']}, "
+            raise FitError(f"select: no feature passes (max_missing = {cfg['max_missing']}, "
                             f"min_variance = {cfg['min_variance']}, min_abs_corr = "
                             f"{cfg['min_abs_corr']}); relax the thresholds")
         if not state.rows:

@@ -2,8 +2,9 @@
 
 Used by ``impute`` (median), ``scale`` (robust) and ``outliers`` (quantile).
 
-Each column keeps the exact multiset of its non-missing values as sorted
-``(value, count)`` pairs while it has at most ``exact_limit`` distinct values.
+Each column keeps the exact multiset of its finite values (NaN and ±inf are
+left out) as sorted ``(value, count)`` pairs while it has at most
+``exact_limit`` distinct values.
 Beyond that it switches to a relative-error log-bucket sketch (the DDSketch
 mapping): a value ``x != 0`` falls into bucket ``k = ceil(log(|x|) / log(g))``
 with ``g = (1 + a) / (1 - a)``, and a bucket is represented by
@@ -69,9 +70,9 @@ class ColumnSketch:
 
     @classmethod
     def of(cls, values, limit=EXACT_LIMIT, error=SKETCH_ERROR) -> "ColumnSketch":
-        """Summary of the non-NaN entries of ``values``."""
+        """Summary of the finite entries of ``values`` (NaN and ±inf are left out)."""
         v = np.asarray(values, dtype=np.float64)
-        v = v[~np.isnan(v)]
+        v = v[np.isfinite(v)]
         # +0.0 canonicalizes -0.0 so that both count as one value
         keys, counts = np.unique(v + 0.0, return_counts=True)
         return cls(keys, counts.astype(np.int64), True, limit, error)
@@ -154,7 +155,7 @@ def _sum_by_key(keys: np.ndarray, counts: np.ndarray):
 
 
 class QuantileState:
-    """One :class:`ColumnSketch` per column of a 2-D array (NaNs ignored)."""
+    """One :class:`ColumnSketch` per column of a 2-D array (NaN and ±inf ignored)."""
 
     def __init__(self, columns: list[ColumnSketch]):
         self.columns = columns

@@ -10,7 +10,7 @@ from .base import Step, drop_rows, register_step
 RULE = {
     "min": Param(float, None, doc="smallest allowed value (numeric columns)"),
     "max": Param(float, None, doc="largest allowed value (numeric columns)"),
-    "allow_nan": Param(bool, True, doc="whether a missing value is allowed"),
+    "allow_nan": Param(bool, True, doc="whether a missing value (and ±inf) is allowed"),
     "allowed": Param(list, None, check=list_of(str), doc="allowed categories (categorical columns)"),
 }
 
@@ -41,12 +41,15 @@ class Validate(Step):
     A rule names a feature (numeric) or a raw categorical column. ``min`` /
     ``max`` bound numeric values (inclusive); ``allow_nan = false`` rejects a
     missing value (NaN, or ``""`` for a categorical column); ``allowed`` lists
-    the categories a categorical column may take. A missing value never breaks
-    ``min``, ``max`` or ``allowed`` (only ``allow_nan``). A row breaking
-    several rules is counted once, under the first broken rule in the order
-    the rules are written (columns in order; missing, below min, above max,
-    not allowed). Reasons read ``"<column> missing"``, ``"<column> < min"``,
-    ``"<column> > max"``, ``"<column> not allowed"``.
+    the categories a categorical column may take. ±inf is never a valid
+    value of a numeric column with a rule that checks something (``min``,
+    ``max`` or ``allow_nan = false``): it is rejected as ``"<column>
+    non-finite"``, whatever the bounds. A missing value never breaks ``min``,
+    ``max`` or ``allowed`` (only ``allow_nan``). A row breaking several rules
+    is counted once, under the first broken rule in the order the rules are
+    written (columns in order; missing, non-finite, below min, above max, not
+    allowed). Reasons read ``"<column> missing"``, ``"<column> non-finite"``,
+    ``"<column> < min"``, ``"<column> > max"``, ``"<column> not allowed"``.
     """
 
     op = "validate"
@@ -72,9 +75,10 @@ class Validate(Step):
         for name, rule in self.rules_.items():
             if name in self.feature_names_in_:
                 v = chunk.features[:, self.feature_names_in_.index(name)]
-                missing = np.isnan(v)
                 if not rule["allow_nan"]:
-                    masks[f"{name} missing"] = missing
+                    masks[f"{name} missing"] = np.isnan(v)
+                if not rule["allow_nan"] or rule["min"] is not None or rule["max"] is not None:
+                    masks[f"{name} non-finite"] = np.isinf(v)
                 if rule["min"] is not None:
                     masks[f"{name} < min"] = v < rule["min"]
                 if rule["max"] is not None:

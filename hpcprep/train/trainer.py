@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
+from ..config import seed_check
 from ..errors import ConfigError, DataError, HpcprepError
 from ..loader import agreed, block_ranges, epoch_blocks, open_dataset
-from ..schema import Param, fraction, list_of, non_negative, positive, validate_table
+from ..output.reader import read_manifest
+from ..schema import Param, between, fraction, list_of, non_negative, positive, validate_table
 from . import checkpoint
 from .balance import Balancer, parse_slowdown
 from .metrics import evaluate
@@ -35,9 +37,14 @@ from .optim import make_optimizer
 from .parallel import AdaptiveComm, DataParallel
 
 
+#: Largest hidden layer width and batch size (rows per batch, an MPI count).
+WIDTH_MAX, BATCH_MAX = 2**20, 2**31 - 1
+_batch = between(1, BATCH_MAX, "[1, 2**31 - 1]")
+
+
 def _widths(value):
-    if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in value):
-        return "every item must be a positive integer"
+    if not all(isinstance(h, int) and not isinstance(h, bool) and 0 < h <= WIDTH_MAX for h in value):
+        return "every item must be an integer in [1, 2**20]"
     return None
 
 
@@ -66,8 +73,8 @@ TRAIN_SPEC = {
     "momentum": Param(float, 0.9, check=fraction, doc="sgd momentum"),
     "l2": Param(float, 0.0, check=non_negative, doc="L2 penalty: adds l2 * params to the mean gradient"),
     "epochs": Param(int, 10, check=positive, doc="epochs to train (in total, counting resumed ones)"),
-    "batch_size": Param(int, 256, check=positive, doc="global batch size (all ranks together)"),
-    "seed": Param(int, 0, doc="initial parameters and batch order"),
+    "batch_size": Param(int, 256, check=_batch, doc="global batch size (all ranks together)"),
+    "seed": Param(int, 0, check=seed_check, doc="initial parameters and batch order"),
     "balance": Param(str, "equal", choices=("equal", "adaptive"), doc="per-rank batch sizes"),
     "rebalance_every": Param(int, 20, check=positive, doc="adaptive: steps between rebalances"),
     "shares": Param(list, [], check=_shares,
@@ -82,7 +89,7 @@ TRAIN_SPEC = {
     "threshold": Param(float, 0.01, check=positive, doc="adaptive_comm: relative model spread that halves the interval"),
     "max_interval": Param(int, 64, check=positive, doc="adaptive_comm: longest interval between averages"),
     "device": Param(str, "auto", choices=("auto", "cpu", "gpu"), doc="auto: CuPy on a GPU when present"),
-    "eval_batch_size": Param(int, 4096, check=positive, doc="rows per evaluation batch"),
+    "eval_batch_size": Param(int, 4096, check=_batch, doc="rows per evaluation batch"),
 }
 
 
@@ -127,26 +134,61 @@ def _host(a):
 
 def _split_names(path) -> dict:
     try:
-        return json.loads((Path(path) / "manifest.json").read_text()).get("splits") or {}
-    except (OSError, ValueError):
+        return read_manifest(path)["splits"]
+    except HpcprepError:  # open_dataset reports it
         return {}
 
 
-def _open_train_val(dataset, cfg, comm):
+def _datasets(dataset, cfg) -> tuple:
+    """``(train split, val folder, val split)`` to open (val folder None: no validation)."""
     splits = _split_names(dataset)
-    train = open_dataset(dataset, split=cfg["split"] if splits else None, comm=comm)
+    train = cfg["split"] if splits else None
     val_name = cfg["val"]
     if val_name == "none" or (val_name == "" and "val" not in splits):
-        return train, None
+        return train, None, None
     if val_name == "":
         val_name = "val"
     if val_name in splits:
-        return train, open_dataset(dataset, split=val_name, comm=comm)
+        return train, dataset, val_name
     if Path(val_name).is_dir():
-        vs = _split_names(val_name)
-        return train, open_dataset(val_name, split="val" if vs else None, comm=comm)
-    raise _agreed(ConfigError, f"train.val = {val_name!r}: neither a split of {dataset} "
-                               f"({', '.join(splits) or 'no splits'}) nor a dataset folder")
+        return train, val_name, "val" if _split_names(val_name) else None
+    raise ConfigError(f"train.val = {val_name!r}: neither a split of {dataset} "
+                      f"({', '.join(splits) or 'no splits'}) nor a dataset folder")
+
+
+def _open_train_val(dataset, cfg, comm):
+    # rank 0 decides, so every rank makes the same collective open_dataset calls
+    answer = None
+    if comm.Get_rank() == 0:
+        try:
+            answer = (True, _datasets(dataset, cfg))
+        except ConfigError as e:
+            answer = (False, str(e))
+    ok, plan = comm.bcast(answer, root=0)
+    if not ok:
+        raise _agreed(ConfigError, plan)
+    train_split, val_path, val_split = plan
+    train = open_dataset(dataset, split=train_split, comm=comm)
+    if val_path is None:
+        return train, None
+    try:
+        return train, open_dataset(val_path, split=val_split, comm=comm)
+    except HpcprepError:
+        train.close()
+        raise
+
+
+def _stop_unless_finite(xp, where: str, loss: float, vector, what: str) -> None:
+    """Stop training, on every rank alike, when ``loss`` or ``vector`` (reduced numbers,
+    the same on every rank) is not finite: going on would train a NaN model."""
+    if not math.isfinite(loss):
+        bad = "the loss"
+    elif not bool(xp.isfinite(vector).all()):
+        bad = what
+    else:
+        return
+    raise _agreed(DataError, f"{where}: {bad} is not finite (NaN or inf): a non-finite value "
+                             f"in the data or too large a learning rate; training stopped")
 
 
 def _classes(ds, comm) -> int:
@@ -327,6 +369,8 @@ def train(dataset, config: dict, comm, out=None, resume=None, stream=sys.stdout)
                     res = dp.step(params, x, y)
                     compute = res.compute_s
                     if res.total > 0:
+                        _stop_unless_finite(xp, f"{ds.path}: epoch {epoch + 1}, step {step + 1}",
+                                            res.loss_sum, res.grad, "the gradient")
                         g = res.grad
                         if cfg["l2"]:
                             g += cfg["l2"] * params
@@ -342,7 +386,10 @@ def train(dataset, config: dict, comm, out=None, resume=None, stream=sys.stdout)
                             g += cfg["l2"] * params
                         opt.step(params, g)
                     loss_sum += (float(dp.buf[P + 1]), b)
-                    ac.after_step(params, b)
+                    if ac.after_step(params, b):  # averaged: the same parameters on every rank
+                        _stop_unless_finite(xp, f"{ds.path}: epoch {epoch + 1}, step {step + 1}",
+                                            0.0, params, "the averaged model (a local loss or "
+                                            "gradient since the last average)")
                 balancer.record(b, compute)
                 step += 1
                 balancer.after_step(step)
@@ -351,6 +398,8 @@ def train(dataset, config: dict, comm, out=None, resume=None, stream=sys.stdout)
                     ac.average(params)
                 comm.Allreduce(MPI.IN_PLACE, loss_sum, op=MPI.SUM)
                 epoch_loss, epoch_seen = loss_sum
+                _stop_unless_finite(xp, f"{ds.path}: epoch {epoch + 1}, step {step}",
+                                    float(epoch_loss), params, "the averaged model")
             seconds = time.perf_counter() - t0
             mine = {"compute": dp.compute_s - c0,
                     "allreduce": dp.allreduce_s + (ac.allreduce_s if ac else 0.0) - a0,
