@@ -5,7 +5,7 @@ import os
 import sys
 
 from . import __version__
-from .collective import AgreedError, fail_hard, root_decides, write_line
+from .mpi.agree import AgreedError, fail_hard, root_decides, run_cleanups, write_line
 
 #: Modules that add subcommands through ``register(subparsers)``.
 PLUGINS: list[str] = ["hpcprep.assign.cli", "hpcprep.train.cli"]
@@ -180,24 +180,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point of the ``hpcprep`` command (every rank runs it)."""
+    from .output.location import abandon_run
+
     args = build_parser().parse_args(argv)
     comm = _world()
+    cleanups = (abandon_run,)   # a failed run leaves no temporary output and no lock
     try:
         from .launch import check_launch
 
         check_launch(comm)
         rc = args.func(args, comm)
     except AgreedError as e:
-        from .output.location import abandon_run
-
-        abandon_run()
+        run_cleanups(cleanups)
         if comm.Get_rank() == 0:
             write_line(f"hpcprep: error: {e}")
         sys.exit(2)
     except BaseException as e:  # noqa: BLE001 - any failure must end every rank
         if isinstance(e, SystemExit) and not e.code:
             raise
-        fail_hard(comm, e, args.debug)
+        fail_hard(comm, e, args.debug, cleanups)
     sys.exit(rc)
 
 

@@ -76,7 +76,8 @@ def _speeds(value):
 
 INPUT = {
     "paths": Param(list, check=list_of(str), doc="globs; files in sorted order define global row ids"),
-    "format": Param(str, "auto", choices=("auto", "hdf5", "npy", "csv"), doc="input format"),
+    "format": Param(str, "auto", choices=("auto", "hdf5", "npy", "csv", "parquet", "feather", "jsonl"),
+                    doc="input format; auto: from the suffix (.gz/.bz2/.zst/.xz looked through)"),
     "features": Param((str, list), "features",
                       doc="HDF5 dataset of an (N, d) array; for CSV a list of column names"),
     "label": Param(str, "", doc="label dataset (HDF5), npy suffix, or CSV column; empty = none"),

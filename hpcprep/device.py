@@ -60,10 +60,6 @@ class DeviceInfo:
     cuda_aware_mpi: bool | None = None
     extra: dict = field(default_factory=dict)
 
-    @property
-    def is_gpu(self) -> bool:
-        return self.kind == "gpu"
-
     def report(self) -> dict:
         """JSON-ready dict for the run report (everything except the module)."""
         return {

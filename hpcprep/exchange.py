@@ -12,6 +12,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .chunk import Chunk
+from .mpi import tags
 
 DEFAULT_MAX_BYTES = 1 << 30
 
@@ -166,7 +167,7 @@ def alltoallv_records(comm, records: np.ndarray, sendcounts, dtype: np.dtype,
 _END = None
 
 
-def send_chunk(comm, dest: int, chunk: Chunk | None, tag: int = 7) -> int:
+def send_chunk(comm, dest: int, chunk: Chunk | None, tag: int = tags.CHUNK) -> int:
     """Send a chunk to ``dest`` (header pickled, arrays as raw buffers); None ends the stream.
 
     Returns the bytes of array data sent.
@@ -191,7 +192,7 @@ def send_chunk(comm, dest: int, chunk: Chunk | None, tag: int = 7) -> int:
     return sent
 
 
-def recv_chunk(comm, source: int, tag: int = 7) -> Chunk | None:
+def recv_chunk(comm, source: int, tag: int = tags.CHUNK) -> Chunk | None:
     """Receive a chunk sent by :func:`send_chunk` (None at the end of the stream)."""
     header = comm.recv(source=source, tag=tag)
     if header is _END:

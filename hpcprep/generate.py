@@ -15,7 +15,7 @@ import os
 import h5py
 import numpy as np
 
-from .collective import write_line
+from .mpi.agree import write_line
 
 NAN_RATE = 0.01
 OUTLIER_RATE = 0.005

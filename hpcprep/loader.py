@@ -27,33 +27,10 @@ import numpy as np
 from .errors import ConfigError, DataError, HpcprepError
 from .output.reader import ShardFiles, check_master, describe, in_folder, open_shards, resolve
 
-try:
-    from .collective import AgreedError
-except ImportError:  # pragma: no cover - older trees
-    class AgreedError(HpcprepError):
-        pass
+from .mpi.agree import agreed
+from .partition import equal_counts
 
-_AGREED = {}
-
-
-def agreed(cls, message: str) -> HpcprepError:
-    """An error raised on every rank alike: an instance of both ``cls`` (e.g. DataError) and
-    :class:`hpcprep.collective.AgreedError`, so the top-level handler prints it once (rank 0)
-    and no rank calls Abort. Also marked ``err.all_ranks = True``."""
-    if not issubclass(cls, AgreedError):
-        if cls not in _AGREED:
-            _AGREED[cls] = type(f"Agreed{cls.__name__}", (AgreedError, cls), {})
-        cls = _AGREED[cls]
-    err = cls(message)
-    err.all_ranks = True
-    return err
-
-__all__ = ["open_dataset", "Dataset", "even_counts", "epoch_blocks", "block_ranges"]
-
-
-def even_counts(n: int, parts: int) -> list[int]:
-    """Split ``n`` rows into ``parts`` contiguous counts differing by at most one (first ones larger)."""
-    return [n // parts + (k < n % parts) for k in range(parts)]
+__all__ = ["open_dataset", "Dataset", "epoch_blocks", "block_ranges"]
 
 
 def epoch_blocks(n: int, batch_size: int, seed=None, epoch: int = 0, drop_last: bool = False):
@@ -122,7 +99,7 @@ class Dataset:
         self.comm = comm
         self.rank = 0 if comm is None else comm.Get_rank()
         self.size = 1 if comm is None else comm.Get_size()
-        self.counts = tuple(counts) if counts is not None else tuple(even_counts(self.rows, self.size))
+        self.counts = tuple(counts if counts is not None else equal_counts(self.rows, self.size).tolist())
         self.start = int(sum(self.counts[:self.rank]))
         self.stop = self.start + int(self.counts[self.rank])
         shards = manifest["shards"]
@@ -260,41 +237,30 @@ class Dataset:
         """A :class:`Prefetcher` reading global row ranges on this dataset's background thread."""
         return Prefetcher(self, xp, dtype)
 
-    def torch(self, batch_size: int, shuffle_seed=None, drop_last: bool = False, dtype=None):
-        """A ``torch.utils.data.IterableDataset`` yielding ``(x, y)`` tensor batches of this rank.
+    def read_plan(self, plan, xp=np, dtype=None, prefetch: bool = True):
+        """Yield ``(x, y)`` for each item of ``plan`` (a sequence of lists of global row ranges),
+        reading the next one on the background thread with ``prefetch`` (the reader of
+        :meth:`batches` and of the torch adapter)."""
+        return self._iterate(plan, xp, dtype, prefetch)
 
-        Use it with ``DataLoader(ds.torch(256), batch_size=None)``; call ``set_epoch(e)``
-        for a new shuffle each epoch. With ``num_workers > 0`` the batches are dealt out
-        to the workers. Raises ImportError when PyTorch is not installed.
+    def torch(self, batch_size: int, shuffle_seed=None, remainder: str = "pad", **options):
+        """A ``torch.utils.data.IterableDataset`` of ``(x, y)`` tensor batches, DDP-safe and
+        resumable: :class:`hpcprep.train.torch_data.TorchBatches` (docs/train.md, "Training
+        with PyTorch"; ``options``: ``block_rows``, ``dtype``, ``comm``, ``rank``,
+        ``world_size``, ``xp``, ``prefetch``).
+
+        Every rank yields the same number of batches per epoch (``remainder``: "pad",
+        "drop" or "uneven"). Use ``.loader(num_workers=...)`` or
+        ``DataLoader(..., batch_size=None)``. Raises ImportError without PyTorch.
         """
         try:
-            import torch
-            from torch.utils.data import IterableDataset, get_worker_info
+            from .train.torch_data import TorchBatches
         except ImportError as e:
-            raise ImportError("Dataset.torch() needs PyTorch (pip install torch)") from e
-        outer = self
-
-        class HpcprepIterable(IterableDataset):
-            def __init__(self):
-                super().__init__()
-                self.epoch = 0
-
-            def set_epoch(self, epoch: int):
-                self.epoch = epoch
-
-            def __len__(self):
-                n = len(outer)
-                return n // batch_size if drop_last else -(-n // batch_size)
-
-            def __iter__(self):
-                plan = outer.batch_ranges(batch_size, shuffle_seed, self.epoch, drop_last)
-                info = get_worker_info()
-                if info is not None:
-                    plan = plan[info.id::info.num_workers]
-                for x, y in outer._iterate(plan, np, dtype, prefetch=info is None):
-                    yield torch.from_numpy(x), None if y is None else torch.from_numpy(y)
-
-        return HpcprepIterable()
+            if e.name != "torch":
+                raise
+            raise ImportError("Dataset.torch() needs PyTorch (pip install 'hpcprep[torch]')") from e
+        return TorchBatches(self, batch_size, shuffle_seed=shuffle_seed, remainder=remainder,
+                            **options)
 
     def close(self):
         """Stop the prefetch thread and close the shard files and their pinned descriptors."""

@@ -1,4 +1,9 @@
-"""Splitting ordered items over ranks: the arithmetic lives here and nowhere else."""
+"""Splitting ordered items over ranks: the arithmetic lives here and nowhere else.
+
+Equal counts, offsets, contiguous ranges, largest remainder and proportional
+counts; :mod:`hpcprep.assign` (rounding a plan, rows by speed), the trainer's
+batch sizes, the loader's row ranges and the pipeline's shard sizes all use these.
+"""
 
 import numpy as np
 
@@ -45,3 +50,70 @@ def balanced_contiguous(sizes, parts: int, weights=None) -> list[tuple[int, int]
         lo = int(idx[0]) if len(idx) else (ranges[-1][1] if ranges else 0)
         ranges.append((lo, int(idx[-1]) + 1 if len(idx) else lo))
     return ranges
+
+
+def largest_remainder(shares, total: int, lower=None, upper=None) -> np.ndarray:
+    """Whole numbers near the real ``shares``, within ``[lower, upper]``, that sum to ``total``.
+
+    Start from ``clip(floor(shares), lower, upper)``, then add one to the largest
+    remainders ``shares - y`` (or take one from the smallest) among the items with
+    room, until the sum is ``total``. Ties go to the lower index, so every rank
+    computes the same result.
+
+    Parameters
+    ----------
+    shares : array of float, shape (n,)
+    total : int
+    lower, upper : array of int, shape (n,), optional
+        Bounds of each item (default 0 and unbounded).
+
+    Returns
+    -------
+    array of int64, shape (n,)
+
+    Raises
+    ------
+    ValueError
+        When the bounds admit no solution (``sum(lower) > total`` or ``sum(upper) < total``).
+
+    Examples
+    --------
+    >>> largest_remainder([2.5, 2.5, 5.0], 10).tolist()
+    [3, 2, 5]
+    """
+    shares = np.asarray(shares, dtype=np.float64)
+    lower = np.zeros(shares.size, np.int64) if lower is None else np.asarray(lower, dtype=np.int64)
+    upper = np.full(shares.size, max(int(total), 0), np.int64) if upper is None else \
+        np.asarray(upper, dtype=np.int64)
+    if lower.sum() > total or upper.sum() < total:
+        raise ValueError(f"cannot place {total} whole units within bounds summing to "
+                         f"{lower.sum()}..{upper.sum()}")
+    y = np.clip(np.floor(shares + 1e-9).astype(np.int64), lower, upper)
+    deficit = int(total - y.sum())
+    while deficit != 0:
+        step = 1 if deficit > 0 else -1
+        room = (upper - y) if step > 0 else (y - lower)
+        candidates = np.flatnonzero(room > 0)
+        remainder = shares[candidates] - y[candidates]
+        ranked = candidates[np.argsort(-remainder * step, kind="stable")]
+        chosen = ranked[: abs(deficit)]
+        y[chosen] += step
+        deficit -= step * chosen.size
+    return y
+
+
+def proportional_counts(total: int, weights) -> np.ndarray:
+    """Split ``total`` into whole counts proportional to ``weights`` (largest remainder).
+
+    The counts sum to ``total`` exactly; ties go to the lower index. Weights that
+    are negative or sum to zero count as equal.
+
+    Examples
+    --------
+    >>> proportional_counts(10, [1, 1, 1]).tolist()
+    [4, 3, 3]
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.size and (not np.all(w >= 0) or w.sum() <= 0):
+        w = np.ones_like(w)
+    return largest_remainder(total * w / w.sum() if w.size else w, int(total))

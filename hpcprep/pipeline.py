@@ -16,7 +16,8 @@ import numpy as np
 from mpi4py import MPI
 
 from . import __version__
-from .collective import AgreedError, root_decides, write_line
+from .mpi import tags
+from .mpi.agree import AgreedError, root_decides, write_line
 from .exchange import exchange_records, send_chunk
 from .errors import ConfigError
 from .io.plan import build_input_plan, check_input_columns, count_csv_chunks, expand_paths
@@ -30,7 +31,7 @@ from .output.location import OutputLocation
 from .output.checks import nonfinite_of, output_problem, sum_drops
 from .output.master import manifest, write_json, write_master
 from .output.shards import ShardWriter
-from .partition import equal_counts, offsets
+from .partition import equal_counts, largest_remainder, offsets
 from .steps.moments import Moments
 
 
@@ -116,8 +117,8 @@ def _calibrate(cfg, plan, input_index: int, min_seconds: float = 0.1) -> float:
     if not descs or descs[0].rows <= 0:
         return 1.0
     d = descs[0]
-    rows = d.rows if d.format == "csv" else min(d.rows, cfg["plan"]["calibration_rows"])
-    probe = d if d.format == "csv" else replace(d, stop=d.start + rows, rows=rows)
+    rows = d.rows if d.by_bytes else min(d.rows, cfg["plan"]["calibration_rows"])
+    probe = d if d.by_bytes else replace(d, stop=d.start + rows, rows=rows)
     reader = ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype)
     try:
         reader.read(probe)  # opens the file: not timed
@@ -232,7 +233,7 @@ class _RankRun:
             i = self._group_index(topo.std_ranks[j])
             self.n_chunks_out = len(self.plan.chunks_of(i))
             upstream = topo.upstream_of_std(j)[i]
-            self.names = self.comm.recv(source=upstream, tag=6)
+            self.names = self.comm.recv(source=upstream, tag=tags.FEATURE_NAMES)
             layer = StandardizeLayer(j, cfg["standardize"][j], self.names, topo.std_comms[j],
                                      self.seed, self._layer_log(topo.std_comms[j]),
                                      self._rejects_path(j, cfg["standardize"][j]))
@@ -276,7 +277,7 @@ class _RankRun:
 
     def _send_stream(self, peer: int, stream) -> None:
         """Send the feature names, then every chunk of ``stream``, to the next layer's peer."""
-        self.comm.send(self.names, dest=peer, tag=6)
+        self.comm.send(self.names, dest=peer, tag=tags.FEATURE_NAMES)
         sent = 0
         for chunk in stream.iterate(final=True):
             sent += send_chunk(self.comm, peer, chunk)
@@ -402,11 +403,9 @@ class _RankRun:
             raise ConfigError(f"output.shard_sizes = {sizes}: needs {n_writers} non-negative sizes "
                               f"(one per rank of the last sampling layer) summing to {total} rows")
         w = np.asarray(sizes, dtype=np.float64)
-        exact = w / w.sum() * total
-        out = np.floor(exact).astype(np.int64)
-        extra = int(total - out.sum())
-        out[np.argsort(-(exact - out), kind="stable")[:extra]] += 1
-        return out
+        # shares as (w / sum) * total, not total * w / sum: the same floats, so the same
+        # shards as datasets written before (near-ties are decided by the last bit)
+        return largest_remainder(w / w.sum() * total, total)
 
     def write(self) -> None:
         last = self.sample_layers[-1]

@@ -3,7 +3,7 @@
 import sys
 import time
 
-from .collective import write_line
+from .mpi.agree import write_line
 
 
 class Progress:

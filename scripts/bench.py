@@ -22,6 +22,11 @@ Cases
 ``memory``
     (full mode) issue 2's figure: peak RSS per rank at ``-n 2`` on a generated dataset of
     >= 1 GiB vs that rank's share of the input bytes (goal < 2.5x).
+``loader``
+    The PyTorch loader (``Dataset.torch``, one process) vs plain h5py reading the same shards
+    in the same batches in the same run, in order and in the shuffled epoch order: rows/s,
+    GB/s, paired ratios (goal >= 0.8x); and the block size vs mixing trade-off of the shuffle.
+    "not available" without PyTorch.
 ``sampling``, ``csv``, ``assign``, ``train``
     The other developers' modules ``scripts/bench_<name>.py``, each exposing
     ``run(quick: bool) -> dict``, imported with importlib in a child process (isolation:
@@ -87,7 +92,7 @@ MODULE_CASES = {
     "train": ("bench_train", "seconds per epoch and Allreduce share, equal vs adaptive batches"),
 }
 
-ALL_CASES = ["ref1", "memory", *MODULE_CASES, "gpu"]
+ALL_CASES = ["ref1", "memory", "loader", *MODULE_CASES, "gpu"]
 
 #: Environment variables removed from every benchmark process (see notes/mpi.md).
 SCRUBBED_ENV = ("MPIR_CVAR_ENABLE_HEAVY_YIELD", "MPIR_CVAR_ASYNC_PROGRESS", "MPI4PY_RC_THREAD_LEVEL")
@@ -257,6 +262,102 @@ def versions() -> dict:
     except (OSError, subprocess.TimeoutExpired):
         v["git_commit"], v["git_dirty"] = None, None
     return v
+
+
+def loader_bench(workdir, quick: bool) -> dict:
+    """Run in a child process by ``case_loader``: the torch loader vs plain h5py, same shards.
+
+    A dataset of N rows x 32 float32 + int64 labels in 4 uneven shards; batches of 4096 rows.
+    Plain h5py opens the shards and slices ``f["features"][a:b]`` / ``f["labels"][a:b]`` for
+    the same row ranges the loader reads (in order, and the shuffled epoch's ranges);
+    the loader iterates ``Dataset.torch(...)`` (world size 1, prefetch thread) to tensors.
+    Variants are interleaved with a rotating order and ratios paired within a repeat.
+    """
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        return {"status": "not available", "reason": f"PyTorch is not installed ({e}); pip install -e .[torch]"}
+    import h5py
+    import numpy as np
+
+    from hpcprep.loader import open_dataset
+    from hpcprep.train.synth import write_dataset
+
+    rows = 200_000 if quick else 4_000_000
+    batch, repeats = 4096, (3 if quick else 5)
+    shards = [rows * k // 10 for k in (1, 4, 2)]
+    shards.append(rows - sum(shards))
+    rng = np.random.default_rng(SEED)
+    path = write_dataset(Path(workdir) / f"loader-{rows}", rng.standard_normal((rows, FEATURES), dtype=np.float32),
+                         rng.integers(0, 2, rows), shards)
+    nbytes = rows * (FEATURES * 4 + 8)
+    ds = open_dataset(path, verify=False)
+    starts = np.cumsum([0] + shards)
+    files = [h5py.File(path / f"shards/part-{k:05d}.h5", "r") for k in range(len(shards))]
+
+    def plain(plan):
+        for ranges in plan:
+            parts = []
+            for a, b in ranges:
+                for k in range(len(shards)):
+                    lo, hi = max(a, starts[k]), min(b, starts[k + 1])
+                    if hi > lo:
+                        f = files[k]
+                        parts.append((f["features"][lo - starts[k]:hi - starts[k]],
+                                      f["labels"][lo - starts[k]:hi - starts[k]]))
+            x = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
+            torch.from_numpy(x)
+
+    def loader(seed):
+        for x, y in ds.torch(batch, shuffle_seed=seed, remainder="uneven", rank=0, world_size=1):
+            pass
+
+    plans = {seed: list(ds.torch(batch, shuffle_seed=seed, remainder="uneven", rank=0,
+                                 world_size=1).batch_ranges()) for seed in (None, 1)}
+    variants = {"plain_h5py_in_order": lambda: plain(plans[None]), "loader_in_order": lambda: loader(None),
+                "plain_h5py_shuffled": lambda: plain(plans[1]), "loader_shuffled": lambda: loader(1)}
+    names = list(variants)
+    secs = {v: [] for v in names}
+    loader(None)                                   # warm the page cache and the imports
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for v in order:
+            t0 = time.perf_counter()
+            variants[v]()
+            secs[v].append(time.perf_counter() - t0)
+    runs = {v: {"seconds": summarize(secs[v]), "rows_per_s": [rows / t for t in secs[v]],
+                "gb_per_s": [nbytes / t / 1e9 for t in secs[v]]} for v in names}
+    ratio = {o: [p / q for p, q in zip(secs[f"plain_h5py_{o}"], secs[f"loader_{o}"])]
+             for o in ("in_order", "shuffled")}
+    # the shuffle's block size: reads per batch and rows/s vs how well the batches mix
+    blocks = []
+    for block in (64, 512, 4096, 32768):
+        it = ds.torch(batch, shuffle_seed=1, remainder="uneven", rank=0, world_size=1, block_rows=block)
+        plan = list(it.batch_ranges())
+        where = [np.empty(rows, np.int64) for _ in range(2)]
+        for e in range(2):
+            for k, ranges in enumerate(it.batch_ranges(epoch=e)):
+                for a, b in ranges:
+                    where[e][a:b] = k
+
+        def pairs(key):
+            c = np.unique(key, return_counts=True)[1].astype(np.float64)
+            return float((c * (c - 1)).sum())
+        t0 = time.perf_counter()
+        for _ in it:
+            pass
+        loader_secs = time.perf_counter() - t0
+        blocks.append({"block_rows": block, "reads_per_batch": sum(map(len, plan)) / len(plan),
+                       "rows_per_s": rows / loader_secs,
+                       # of two rows in one batch in epoch 0, the chance they share one in epoch 1
+                       "batch_mates_kept": pairs(where[0] * len(plan) + where[1]) / pairs(where[0]),
+                       "fully_random_expectation": (batch - 1) / (rows - 1)})
+    for f in files:
+        f.close()
+    ds.close()
+    return {"rows": rows, "features": FEATURES, "batch_rows": batch, "bytes": nbytes, "shards": shards,
+            "repeats": repeats, "runs": runs, "ratio": {o: summarize(v)["values"] for o, v in ratio.items()},
+            "ratio_summary": {o: summarize(v) for o, v in ratio.items()}, "block_size": blocks}
 
 
 # ---- the suite ---------------------------------------------------------------------------------
@@ -616,6 +717,30 @@ class Suite:
                 "steps": [s for s, _ in steps], "steps_missing": missing,
                 "memory_per_rank_budget": "2GiB (default)"}
 
+    # ---- the PyTorch loader (issue 16) ------------------------------------------------------------
+    def case_loader(self) -> dict:
+        result_file = Path(self.args.workdir) / "loader-result.json"
+        child = (f"import json, sys; sys.path.insert(0, {str(SCRIPTS)!r}); sys.path.insert(0, {str(ROOT)!r})\n"
+                 f"import bench\n"
+                 f"res = bench.loader_bench({str(self.args.workdir)!r}, quick={self.quick!r})\n"
+                 f"open({str(result_file)!r}, 'w').write(json.dumps(bench.jsonable(res), allow_nan=False))\n")
+        run_cmd([sys.executable, "-c", child], self.args.workdir, 600 if self.quick else 3600,
+                "loader benchmark")
+        res = json.loads(result_file.read_text())
+        if res.get("status") == "not available":
+            return res
+        for name, unit in (("rows_per_s", "rows/s"), ("gb_per_s", "GB/s")):
+            for v, vals in res["runs"].items():
+                self.figure("loader", f"{v} {name}", vals[name], unit)
+        for order in ("in_order", "shuffled"):
+            self.figure("loader", f"loader / plain h5py ({order})", res["ratio"][order], "x",
+                        note="paired within a repeat; goal >= 0.8x")
+            if not self.quick:
+                med = statistics.median(res["ratio"][order])
+                self.targets.append({"target": f"torch loader >= 0.8x plain h5py read ({order})",
+                                     "value": med, "goal": 0.8, "met": med >= 0.8})
+        return res
+
     # ---- other developers' modules --------------------------------------------------------------
     def case_module(self, case) -> dict:
         module, what = MODULE_CASES[case]
@@ -945,7 +1070,7 @@ def main(argv=None) -> int:
     try:
         for case in cases:
             fn = {"ref1": suite.case_ref1, "memory": suite.case_memory,
-                  "gpu": suite.case_gpu}.get(case) or (lambda c=case: suite.case_module(c))
+                  "loader": suite.case_loader, "gpu": suite.case_gpu}.get(case) or (lambda c=case: suite.case_module(c))
             suite.run_case(case, fn)
     finally:
         if own_workdir:

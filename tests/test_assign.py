@@ -1,6 +1,5 @@
 """The assignment program in-process: closed form vs cvxpy, rounding, deadlines, errors."""
 
-import argparse
 import json
 
 import numpy as np
@@ -9,7 +8,6 @@ import pytest
 from hpcprep.assign import (AssignError, AssignmentProgram, AssignProblem, Planner, Structure,
                             batch_sizes, contiguous_chunk_ranges, problem_from_table,
                             rows_by_speed, solve_problem, water_fill)
-from hpcprep.assign.cli import register
 from hpcprep.assign.rounding import bounded_largest_remainder, round_plan
 from hpcprep.errors import ConfigError
 
@@ -295,11 +293,13 @@ min_fraction = 0.5
 """
 
 
-def run_cli(argv):
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    return args.func(args)
+def run_cli(argv) -> int:
+    """The exit code of ``hpcprep ARGV`` run in this process (through the real ``cli.main``)."""
+    from hpcprep.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    return info.value.code
 
 
 def test_plan_subcommand(tmp_path, capsys):
@@ -316,8 +316,9 @@ def test_plan_subcommand(tmp_path, capsys):
     assert "fast.0" in table and "solver CLARABEL" in table
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"workers": [{"speed": 1.0, "sped": 2}], "tasks": [{"units": 5}]}))
-    with pytest.raises(ConfigError, match=r"workers\[0\]\.sped"):
-        run_cli(["plan", str(bad)])
+    assert run_cli(["plan", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("hpcprep: error: ") == 1 and "workers[0].sped" in err
 
 
 def test_problem_from_table_counts_and_defaults():

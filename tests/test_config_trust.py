@@ -199,7 +199,7 @@ def test_plan_command_infeasible_is_printed_once(tmp_path):
 GATHER = """\
 from mpi4py import MPI
 from hpcprep.assign import WorkerReport, gather_and_plan
-from hpcprep.collective import fail_hard
+from hpcprep.mpi.agree import fail_hard
 
 world = MPI.COMM_WORLD
 sub = world.Split(0 if world.Get_rank() < 2 else 1, world.Get_rank())
@@ -226,7 +226,7 @@ def test_generate_seed_outside_its_range(tmp_path, seed):
     from argparse import Namespace
 
     from hpcprep.cli import cmd_generate
-    from hpcprep.collective import AgreedError
+    from hpcprep.mpi.agree import AgreedError
 
     args = Namespace(rows=10, features=2, files=1, seed=seed, out=str(tmp_path / "g"), quiet=True)
     with pytest.raises(AgreedError, match=r"0 <= --seed <= 2\*\*63 - 1"):

@@ -12,7 +12,8 @@ import pytest
 from mpi4py import MPI
 
 from hpcprep.errors import ConfigError, DataError
-from hpcprep.loader import block_ranges, epoch_blocks, even_counts, open_dataset
+from hpcprep.loader import block_ranges, epoch_blocks, open_dataset
+from hpcprep.partition import equal_counts
 from hpcprep.train.synth import shard_crc32, write_dataset, write_split_root
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,15 +133,6 @@ def test_epoch_blocks_properties():
     assert epoch_blocks(10, 3, 1, 0) != epoch_blocks(10, 3, 1, 1)
     with pytest.raises(ConfigError):
         epoch_blocks(10, 0)
-    assert even_counts(10, 4) == [3, 3, 2, 2] and even_counts(2, 4) == [1, 1, 0, 0]
-
-
-def test_torch_adapter(ds_path):
-    torch = pytest.importorskip("torch")
-    with open_dataset(ds_path) as ds:
-        it = ds.torch(4, shuffle_seed=1)
-        batches = list(torch.utils.data.DataLoader(it, batch_size=None))
-        assert sum(len(xb) for xb, _ in batches) == N and len(it) == len(batches)
 
 
 # ------------------------------------------------------------------ errors
@@ -226,7 +218,7 @@ def test_each_rank_gets_its_contiguous_rows(tmp_path, ds_path, n):
     assert proc.returncode == 0, proc.stderr
     res = json.loads(out.read_text())
     counts = {1: [25], 2: [0, 25], 3: [20, 0, 5], 4: [1, 10, 0, 14]}[n]
-    for name, c in (("equal", even_counts(N, n)), ("counts", counts)):
+    for name, c in (("equal", equal_counts(N, n).tolist()), ("counts", counts)):
         starts = np.cumsum([0] + c)
         for r, (start, stop, xr, yr) in enumerate(res[name]):
             assert (start, stop) == (starts[r], starts[r + 1])

@@ -101,7 +101,7 @@ def _driver(spec_path):
     """Run every job of a spec on COMM_WORLD (executed under mpiexec)."""
     from mpi4py import MPI
 
-    from hpcprep.collective import root_decides
+    from hpcprep.mpi.agree import root_decides
     from hpcprep.config import parse_config
     from hpcprep.pipeline import run_pipeline
     from hpcprep.progress import Progress
@@ -116,9 +116,10 @@ def _driver(spec_path):
         if spec.get("categorical"):
             _categorical_layer(comm, spec["work"], spec["categorical"])
     except BaseException as e:  # noqa: BLE001 - end every rank, as the CLI does
-        from hpcprep.collective import fail_hard
+        from hpcprep.mpi.agree import fail_hard
+        from hpcprep.output.location import abandon_run
 
-        fail_hard(comm, e, debug=True)
+        fail_hard(comm, e, debug=True, cleanups=(abandon_run,))
 
 
 def raw_arrays(raw_dir):

@@ -1,4 +1,4 @@
-"""``hpcprep plan PROBLEM.{toml,json} [--json]``: solve a problem file, no MPI needed."""
+"""``hpcprep plan PROBLEM.{toml,json} [--json]``: solve a problem file on rank 0 and print the plan."""
 
 import json
 import sys
@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..mpi.agree import root_decides, write_line
 from .problem import problem_from_table
 from .solve import SOLVERS, Planner
 
@@ -56,22 +57,16 @@ def plan_text(args) -> str:
     return plan.format_table(max_workers=args.max_rows)
 
 
-def run_plan(args, comm=None) -> int:
-    """Handle ``hpcprep plan``: rank 0 of ``comm`` solves and prints; without ``comm``, this process.
+def run_plan(args, comm) -> int:
+    """Handle ``hpcprep plan``: rank 0 of ``comm`` solves and prints the plan.
 
     Raises
     ------
-    ConfigError, AssignError
-        Without ``comm``: bad file, or no plan (infeasible deadlines are named).
     AgreedError
-        With ``comm``, on every rank: the same, decided on rank 0 (printed once
-        by the caller's error handler).
+        On every rank: a bad file, or no plan (infeasible deadlines are named),
+        decided on rank 0 and printed once by ``cli.main``; also an instance of
+        the class raised there (ConfigError, AssignError).
     """
-    if comm is None:
-        print(plan_text(args))
-        return 0
-    from ..collective import root_decides, write_line
-
     text = root_decides(comm, plan_text, args)
     if comm.Get_rank() == 0:
         write_line(text, sys.stdout)
@@ -81,7 +76,7 @@ def run_plan(args, comm=None) -> int:
 def register(subparsers):
     """Add the ``plan`` subcommand to an ``argparse`` subparsers object.
 
-    The subcommand's handler is ``args.func(args, comm=None) -> int``.
+    The subcommand's handler is ``args.func(args, comm) -> int``.
     """
     parser = subparsers.add_parser(
         "plan", help="solve an assignment problem file (workers, tasks) and print the plan",

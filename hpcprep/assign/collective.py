@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..collective import agreed_on
+from ..mpi.agree import root_decides
 from ..errors import HpcprepError
 from .problem import AssignError, AssignProblem
 from .solve import Planner
@@ -91,21 +91,22 @@ def gather_and_plan(comm, report: WorkerReport, tasks: dict | None = None, root:
     AssignError
         On every rank, with the same message, when the problem is infeasible
         (naming the late tasks and by how much) or the solver failed. It is
-        marked :func:`hpcprep.collective.agreed_on` ``comm``: printed once.
+        marked :func:`hpcprep.mpi.agree.agreed_on` ``comm``: printed once.
     """
     reports = comm.gather(report, root=root)
-    outcome = None
-    if comm.Get_rank() == root:
-        try:
-            if tasks is None:
-                raise AssignError(f"gather_and_plan: no tasks given on the root rank {root}")
-            problem = problem_from_reports(reports, tasks)
-            outcome = ("plan", (planner or Planner()).plan(problem))
-        except HpcprepError as err:
-            outcome = ("error", str(err), getattr(err, "late_tasks", {}))
-        except Exception as err:   # never leave the other ranks waiting in bcast
-            outcome = ("error", f"planning failed on rank {root}: {type(err).__name__}: {err}", {})
-    outcome = comm.bcast(outcome, root=root)
-    if outcome[0] == "error":
-        raise agreed_on(comm, AssignError(outcome[1], late_tasks=outcome[2]))
-    return outcome[1]
+    return root_decides(comm, _plan_on_root, reports, tasks, planner, root, root=root,
+                        job_wide=False)
+
+
+def _plan_on_root(reports, tasks, planner, root: int):
+    """The plan for the gathered reports; every failure becomes an :class:`AssignError`."""
+    try:
+        if tasks is None:
+            raise AssignError(f"gather_and_plan: no tasks given on the root rank {root}")
+        return (planner or Planner()).plan(problem_from_reports(reports, tasks))
+    except AssignError:
+        raise
+    except HpcprepError as err:
+        raise AssignError(str(err)) from None
+    except Exception as err:   # noqa: BLE001 - never leave the other ranks waiting in bcast
+        raise AssignError(f"planning failed on rank {root}: {type(err).__name__}: {err}") from None

@@ -18,15 +18,15 @@ the rounded plan meets every deadline and cap exactly.
 
 import numpy as np
 
+from ..partition import largest_remainder
 from .problem import AssignError, AssignProblem
 
 
 def bounded_largest_remainder(target, total: int, lower, upper) -> np.ndarray:
     """Integers near ``target`` within ``[lower, upper]`` that sum to ``total``.
 
-    Start from ``clip(floor(target), lower, upper)``, then add one unit at a time
-    to the largest remainders ``target - y`` (or take one from the smallest)
-    among those with room.
+    :func:`hpcprep.partition.largest_remainder`, with an :class:`AssignError` when
+    the bounds admit no solution.
 
     Parameters
     ----------
@@ -43,25 +43,10 @@ def bounded_largest_remainder(target, total: int, lower, upper) -> np.ndarray:
     AssignError
         When ``sum(lower) > total`` or ``sum(upper) < total``.
     """
-    target = np.asarray(target, dtype=np.float64)
-    lower = np.asarray(lower, dtype=np.int64)
-    upper = np.asarray(upper, dtype=np.int64)
-    if lower.sum() > total or upper.sum() < total:
-        raise AssignError(f"cannot place {total} whole units within bounds summing to "
-                          f"{lower.sum()}..{upper.sum()}")
-    y = np.clip(np.floor(target + 1e-9).astype(np.int64), lower, upper)
-    deficit = int(total - y.sum())
-    while deficit != 0:
-        step = 1 if deficit > 0 else -1
-        room = (upper - y) if step > 0 else (y - lower)
-        candidates = np.flatnonzero(room > 0)
-        remainder = target[candidates] - y[candidates]
-        # stable sort: ties go to the lower index, so every rank computes the same plan
-        ranked = candidates[np.argsort(-remainder * step, kind="stable")]
-        chosen = ranked[: abs(deficit)]
-        y[chosen] += step
-        deficit -= step * chosen.size
-    return y
+    try:
+        return largest_remainder(target, total, lower, upper)
+    except ValueError as e:
+        raise AssignError(str(e)) from None
 
 
 def cumulative_upper_bounds(problem: AssignProblem, order, use_deadlines: bool = True) -> np.ndarray:

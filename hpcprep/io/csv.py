@@ -170,6 +170,18 @@ def read_header(path, delimiter: str = ",") -> tuple[list[str], int]:
             line += piece
             if not piece or piece.endswith(b"\n"):
                 break
+    return header_from_line(line, path, delimiter), len(line)
+
+
+def header_from_line(line: bytes, path, delimiter: str = ",") -> list[str]:
+    """The column names of a header line (its raw bytes, line end included or not).
+
+    Raises
+    ------
+    DataError
+        As :func:`read_header`, naming ``path``.
+    """
+    _check_delimiter(delimiter)
     data_start = len(line)
     text = line.rstrip(b"\n").rstrip(b"\r")
     if text.startswith(b"\xef\xbb\xbf"):
@@ -191,7 +203,7 @@ def read_header(path, delimiter: str = ",") -> tuple[list[str], int]:
         if name in seen:
             raise DataError(f"{os.fspath(path)}, line 1 (header): column {name!r} appears twice")
         seen.add(name)
-    return names, data_start
+    return names
 
 
 # --------------------------------------------------------------------------- ranges
@@ -525,12 +537,24 @@ def parse_range(path, start: int, end: int, *, header, features, label=None,
         If a configured column is not in ``header``, or a quoted field holds a
         newline (unsupported); the message names the file and the line.
     """
+    return parse_buffer(_read_range(path, start, end), path, header=header, features=features,
+                        label=label, categorical=categorical, weight=weight, delimiter=delimiter,
+                        na_values=na_values, first_line=first_line)
+
+
+def parse_buffer(raw: bytes, path, *, header, features, label=None, categorical=(), weight=None,
+                 delimiter: str = ",", na_values=DEFAULT_NA_VALUES, first_line: int) -> CsvBlock:
+    """:func:`parse_range` of bytes already read (whole lines; ``path`` names errors).
+
+    For input that is not a plain byte range of a file, e.g. a piece of a
+    decompressed stream.
+    """
     dbyte = _check_delimiter(delimiter)
     cols = _resolve_columns(path, header, features, label, categorical, weight)
     na_u = np.array(list(na_values), dtype=str) if len(na_values) else np.array([], "U1")
     na_s = np.array([v.encode("utf-8") for v in na_values], dtype="S") if len(na_values) \
         else np.array([], "S1")
-    buf = _normalize(_read_range(path, start, end))
+    buf = _normalize(raw)
 
     # Large ranges are parsed in pieces of whole lines: the temporaries of a
     # piece stay in cache, which is faster than one pass over a big buffer.
@@ -816,7 +840,12 @@ def raw_lines(path, start: int, end: int, rel_lines, limit: int = RAW_LIMIT) -> 
 
     Line ends (``\\n``, ``\\r\\n``) are not included; each line is cut to ``limit`` bytes.
     """
-    buf = _normalize(_read_range(path, start, end))
+    return buffer_lines(_read_range(path, start, end), rel_lines, limit)
+
+
+def buffer_lines(raw: bytes, rel_lines, limit: int = RAW_LIMIT) -> list[bytes]:
+    """:func:`raw_lines` of bytes already read (whole lines)."""
+    buf = _normalize(raw)
     nl = np.flatnonzero(np.frombuffer(buf, np.uint8) == 10)
     begins = np.concatenate([[0], nl[:-1] + 1]) if nl.size else nl
     out = []
@@ -861,6 +890,11 @@ def first_bad_record(path, start: int, end: int, *, header, features, label=None
         cut = _line_start_offset(path, start, end, e.line)
         earlier = first_bad_record(path, start, cut, **kwargs) if cut > start else None
         return earlier or BadRecord(e.line, e.reason, raw_lines(path, start, end, [e.line])[0])
+    return block_first_bad(block, lambda line: raw_lines(path, start, end, [line])[0])
+
+
+def block_first_bad(block: CsvBlock, raw_line) -> BadRecord | None:
+    """The first bad record of a parsed ``block``; ``raw_line(line)`` gives a line's text."""
     hits = np.flatnonzero(block.bad)
     if hits.size == 0:
         return None
@@ -869,7 +903,7 @@ def first_bad_record(path, start: int, end: int, *, header, features, label=None
     if block.bad_reason[i] == BAD_FIELD_COUNT:
         reason += f" (the header has {len(block.header)})"
     line = int(block.lines[i])
-    return BadRecord(line, reason, raw_lines(path, start, end, [line])[0])
+    return BadRecord(line, reason, raw_line(line))
 
 
 def _end_of_records(path, data_start: int, max_records: int, max_bytes: int) -> int:
@@ -915,7 +949,14 @@ def probe_numeric_columns(path, header, data_start: int, *, features, label=None
                             weight=weight, delimiter=delimiter, na_values=na_values, first_line=2)
     except DataError:
         return []   # a quoted newline: reported in file order when the range is read
-    names = list(features) + [c for c in (label, weight) if c is not None]
+    return failing_columns(block, list(features) + [c for c in (label, weight) if c is not None])
+
+
+def failing_columns(block: CsvBlock, names: list) -> list[dict]:
+    """The numeric columns ``names`` (in ``block.column_bad`` order) failing in most records.
+
+    Returns what :func:`probe_numeric_columns` returns.
+    """
     n = len(block)
     out = []
     for j, name in enumerate(names):

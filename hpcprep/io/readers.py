@@ -1,9 +1,12 @@
-"""Chunk readers: one hyperslab (HDF5) or memory-mapped slice (.npy) at a time."""
+"""Chunk readers: one hyperslab (HDF5), memory-mapped slice (.npy), row range (Parquet,
+Feather) or range of lines (CSV, JSON lines, plain or decompressed) at a time."""
 
 import h5py
 import numpy as np
 
 from ..chunk import Chunk
+from .csv import BAD_NUMBER
+from .lines import BAD_MISSING_KEY, BAD_NESTED
 from .plan import ChunkDesc, npy_label_path
 
 
@@ -32,11 +35,14 @@ class ChunkReader:
         self._path = None
         self._handle = None
         self._csv_header = None
+        self._stream = None   # the open Arrow file or decompressed stream (read forward)
 
     def read(self, desc: ChunkDesc) -> Chunk:
         """Read one chunk: features, labels and global ids."""
-        if desc.format == "csv":
-            return self._read_csv(desc)
+        if desc.by_bytes:
+            return self._read_lines(desc)
+        if desc.format in ("parquet", "feather"):
+            return self._read_arrow(desc)
         sl = slice(desc.start, desc.stop)
         label = self.inp["label"]
         if desc.format == "hdf5":
@@ -56,18 +62,79 @@ class ChunkReader:
             source_start=desc.start,
         )
 
-    def _read_csv(self, desc: ChunkDesc) -> Chunk:
-        """Parse a CSV byte range; malformed lines are dropped and counted, or raise (on_bad_row)."""
-        from .csv import first_bad_error, parse_range, read_header
+    def _open_stream(self, desc: ChunkDesc, make):
+        """The reader's open stream over ``desc.path`` (one file at a time)."""
+        if self._stream is None or self._stream[0] != desc.path:
+            self._close_stream()
+            self._stream = (desc.path, make())
+        return self._stream[1]
+
+    def _close_stream(self):
+        if self._stream is not None and hasattr(self._stream[1], "close"):
+            self._stream[1].close()
+        self._stream = None
+
+    def _read_arrow(self, desc: ChunkDesc) -> Chunk:
+        """Rows of a Parquet or Feather file: only the configured columns are read."""
+        from .arrow import ArrowFileReader, to_float, to_text, wanted_columns
 
         inp = self.inp
+        cols = wanted_columns(inp)
+        table = self._open_stream(desc, lambda: ArrowFileReader(
+            desc.path, desc.format, cols, min(inp["chunk_rows"], 1 << 16))).read(desc.start, desc.stop)
+        if table.num_rows != desc.rows:
+            raise RuntimeError(f"{desc.path}: rows {desc.start}-{desc.stop} read as {table.num_rows}")
+        n = table.num_rows
+        x = np.empty((n, len(inp["features"])), dtype=self.fdt)
+        for j, name in enumerate(inp["features"]):
+            x[:, j] = to_float(table.column(name))
+        extras = {f"cat:{k}": to_text(table.column(k)) for k in inp["categorical"]}
+        if inp["weight"]:
+            extras["weight"] = to_float(table.column(inp["weight"]))
+        y = to_float(table.column(inp["label"])).astype(self.ldt) if inp["label"] else None
+        return Chunk(chunk_id=desc.chunk_id,
+                     ids=np.arange(desc.first_id, desc.first_id + n, dtype=np.int64),
+                     features=x, labels=y, extras=extras, source=desc.path,
+                     source_start=desc.start)
+
+    def _raw_lines(self, desc: ChunkDesc) -> bytes:
+        """The bytes of a line chunk: a range of the file, or of its decompressed text."""
+        if not desc.compression:
+            from .csv import _read_range
+
+            return _read_range(desc.path, desc.start, desc.stop)
+        from .lines import Decompressed
+
+        return self._open_stream(desc, lambda: Decompressed(desc.path, desc.compression)) \
+            .range(desc.start, desc.stop)
+
+    def _header(self, desc: ChunkDesc) -> list[str]:
         if self._csv_header is None or self._csv_header[0] != desc.path:
-            self._csv_header = (desc.path, read_header(desc.path, inp["delimiter"])[0])
-        block = parse_range(desc.path, desc.start, desc.stop, header=self._csv_header[1],
-                            features=inp["features"], label=inp["label"] or None,
-                            categorical=inp["categorical"], weight=inp["weight"] or None,
-                            delimiter=inp["delimiter"], na_values=tuple(inp["na_values"]),
-                            first_line=desc.first_line)
+            from .plan import _header_of
+
+            self._csv_header = (desc.path, _header_of(desc, self.inp))
+        return self._csv_header[1]
+
+    def _parse(self, desc: ChunkDesc, raw: bytes):
+        inp = self.inp
+        kw = dict(features=inp["features"], label=inp["label"] or None,
+                  categorical=inp["categorical"], weight=inp["weight"] or None,
+                  na_values=tuple(inp["na_values"]), first_line=desc.first_line)
+        if desc.format == "jsonl":
+            from .lines import parse_json_lines
+
+            return parse_json_lines(raw, desc.path, **kw)
+        from .csv import parse_buffer
+
+        return parse_buffer(raw, desc.path, header=self._header(desc), delimiter=inp["delimiter"], **kw)
+
+    def _read_lines(self, desc: ChunkDesc) -> Chunk:
+        """Parse a CSV or JSON lines chunk; bad records are dropped and counted, or raise (on_bad_row)."""
+        from .csv import first_bad_error
+
+        inp = self.inp
+        raw = self._raw_lines(desc)
+        block = self._parse(desc, raw)
         ids = np.arange(desc.first_id, desc.first_id + desc.rows, dtype=np.int64)
         if len(block.lines) != desc.rows:
             raise RuntimeError(f"{desc.path}: bytes {desc.start}-{desc.stop} parsed to "
@@ -83,14 +150,14 @@ class ChunkReader:
             if inp["on_bad_row"] == "error":
                 raise first_bad_error(block, desc.path)
             codes, n = np.unique(block.bad_reason[block.bad], return_counts=True)
-            self._note_bad(desc, block, ids)
+            self._note_bad(desc, block, ids, raw)
             chunk = chunk.take(~block.bad)
             chunk.dropped = {drop_reason(int(c)): int(k) for c, k in zip(codes, n)}
         return chunk
 
-    def _note_bad(self, desc: ChunkDesc, block, ids) -> None:
+    def _note_bad(self, desc: ChunkDesc, block, ids, raw: bytes) -> None:
         """Keep the first bad records of each reason and send all to the rejects file, once per chunk."""
-        from .csv import BAD_NUMBER, SHOWN_LIMIT, line_text, raw_lines
+        from .csv import SHOWN_LIMIT, buffer_lines, line_text
 
         if desc.chunk_id in self.bad_samples:   # read again in a later pass
             return
@@ -99,12 +166,11 @@ class ChunkReader:
         sampled = np.concatenate([bad[codes == c][:SAMPLES_PER_REASON] for c in np.unique(codes)])
         sampled.sort()
         wanted = bad if self.rejects is not None else sampled
-        raws = dict(zip(wanted.tolist(), raw_lines(desc.path, desc.start, desc.stop,
-                                                   block.lines[wanted] - desc.first_line)))
+        raws = dict(zip(wanted.tolist(), buffer_lines(raw, block.lines[wanted] - desc.first_line)))
 
         def column(i):
             j = int(block.bad_column[i])
-            return block.header[j] if block.bad_reason[i] == BAD_NUMBER and j >= 0 else ""
+            return block.header[j] if block.bad_reason[i] in COLUMN_REASONS and j >= 0 else ""
 
         self.bad_samples[desc.chunk_id] = [
             {"file_index": desc.file_index, "file": desc.path, "line": int(block.lines[i]),
@@ -124,20 +190,25 @@ class ChunkReader:
         return self._handle
 
     def close(self):
+        self._close_stream()
         if self._handle is not None:
             self._handle.close()
         self._handle, self._path = None, None
 
+
+#: Reason codes whose bad records name a column (unparsable number; JSON: missing key, nested value).
+COLUMN_REASONS = (BAD_NUMBER, BAD_MISSING_KEY, BAD_NESTED)
 
 #: Bad records of each file and reason listed in report.json (the first ones in file order).
 SAMPLES_PER_REASON = 5
 
 
 def drop_reason(code: int) -> str:
-    """The reason under which the reader counts a dropped CSV record of ``code``."""
+    """The reason under which the reader counts a dropped CSV or JSON lines record of ``code``."""
     from .csv import BAD_REASONS
+    from .lines import JSON_BAD_REASONS
 
-    return f"malformed line: {BAD_REASONS[code]}"
+    return f"malformed line: {JSON_BAD_REASONS.get(code) or BAD_REASONS[code]}"
 
 
 def merge_bad_samples(parts, per_reason: int = SAMPLES_PER_REASON) -> list[dict]:
@@ -165,12 +236,3 @@ def merge_bad_samples(parts, per_reason: int = SAMPLES_PER_REASON) -> list[dict]
             taken[key] = taken.get(key, 0) + 1
             out.append({k: v for k, v in r.items() if k != "file_index"})
     return out
-
-
-def read_chunk(desc: ChunkDesc, inp: dict, feature_dtype: str, label_dtype: str | None) -> Chunk:
-    """Read a single chunk (opens and closes the file)."""
-    reader = ChunkReader(inp, feature_dtype, label_dtype)
-    try:
-        return reader.read(desc)
-    finally:
-        reader.close()

@@ -14,7 +14,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from ..collective import agreed_on
+from ..mpi.agree import agreed_on
 from ..exchange import alltoallv_records
 from ..kernels.active import host_keys
 from ..sampling import SamplingError, SelectContext, make_mode
@@ -342,14 +342,6 @@ class SampleLayer:
                 comm.Allreduce(MPI.IN_PLACE, c)
                 self.classes_out.append({str(v): int(t) for v, t in zip(classes.tolist(), c.tolist())})
         self.seconds["sort+select"] = time.perf_counter() - t0
-
-    @property
-    def records(self) -> np.ndarray | None:
-        """This member's selected rows in one array (small data and tests; the pipeline streams blocks)."""
-        if self.outputs is None:
-            return None
-        blocks = list(self.outputs[0].blocks())
-        return np.concatenate(blocks) if blocks else np.empty(0, self.dtype)
 
     def report(self) -> dict:
         summary = self.mode.summary(self.offered_total, self.total_out)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..collective import agreed_on
+from ..mpi.agree import agreed_on
 from ..errors import FitError
 from ..steps import LayerContext, make_step
 from ..steps.rejects import RejectsWriter

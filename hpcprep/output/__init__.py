@@ -2,7 +2,7 @@
 
 from .location import OutputLocation
 from .master import write_master
-from .shards import ShardWriter, write_shard
+from .shards import ShardWriter
 from .verify import verify_dataset
 
-__all__ = ["OutputLocation", "ShardWriter", "verify_dataset", "write_master", "write_shard"]
+__all__ = ["OutputLocation", "ShardWriter", "verify_dataset", "write_master"]

@@ -1,4 +1,4 @@
-"""Writing one shard file from a rank's records."""
+"""Writing one shard file from a rank's records (:class:`ShardWriter`), and its checksum."""
 
 import zlib
 
@@ -11,38 +11,8 @@ _SLICE_ROWS = 1 << 16
 _CRC_SLICE_BYTES = 1 << 24
 
 
-def write_shard(path: str, records: np.ndarray, feature_names: list[str]) -> dict:
-    """Write ``records`` (fields id, x, [y], [w]) as datasets ids, features, [labels], [weights].
-
-    Columns are written in slices so that no full contiguous copy of the shard
-    is made. Returns ``{"rows", "crc32", "moments"}``; the checksum chains the
-    raw bytes of ids, features, labels, weights in that order (docs/FORMAT.md).
-    """
-    n = len(records)
-    names = {"id": "ids", "x": "features", "y": "labels", "w": "weights"}
-    crc = 0
-    moments = None
-    with h5py.File(path, "w") as f:
-        for field in ("id", "x", "y", "w"):
-            if field not in records.dtype.names:
-                continue
-            sub = records.dtype[field]
-            shape, base = (n, *sub.shape), sub.base
-            ds = f.create_dataset(names[field], shape=shape, dtype=base)
-            if field == "x":
-                ds.attrs["feature_names"] = np.array(feature_names, dtype=h5py.string_dtype())
-            for lo in range(0, n, _SLICE_ROWS):
-                block = np.ascontiguousarray(records[field][lo:lo + _SLICE_ROWS])
-                ds[lo:lo + len(block)] = block
-                crc = zlib.crc32(block, crc)
-                if field == "x" and len(block):
-                    m = Moments.of(block)
-                    moments = m if moments is None else moments.merge(m)
-    return {"rows": n, "crc32": crc, "moments": moments}
-
-
 def shard_crc32(source, names=("ids", "features", "labels", "weights")) -> tuple[int, int]:
-    """Recompute ``(rows, crc32)`` of a shard as :func:`write_shard` defines it (docs/FORMAT.md).
+    """Recompute ``(rows, crc32)`` of a shard as :class:`ShardWriter` writes it (docs/FORMAT.md).
 
     Parameters
     ----------
@@ -196,8 +166,8 @@ class ShardWriter:
         return m
 
     def close(self) -> dict:
-        """Close the file; return ``{"rows", "crc32", "moments"}`` as :func:`write_shard` does,
-        and ``nan_count``, ``inf_count``: per feature, the NaN and ±inf values written."""
+        """Close the file; return ``{"rows", "crc32", "moments"}`` (the checksum chains the raw
+        bytes of ids, features, labels, weights in that order, docs/FORMAT.md) and ``nan_count``, ``inf_count``: per feature, the NaN and ±inf values written."""
         self._f.close()
         self._buf = {}
         if self.written != self.rows:

@@ -10,30 +10,11 @@ step is exact for any split, changing the sizes changes only how fast a step is,
 not what it computes.
 """
 
-import time
-
 import numpy as np
 
 from ..errors import ConfigError, HpcprepError
-from ..loader import agreed
-
-
-def split_sizes(total: int, weights) -> list[int]:
-    """Split ``total`` into integer parts proportional to ``weights`` (largest remainder).
-
-    The parts sum to ``total`` exactly; ties go to the lower rank.
-    """
-    w = np.asarray(weights, dtype=np.float64)
-    if w.size == 0:
-        return []
-    if not np.all(w >= 0) or w.sum() <= 0:
-        w = np.ones_like(w)
-    exact = total * w / w.sum()
-    base = np.floor(exact).astype(np.int64)
-    rest = total - int(base.sum())
-    order = np.lexsort((np.arange(w.size), -(exact - base)))
-    base[order[:rest]] += 1
-    return [int(v) for v in base]
+from ..mpi.agree import root_decides
+from ..partition import proportional_counts
 
 
 def proportional_sizes(global_batch: int, seconds_per_sample) -> list[int]:
@@ -43,8 +24,8 @@ def proportional_sizes(global_batch: int, seconds_per_sample) -> list[int]:
     speed = 1.0 / np.maximum(s, 1e-12)
     n = s.size
     if global_batch >= n:
-        return [1 + b for b in split_sizes(global_batch - n, speed)]
-    return split_sizes(global_batch, speed)
+        return [1 + b for b in proportional_counts(global_batch - n, speed).tolist()]
+    return proportional_counts(global_batch, speed).tolist()
 
 
 def compute_sizes(global_batch: int, seconds_per_sample) -> tuple[list[int], str]:
@@ -101,7 +82,7 @@ class Balancer:
         self.global_batch = int(global_batch)
         self.mode = mode
         self.every = int(every)
-        self.sizes = split_sizes(self.global_batch, shares if shares else [1.0] * self.nranks)
+        self.sizes = proportional_counts(self.global_batch, shares if shares else [1.0] * self.nranks).tolist()
         self.method = "equal" if not shares else "shares"
         self.history = []          # (step, sizes, seconds per sample)
         self._samples = 0
@@ -118,12 +99,29 @@ class Balancer:
         smaller): the current sizes scaled, largest remainder."""
         if length == self.global_batch:
             return list(self.sizes)
-        return split_sizes(length, self.sizes)
+        return proportional_counts(length, self.sizes).tolist()
 
     def record(self, samples: int, seconds: float) -> None:
         """Add one step's local work to the current measurement window."""
         self._samples += samples
         self._seconds += seconds
+
+    def _decide(self, reports) -> tuple:
+        """Rank 0: new ``(sizes, method, estimates)`` from the ranks' seconds per sample."""
+        try:
+            for r, s in enumerate(reports):
+                if s is not None:
+                    self._last_sps[r] = s
+            known = [s for s in self._last_sps if s is not None]
+            if not known:
+                return list(self.sizes), self.method, [None] * self.nranks
+            fill = float(np.median(known))
+            est = [fill if s is None else s for s in self._last_sps]
+            sizes, method = compute_sizes(self.global_batch, est)
+            return sizes, method, est
+        except Exception as e:  # noqa: BLE001 - reported on every rank by root_decides
+            raise HpcprepError(f"rebalancing batch sizes failed on rank 0: "
+                               f"{type(e).__name__}: {e}") from None
 
     def after_step(self, step: int) -> bool:
         """Rebalance when due (adaptive mode, every ``every`` steps). Collective; every rank
@@ -133,40 +131,8 @@ class Balancer:
         sps = self._seconds / self._samples if self._samples else None
         self._samples, self._seconds = 0, 0.0
         reports = self.comm.gather(sps, root=0)
-        answer = None
-        if self.rank == 0:
-            try:
-                for r, s in enumerate(reports):
-                    if s is not None:
-                        self._last_sps[r] = s
-                known = [s for s in self._last_sps if s is not None]
-                if known:
-                    fill = float(np.median(known))
-                    est = [fill if s is None else s for s in self._last_sps]
-                    sizes, method = compute_sizes(self.global_batch, est)
-                    answer = (True, sizes, method, est)
-                else:
-                    answer = (True, list(self.sizes), self.method, [None] * self.nranks)
-            except Exception as e:  # noqa: BLE001 - reported on every rank below
-                answer = (False, f"{type(e).__name__}: {e}", None, None)
-        ok, sizes, method, est = self.comm.bcast(answer, root=0)
-        if not ok:
-            raise agreed(HpcprepError, f"rebalancing batch sizes failed on rank 0: {sizes}")
+        sizes, method, est = root_decides(self.comm, self._decide, reports)
         changed = sizes != self.sizes
         self.sizes, self.method = sizes, method
         self.history.append((step, list(sizes), est))
         return changed
-
-
-class Timer:
-    """``with timer: ...`` adds the elapsed seconds to ``timer.seconds``."""
-
-    def __init__(self):
-        self.seconds = 0.0
-
-    def __enter__(self):
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds += time.perf_counter() - self._t0

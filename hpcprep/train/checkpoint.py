@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import HpcprepError
-from ..loader import agreed
+from ..mpi.agree import root_decides
 
 
 def _host(a):
@@ -43,10 +43,10 @@ def save(path, comm, *, model, params, optimizer, epoch: int, step: int, config:
     if adaptive is not None:
         per_rank = np.empty((comm.Get_size(), state.size)) if comm.Get_rank() == 0 else None
         comm.Gather(state, per_rank, root=0)
-    problem = None
-    if comm.Get_rank() == 0:
-        path = Path(path)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+
+    def write():   # on rank 0 only
+        out = Path(path)
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
         try:
             with h5py.File(tmp, "w") as f:
                 d = f.create_dataset("params", data=_host(params))
@@ -64,12 +64,11 @@ def save(path, comm, *, model, params, optimizer, epoch: int, step: int, config:
                 f.attrs["batch_sizes"] = json.dumps(list(batch_sizes))
                 f.attrs["adaptive_comm"] = json.dumps(adaptive)
                 f.attrs["hpcprep_version"] = __version__
-            os.replace(tmp, path)
+            os.replace(tmp, out)
         except OSError as e:
-            problem = f"cannot write checkpoint {path}: {e}"
-    problem = comm.bcast(problem, root=0)
-    if problem:
-        raise agreed(HpcprepError, problem)
+            raise HpcprepError(f"cannot write checkpoint {out}: {e}") from None
+
+    root_decides(comm, write)
 
 
 def read(path) -> dict:
@@ -103,18 +102,15 @@ def load(path, comm) -> dict:
 
     The small metadata goes with ``bcast``; the arrays with ``Bcast``.
     """
-    answer = ck = None
-    if comm.Get_rank() == 0:
-        try:
-            ck = read(path)
-            meta = {k: v for k, v in ck.items() if k not in _ARRAYS}
-            meta["shapes"] = {k: None if ck[k] is None else ck[k].shape for k in _ARRAYS}
-            answer = (True, meta)
-        except HpcprepError as e:
-            answer = (False, str(e))
-    ok, meta = comm.bcast(answer, root=0)
-    if not ok:
-        raise agreed(HpcprepError, meta)
+    ck = {}
+
+    def read_meta():
+        ck.update(read(path))
+        meta = {k: v for k, v in ck.items() if k not in _ARRAYS}
+        meta["shapes"] = {k: None if ck[k] is None else ck[k].shape for k in _ARRAYS}
+        return meta
+
+    meta = root_decides(comm, read_meta)
     out = dict(meta)
     for key in _ARRAYS:
         shape = meta["shapes"][key]

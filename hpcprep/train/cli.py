@@ -13,8 +13,8 @@ import argparse
 import sys
 import tomllib
 
-from ..errors import ConfigError, HpcprepError
-from ..loader import agreed
+from ..errors import ConfigError
+from ..mpi.agree import root_decides
 from .trainer import TRAIN_SPEC, train, validate_config
 
 
@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    """Add ``train`` to the ``hpcprep`` subcommands; the handler is ``args.func(args) -> int``."""
+    """Add ``train`` to the ``hpcprep`` subcommands; the handler is ``args.func(args, comm) -> int``."""
     parser = subparsers.add_parser(
         "train", help="data-parallel training on an hpcprep dataset",
         description="Train logreg/softmax/mlp data-parallel (run under mpiexec). "
@@ -75,20 +75,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args, comm=None) -> int:
-    """Handle ``hpcprep train`` (collective over ``comm``, default ``MPI.COMM_WORLD``)."""
-    from mpi4py import MPI
-
-    comm = MPI.COMM_WORLD if comm is None else comm
-    answer = None
-    if comm.Get_rank() == 0:
-        try:
-            answer = (True, load_config(args.config, args.set))
-        except HpcprepError as e:
-            answer = (False, str(e))
-    ok, cfg = comm.bcast(answer, root=0)
-    if not ok:
-        raise agreed(ConfigError, cfg)
+def run(args, comm) -> int:
+    """Handle ``hpcprep train`` (collective over ``comm``)."""
+    cfg = root_decides(comm, load_config, args.config, args.set)
     train(args.dataset, cfg, comm, out=args.out, resume=args.resume,
           stream=None if args.quiet else sys.stdout)
     return 0

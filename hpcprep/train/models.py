@@ -152,11 +152,6 @@ class Model:
         e = xp.exp(z - z.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 
-    def predict(self, flat, x):
-        """Predicted class labels (n,)."""
-        z = self.logits(flat, x.astype(array_module(flat).float64, copy=False))
-        return (z > 0).astype(np.int64) if self.binary else z.argmax(axis=1)
-
 
 class LogReg(Model):
     """Binary logistic regression: ``p(y=1|x) = sigmoid(x @ w + b)``. Zero initialization."""

@@ -26,7 +26,8 @@ from mpi4py import MPI
 
 from ..config import seed_check
 from ..errors import ConfigError, DataError, HpcprepError
-from ..loader import agreed, block_ranges, epoch_blocks, open_dataset
+from ..loader import block_ranges, epoch_blocks, open_dataset
+from ..mpi.agree import agreed, root_decides
 from ..output.reader import read_manifest
 from ..schema import Param, between, fraction, list_of, non_negative, positive, validate_table
 from . import checkpoint
@@ -101,10 +102,6 @@ def validate_config(table: dict) -> dict:
     return cfg
 
 
-def _agreed(exc_type, message):
-    return agreed(exc_type, message)
-
-
 def select_xp(device: str, comm):
     """``numpy`` or ``cupy`` for this rank; with CuPy, GPU ``local rank % devices``. Collective."""
     if device == "cpu":
@@ -158,16 +155,7 @@ def _datasets(dataset, cfg) -> tuple:
 
 def _open_train_val(dataset, cfg, comm):
     # rank 0 decides, so every rank makes the same collective open_dataset calls
-    answer = None
-    if comm.Get_rank() == 0:
-        try:
-            answer = (True, _datasets(dataset, cfg))
-        except ConfigError as e:
-            answer = (False, str(e))
-    ok, plan = comm.bcast(answer, root=0)
-    if not ok:
-        raise _agreed(ConfigError, plan)
-    train_split, val_path, val_split = plan
+    train_split, val_path, val_split = root_decides(comm, _datasets, dataset, cfg)
     train = open_dataset(dataset, split=train_split, comm=comm)
     if val_path is None:
         return train, None
@@ -176,6 +164,14 @@ def _open_train_val(dataset, cfg, comm):
     except HpcprepError:
         train.close()
         raise
+
+
+def _make_out(out: Path) -> None:
+    """Create the ``--out`` folder (rank 0)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HpcprepError(f"--out {out}: {e}") from None
 
 
 def _stop_unless_finite(xp, where: str, loss: float, vector, what: str) -> None:
@@ -187,14 +183,14 @@ def _stop_unless_finite(xp, where: str, loss: float, vector, what: str) -> None:
         bad = what
     else:
         return
-    raise _agreed(DataError, f"{where}: {bad} is not finite (NaN or inf): a non-finite value "
+    raise agreed(DataError, f"{where}: {bad} is not finite (NaN or inf): a non-finite value "
                              f"in the data or too large a learning rate; training stopped")
 
 
 def _classes(ds, comm) -> int:
     """Number of classes: max label + 1 over the whole training set (labels must be ints >= 0)."""
     if not ds.has_labels:
-        raise _agreed(DataError, f"{ds.path}: the dataset has no labels to train on")
+        raise agreed(DataError, f"{ds.path}: the dataset has no labels to train on")
     lo, hi, bad = math.inf, -math.inf, 0
     for a in range(ds.start, ds.stop, 1 << 20):
         y = ds.read_labels(a, min(a + (1 << 20), ds.stop))
@@ -205,7 +201,7 @@ def _classes(ds, comm) -> int:
     comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.MAX)
     hi, lo, bad = buf[0], -buf[1], buf[2]
     if bad or lo < 0 or not math.isfinite(hi):
-        raise _agreed(DataError, f"{ds.path}: labels must be class numbers 0, 1, ... "
+        raise agreed(DataError, f"{ds.path}: labels must be class numbers 0, 1, ... "
                                  f"(found min {lo}, max {hi})")
     return int(hi) + 1
 
@@ -287,15 +283,8 @@ def train(dataset, config: dict, comm, out=None, resume=None, stream=sys.stdout)
     except ConfigError as e:
         raise agreed(ConfigError, str(e)) from None
     out = Path(out) if out is not None else None
-    problem = None
-    if rank == 0 and out is not None:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            problem = f"--out {out}: {e}"
-    problem = comm.bcast(problem, root=0)
-    if problem:
-        raise _agreed(HpcprepError, problem)
+    if out is not None:
+        root_decides(comm, _make_out, out)
 
     xp = select_xp(cfg["device"], comm)
     ds, val = _open_train_val(dataset, cfg, comm)
@@ -319,7 +308,7 @@ def train(dataset, config: dict, comm, out=None, resume=None, stream=sys.stdout)
     if resume is not None:
         ck = checkpoint.load(resume, comm)
         if ck["model"] != model.spec() or ck["optimizer_name"] != opt.name:
-            raise _agreed(ConfigError, f"--resume {resume}: checkpoint of model {ck['model']} with "
+            raise agreed(ConfigError, f"--resume {resume}: checkpoint of model {ck['model']} with "
                                        f"{ck['optimizer_name']}, the config asks for {model.spec()} "
                                        f"with {opt.name}")
         params[...] = xp.asarray(ck["params"]) if xp is not np else ck["params"]

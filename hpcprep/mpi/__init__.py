@@ -1,0 +1,1 @@
+"""The MPI layer: agreeing on errors (:mod:`.agree`) and the named message tags (:mod:`.tags`)."""
