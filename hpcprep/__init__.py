@@ -25,8 +25,8 @@ _EXPORTS = {
     "register_mode": "hpcprep.sampling",
     "Chunk": "hpcprep.chunk",
     # assignment program
-    "Planner": "hpcprep.assign",
-    "solve_problem": "hpcprep.assign",
+    "AssignProblem": "hpcprep.assign",
+    "solve": "hpcprep.assign",
     "rows_by_speed": "hpcprep.assign",
     "batch_sizes": "hpcprep.assign",
     # training

@@ -49,12 +49,12 @@ def cmd_run(args, comm) -> int:
     from .progress import Progress
 
     cfg = load_config(comm, args.config, args.set)
-    run_pipeline(cfg, comm, Progress(comm.Get_rank() == 0, quiet=args.quiet))
+    run_pipeline(cfg, comm, Progress(comm.Get_rank() == 0, quiet=args.quiet), args.cleanups)
     return 0
 
 
 def cmd_inspect(args, comm) -> int:
-    from .output.location import describe_leftovers
+    from .output.leftovers import describe_leftovers
     from .output.verify import summarize
 
     if comm.Get_rank() != 0:
@@ -118,7 +118,7 @@ def cmd_demo(args, comm) -> int:
 
     cfg = root_decides(comm, lambda: parse_config(DEMO_CONFIG, "demo config", (), comm.Get_size(),
                                                   base_dir=work))
-    run_pipeline(cfg, comm, Progress(rank == 0))
+    run_pipeline(cfg, comm, Progress(rank == 0), args.cleanups)
     if rank == 0:
         write_line(f"[demo] 3/3 inspect {work}/out", sys.stdout)
         text = summarize(os.path.join(work, "out"))
@@ -179,12 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``hpcprep`` command (every rank runs it)."""
-    from .output.location import abandon_run
+    """Entry point of the ``hpcprep`` command (every rank runs it).
 
+    A subcommand appends to ``args.cleanups`` what a failure must undo (the run's
+    output location: its temporary folder and lock); they run on every rank
+    before the job ends.
+    """
     args = build_parser().parse_args(argv)
     comm = _world()
-    cleanups = (abandon_run,)   # a failed run leaves no temporary output and no lock
+    args.cleanups = cleanups = []
     try:
         from .launch import check_launch
 

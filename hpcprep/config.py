@@ -81,6 +81,10 @@ INPUT = {
     "features": Param((str, list), "features",
                       doc="HDF5 dataset of an (N, d) array; for CSV a list of column names"),
     "label": Param(str, "", doc="label dataset (HDF5), npy suffix, or CSV column; empty = none"),
+    "label_type": Param(str, "numeric", choices=("numeric", "class", "auto"),
+                        doc="numeric: the label is a number; class: its text values are classes, "
+                            "written as int64 codes of their sorted vocabulary; auto: class where "
+                            "the label column holds text, else numeric"),
     "weight": Param(str, "", doc="CSV weight column; empty = none"),
     "categorical": Param(list, [], check=list_of(str), doc="CSV categorical columns"),
     "delimiter": Param(str, ",", check=lambda v: None if len(v) == 1 else "must be one character",
@@ -129,7 +133,8 @@ PLAN = {
     "balance": Param(str, "equal", choices=("equal", "speeds", "calibrate"),
                      doc="how chunks are given to input ranks: equal rows, by given speeds, or by "
                          "speeds measured in a calibration read"),
-    "speeds": Param(list, [], check=_speeds, doc="relative speed of each input rank"),
+    "speeds": Param(list, [], check=_speeds,
+                    doc="relative speed of each input rank (overrides the calibration's)"),
     "shard_speeds": Param(list, [], check=_speeds,
                           doc="relative speed of each writer rank: shard sizes follow it"),
     "calibration_rows": Param(int, 65536, check=_rows, doc="rows each input rank times at start-up"),
@@ -147,7 +152,7 @@ TOP = {
 }
 
 #: Further top-level tables, validated by other modules: name -> "module:function(table) -> dict".
-EXTRA_SECTIONS: dict[str, str] = {"train": "hpcprep.train.trainer:validate_config"}
+EXTRA_SECTIONS: dict[str, str] = {"train": "hpcprep.train.spec:validate_config"}
 
 
 def _section_validator(ref: str):
@@ -304,8 +309,9 @@ def _check_plan(cfg, n_input, n_writers, total, world_size):
     plan = cfg["plan"]
     if plan["balance"] == "speeds" and len(plan["speeds"]) != n_input:
         raise ConfigError(f"plan.speeds = {plan['speeds']}: needs one speed per input rank ({n_input})")
-    if plan["balance"] != "speeds" and plan["speeds"]:
-        raise ConfigError("plan.speeds is used only with plan.balance = \"speeds\"")
+    if plan["balance"] == "equal" and plan["speeds"]:
+        raise ConfigError("plan.speeds is used only with plan.balance = \"speeds\" or "
+                          "\"calibrate\" (where it overrides the measured speeds)")
     for key, n in (("speeds", n_input), ("shard_speeds", n_writers)):
         if plan[key] and (len(plan[key]) != n or min(plan[key]) <= 0):
             raise ConfigError(f"plan.{key} = {plan[key]}: needs {n} positive speeds")

@@ -25,10 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, DataError, HpcprepError
-from .output.reader import ShardFiles, check_master, describe, in_folder, open_shards, resolve
+from .output.integrity import check_master, open_shards
+from .output.pinned import ShardFiles
+from .output.reader import describe, in_folder, resolve
 
 from .mpi.agree import agreed
 from .partition import equal_counts
+from .prefetch import Prefetcher, to_xp
 
 __all__ = ["open_dataset", "Dataset", "epoch_blocks", "block_ranges"]
 
@@ -108,6 +111,13 @@ class Dataset:
         self._shard_rows = np.array([s["rows"] for s in shards], dtype=np.int64)
         self._pool = None
 
+    @property
+    def label_classes(self) -> list[str] | None:
+        """Class names of a dataset whose labels are class codes: label ``k`` is
+        ``label_classes[k]`` (-1: missing); None for numeric labels."""
+        classes = self.manifest.get("label_classes")
+        return None if classes is None else [str(c) for c in classes]
+
     def __len__(self) -> int:
         return self.stop - self.start
 
@@ -177,7 +187,7 @@ class Dataset:
     def load(self, xp=np, dtype=None):
         """All of this rank's rows at once: ``(x, y)`` as ``xp`` arrays."""
         x, y = self.read(self.start, self.stop, dtype)
-        return _to_xp(xp, x, y)
+        return to_xp(xp, x, y)
 
     # -- batches ------------------------------------------------------------------------------
     def _executor(self):
@@ -216,7 +226,7 @@ class Dataset:
 
     def _iterate(self, plan, xp, dtype, prefetch):
         def load(ranges):
-            return _to_xp(xp, *self.read_ranges(ranges, dtype))
+            return to_xp(xp, *self.read_ranges(ranges, dtype))
 
         if not prefetch:
             for ranges in plan:
@@ -274,55 +284,6 @@ class Dataset:
 
     def __exit__(self, *exc):
         self.close()
-
-
-class Prefetcher:
-    """Reads one keyed batch ahead on a background thread.
-
-    ``want(ranges)`` starts reading ``ranges`` (global row ranges) in the background;
-    ``get(ranges)`` returns them, from the prefetched read when it was the same
-    ranges, else by reading now (e.g. after batch sizes changed).
-    """
-
-    def __init__(self, dataset: Dataset, xp=np, dtype=None):
-        self.dataset, self.xp, self.dtype = dataset, xp, dtype
-        self._key = None
-        self._future = None
-        self.hits = 0
-        self.misses = 0
-
-    def _load(self, ranges):
-        return _to_xp(self.xp, *self.dataset.read_ranges(ranges, self.dtype))
-
-    def want(self, ranges) -> None:
-        key = tuple(map(tuple, ranges))
-        if key == self._key:
-            return
-        self._drop()
-        self._key = key
-        self._future = self.dataset._executor().submit(self._load, ranges)
-
-    def get(self, ranges):
-        key = tuple(map(tuple, ranges))
-        if key == self._key and self._future is not None:
-            fut, self._key, self._future = self._future, None, None
-            self.hits += 1
-            return fut.result()
-        self._drop()
-        self.misses += 1
-        return self._load(ranges)
-
-    def _drop(self):
-        if self._future is not None:
-            self._future.cancel() or self._future.exception()
-        self._key = self._future = None
-
-
-def _to_xp(xp, x, y):
-    if xp is np:
-        return x, y
-    x = xp.asarray(x)
-    return x, (None if y is None else xp.asarray(y))
 
 
 # -- opening --------------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ from mpi4py import MPI
 from . import __version__
 from .mpi import tags
 from .mpi.agree import AgreedError, root_decides, write_line
-from .exchange import exchange_records, send_chunk
+from .mpi.exchange import Exchanger, rounds, send_chunk
 from .errors import ConfigError
+from .io.classes import collect_label_classes, output_codes
 from .io.plan import build_input_plan, check_input_columns, count_csv_chunks, expand_paths
 from .io.readers import ChunkReader
 from .kernels import active as kernels_active
@@ -55,7 +56,7 @@ def _prepare(cfg: dict, n_input: int, progress):
     return plan, location
 
 
-def run_pipeline(cfg: dict, comm, progress) -> dict | None:
+def run_pipeline(cfg: dict, comm, progress, cleanups: list | None = None) -> dict | None:
     """Run the configured pipeline on every rank of ``comm``.
 
     Parameters
@@ -66,6 +67,9 @@ def run_pipeline(cfg: dict, comm, progress) -> dict | None:
         All ranks of the job.
     progress : Progress
         Where rank 0's progress lines go.
+    cleanups : list, optional
+        The run's cleanups for :func:`hpcprep.mpi.agree.fail_hard` (``cli.main``'s):
+        the output location is added, so a failure removes its temporary folder and lock.
 
     Returns
     -------
@@ -77,9 +81,10 @@ def run_pipeline(cfg: dict, comm, progress) -> dict | None:
     t_start = time.perf_counter()
     topo = build_topology(comm, cfg["layout"], len(cfg["standardize"]), len(cfg["sample"]))
     plan, location = root_decides(comm, _prepare, cfg, len(topo.input_ranks), progress)
-    location.track()
+    location.track(cleanups)
     if not plan.counted:
         count_csv_chunks(plan, comm, topo.input_ranks, cfg["input"])
+    collect_label_classes(plan, comm, topo.input_ranks, cfg["input"])
     device = _select_device(comm, cfg["resources"]["device"])
     kernels_active.use(device.xp)
     balance = _balance_input(cfg, comm, topo, plan, progress)
@@ -119,7 +124,8 @@ def _calibrate(cfg, plan, input_index: int, min_seconds: float = 0.1) -> float:
     d = descs[0]
     rows = d.rows if d.by_bytes else min(d.rows, cfg["plan"]["calibration_rows"])
     probe = d if d.by_bytes else replace(d, stop=d.start + rows, rows=rows)
-    reader = ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype)
+    reader = ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype,
+                         label_classes=plan.label_classes)
     try:
         reader.read(probe)  # opens the file: not timed
         done, t0 = 0, time.perf_counter()
@@ -134,27 +140,72 @@ def _calibrate(cfg, plan, input_index: int, min_seconds: float = 0.1) -> float:
 
 
 def _balance_input(cfg, comm, topo, plan, progress) -> dict:
-    """Give chunks to input ranks by speed (plan.balance); every rank gets the same ranges."""
+    """Give chunks to input ranks by speed (plan.balance); every rank gets the same ranges.
+
+    Rank 0 gathers the calibration speeds, solves the assignment program
+    (:func:`hpcprep.assign.solve`) and broadcasts the chunk ranges with the plan's
+    summary (``report.json``'s ``input_plan``); ``plan.speeds`` overrides measurements.
+    """
     mode = cfg["plan"]["balance"]
     if mode == "equal":
         return {"balance": "equal", "ranges": plan.ranges}
-    from .assign import contiguous_chunk_ranges
-
-    speeds = cfg["plan"]["speeds"]
-    if mode == "calibrate":
+    measured = None
+    if mode == "calibrate" and not cfg["plan"]["speeds"]:
         mine = _calibrate(cfg, plan, topo.input_ranks.index(comm.Get_rank())) \
             if comm.Get_rank() in topo.input_ranks else None
-        measured = comm.allgather(mine)
-        speeds = [measured[r] for r in topo.input_ranks]
-    ranges = None
-    if comm.Get_rank() == 0:
-        ranges = contiguous_chunk_ranges([c.rows for c in plan.chunks], speeds)
-    plan.ranges = [tuple(r) for r in comm.bcast(ranges, root=0)]
-    rows = [sum(c.rows for c in plan.chunks[lo:hi]) for lo, hi in plan.ranges]
-    progress.log(f"plan: input rows per rank {rows} for speeds "
-                 f"{[round(float(s), 1) for s in speeds]} ({mode})")
-    return {"balance": mode, "speeds": [float(s) for s in speeds], "ranges": plan.ranges,
-            "rows": rows}
+        everyone = comm.gather(mine, root=0)
+        measured = [everyone[r] for r in topo.input_ranks] if comm.Get_rank() == 0 else None
+    source = "calibration" if measured is not None else "config"   # read on rank 0 only
+    report = root_decides(comm, _plan_input, mode, cfg["plan"]["speeds"] or measured, source,
+                          [c.rows for c in plan.chunks])
+    plan.ranges = [tuple(r) for r in report["ranges"]]
+    progress.log(f"plan: input rows per rank {report['rows']} for speeds "
+                 f"{[round(s, 1) for s in report['speeds']]} ({mode}; {report['method']}, "
+                 f"{report['status']}, {report['solve_time_s'] * 1e3:.1f} ms)")
+    return report
+
+
+def _plan_input(mode: str, speeds, source: str, chunk_rows) -> dict:
+    """Rank 0: solve for the input ranks' rows and cut the chunks into contiguous ranges.
+
+    ``predicted_finish_s`` is for the rows of the ranges (whole chunks), in
+    seconds when ``speeds`` are rows per second (calibration), relative otherwise;
+    the plan's own ``worker_finish_s`` is for its whole-row shares.
+    """
+    from .assign import AssignProblem, contiguous_chunk_ranges, solve
+
+    solved = solve(AssignProblem(speeds=speeds, task_units=[sum(chunk_rows)],
+                                 worker_names=[f"input{k}" for k in range(len(speeds))]))
+    ranges = contiguous_chunk_ranges(chunk_rows, solved)
+    rows = [sum(chunk_rows[lo:hi]) for lo, hi in ranges]
+    return {"balance": mode, "speeds": [float(s) for s in speeds],
+            "speeds_from": source,
+            "ranges": ranges, "rows": rows, **solved.summary(),
+            "predicted_finish_s": [r / float(s) for r, s in zip(rows, speeds)]}
+
+
+def _shard_rows(total: int, speeds) -> list[int]:
+    """Writer rank 0: rows of each shard by speed (the assignment program's closed form)."""
+    from .assign import rows_by_speed
+
+    return rows_by_speed(total, speeds).tolist()
+
+
+class _TimedReader:
+    """A reader that adds up the seconds its reads take (``report.json``: ``seconds.read``)."""
+
+    def __init__(self, reader):
+        self.reader, self.seconds = reader, 0.0
+
+    def read(self, desc):
+        t0 = time.perf_counter()
+        try:
+            return self.reader.read(desc)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def __getattr__(self, name):
+        return getattr(self.reader, name)
 
 
 class _RankRun:
@@ -173,11 +224,13 @@ class _RankRun:
         self.stream = None  # this rank's output stream into the first sampling layer
         self.names = list(plan.feature_names)
         self.n_chunks_out = 0
+        self.exchanger = Exchanger()   # every records exchange of this rank's run
         self.sample_layers = [SampleLayer(i, t, topo.sample_comms[i], self.seed, self.budget,
-                                          self.spill_dir)
+                                          self.spill_dir, self.exchanger)
                               for i, t in enumerate(cfg["sample"])]
         self.rdt = None
         self.shard = None
+        self._reader = None    # this input rank's _TimedReader
 
     # ---- input and standardization ----------------------------------------------
     def _group_index(self, group: list[int]) -> int:
@@ -193,8 +246,10 @@ class _RankRun:
             descs = self.plan.chunks_of(i)
             planned = sum(d.rows for d in descs) * self.plan.bytes_per_row
             fits = topo.fused and any(_layer_fits(t) for t in cfg["standardize"])
-            reader = ChunkReader(cfg["input"], self.plan.feature_dtype, self.plan.label_dtype,
-                                 rejects=self._input_rejects())
+            reader = _TimedReader(ChunkReader(cfg["input"], self.plan.feature_dtype,
+                                              self.plan.label_dtype, rejects=self._input_rejects(),
+                                              label_classes=self.plan.label_classes))
+            self._reader = reader
             reader_stream = ReaderStream(descs, reader, cache=fits and planned <= self.budget // 2,
                                          progress=self.progress if self.rank == 0 else None)
             self.progress.phase("read")
@@ -322,6 +377,8 @@ class _RankRun:
                           f"producer(s) and {len(consumers)} sampling rank(s)")
         for _ in range(n_rounds):
             chunk = next(chunks, None) if is_producer else None
+            if chunk is not None and self.plan.label_classes is not None:
+                chunk = output_codes(chunk)
             routed, counts = layer.route_chunk(chunk, len(cons_link))
             del chunk
             self._send_routed(link, layer, routed, counts, cons_link)
@@ -339,13 +396,10 @@ class _RankRun:
         src = self.sample_layers[li]
         dst = self._agree_on_rows(link, li + 1, topo.sample_ranks[li][0])
         cons_link = topo.link_ranks(li + 1, topo.sample_ranks[li + 1])
-        blocks = src.outputs[0].blocks() if src.outputs is not None else iter(())
-        while True:  # one round per block of the source layer's output (bounded memory)
-            blk = next(blocks, None)
-            if not link.allreduce(0 if blk is None else 1, op=MPI.MAX):
-                break
-            self._route_and_send(link, dst, blk if blk is not None else np.empty(0, self.rdt),
-                                 cons_link)
+        blocks = src.outputs[0].blocks() if src.outputs is not None else ()
+        # one round per block of the source layer's output (bounded memory)
+        for blk in rounds(link, blocks, np.empty(0, self.rdt)):
+            self._route_and_send(link, dst, blk, cons_link)
             del blk
         dst.exchange_done(link)
 
@@ -372,16 +426,19 @@ class _RankRun:
         if sendcounts[me]:
             lo = int(sendcounts[:me].sum())
             own = routed[lo:lo + int(sendcounts[me])]
-        received, recvcounts, sent = exchange_records(link, routed, sendcounts, self.rdt,
-                                                      skip_self=True)
+        received, recvcounts, sent = self.exchanger.records(link, routed, sendcounts, self.rdt,
+                                                            skip_self=True)
         layer.bytes_sent += sent
         if me in cons_link:
             layer.receive_sections(received, recvcounts, own, me)
+        if me not in cons_link or layer.copies_received:
+            self.exchanger.recycle(received)
         del routed, own, received
 
     # ---- output -----------------------------------------------------------------
     def _shard_targets(self, n_writers: int, total: int, split: bool = False) -> np.ndarray:
-        """Rows of each writer's shard: ``output.shard_sizes`` (exact), or equal.
+        """Rows of each writer's shard: ``output.shard_sizes`` (exact), by ``plan.shard_speeds``
+        (the assignment program; collective over the writers), or equal.
 
         With splits the split sizes are known only at run time, so the sizes are
         taken as relative weights and each split is cut in proportion (largest
@@ -389,9 +446,10 @@ class _RankRun:
         """
         sizes = self.cfg["output"]["shard_sizes"]
         if not sizes and self.cfg["plan"]["shard_speeds"]:
-            from .assign import rows_by_speed
-
-            return np.asarray(rows_by_speed(total, self.cfg["plan"]["shard_speeds"]), dtype=np.int64)
+            # rank 0 of the writers solves (hpcprep.assign.solve), every writer follows
+            return np.asarray(root_decides(self.sample_layers[-1].comm, _shard_rows, total,
+                                           self.cfg["plan"]["shard_speeds"], job_wide=False),
+                              dtype=np.int64)
         if not sizes:
             return equal_counts(total, n_writers)
         if len(sizes) != n_writers or min(sizes) < 0:
@@ -442,19 +500,13 @@ class _RankRun:
             os.makedirs(self.location.join(prefix, "shards"), exist_ok=True)
         rel = f"shards/part-{p:05d}.h5"
         writer = ShardWriter(self.location.join(prefix + rel), int(targets[p]), self.rdt, self.names)
-        blocks = out.blocks()
         position = start
-        while True:
-            blk = next(blocks, None)
-            if not comm.allreduce(0 if blk is None else 1, op=MPI.MAX):
-                break
-            rec = blk if blk is not None else np.empty(0, self.rdt)
-            del blk
+        for rec in rounds(comm, out.blocks(), np.empty(0, self.rdt)):
             counts = contiguous_targets(position, len(rec), offs)
             position += len(rec)
             own_lo = int(counts[:p].sum())
             own = rec[own_lo:own_lo + int(counts[p])]   # this rank's rows for its own shard
-            got, recvcounts, sent = exchange_records(comm, rec, counts, self.rdt, skip_self=True)
+            got, recvcounts, sent = self.exchanger.records(comm, rec, counts, self.rdt, skip_self=True)
             last.bytes_sent += sent
             recvcounts[p] = len(own)
             at = 0
@@ -464,6 +516,7 @@ class _RankRun:
                 cursor[s] += c
                 if s != p:
                     at += c
+            self.exchanger.recycle(got)   # the writer has copied it
             del got, own, rec
         info = writer.close()
         self.progress.log(f"wrote {prefix}{rel}: {info['rows']:,} rows")
@@ -471,6 +524,9 @@ class _RankRun:
 
     # ---- report, master file, manifest ----------------------------------------------
     def finish(self, t_start: float) -> dict | None:
+        self.exchanger.close()
+        if self._reader is not None:
+            self.report["seconds"]["read"] = self._reader.seconds
         self.report["standardize"] = {l.index: l.report() for l in self.std_layers}
         self.report["sample"] = {l.index: l.report() for l in self.sample_layers if l.comm is not None}
         self.report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -538,10 +594,10 @@ class _RankRun:
             for name in split_names:
                 sub = _SubLocation(self.location, name)
                 _write_dataset(sub, rdt, by_split[name], names, dict(base_attrs, split=name),
-                               step_stats, self.seed)
+                               step_stats, self.seed, label_classes=self.plan.label_classes)
         else:
             _write_dataset(self.location, rdt, shards, names, base_attrs, step_stats, self.seed,
-                           write_manifest=False)
+                           write_manifest=False, label_classes=self.plan.label_classes)
         summary = {
             "hpcprep_version": __version__, "world_size": self.comm.Get_size(),
             "layout": "fused" if self.topo.fused else "layered",
@@ -551,6 +607,7 @@ class _RankRun:
         }
         summary["sampling"] = sampling
         summary["input"] = _input_summary(reports, counts)
+        summary["input_plan"] = _input_plan_report(reports, self.topo.input_ranks)
         write_json(self.location.join("report.json"), summary)
         from .steps.rejects import rejects_enabled
 
@@ -559,12 +616,14 @@ class _RankRun:
 
             merge_rejects(self.location.join(PARTS), self.location.join("rejects.h5"), counts)
         if split_names:
-            top = manifest(rdt, [], names, self.seed, splits={n: n for n in split_names})
+            top = manifest(rdt, [], names, self.seed, splits={n: n for n in split_names},
+                           label_classes=self.plan.label_classes)
             top["rows"] = int(total)
             top["master"] = None
             write_json(self.location.join("manifest.json"), top)
         else:
-            write_json(self.location.join("manifest.json"), manifest(rdt, shards, names, self.seed))
+            write_json(self.location.join("manifest.json"),
+                       manifest(rdt, shards, names, self.seed, label_classes=self.plan.label_classes))
         for line in self.location.commit():
             self.progress.log(line)
         self.progress.log(f"done: {self.plan.total_rows:,} rows in, {total:,} rows out in "
@@ -584,8 +643,9 @@ class _SubLocation:
 
 
 def _write_dataset(location, rdt, shards, names, attrs, step_stats, seed,
-                   write_manifest: bool = True) -> None:
-    """Master file (and manifest) of one dataset from its shards' descriptions."""
+                   write_manifest: bool = True, label_classes=None) -> None:
+    """Master file (and manifest) of one dataset from its shards' descriptions
+    (``label_classes``: the vocabulary of class labels, or None)."""
     moments = None
     for s in shards:
         if s["moments"] is not None:
@@ -593,10 +653,13 @@ def _write_dataset(location, rdt, shards, names, attrs, step_stats, seed,
     d = len(names)
     moments = moments or Moments(np.zeros(d), np.full(d, np.nan), np.zeros(d))
     attrs = dict(attrs, rows=sum(s["rows"] for s in shards))
-    write_master(location, rdt, shards, names, attrs, {"mean": moments.mean, "std": moments.std},
-                 step_stats)
+    stats = {"mean": moments.mean, "std": moments.std}
+    if label_classes is not None:
+        stats["label_classes"] = label_classes
+    write_master(location, rdt, shards, names, attrs, stats, step_stats)
     if write_manifest:
-        write_json(location.join("manifest.json"), manifest(rdt, shards, names, seed))
+        write_json(location.join("manifest.json"),
+                   manifest(rdt, shards, names, seed, label_classes=label_classes))
 
 
 def _input_summary(reports, counts) -> dict:
@@ -611,3 +674,12 @@ def _layer_fits(table: dict) -> bool:
     from .steps import STEPS
 
     return any(STEPS[s["op"]].needs_fit for s in table["steps"])
+
+
+def _input_plan_report(reports, input_ranks) -> dict:
+    """report.json's ``input_plan``: the plan rank 0 broadcast, with each input rank's
+    measured read time (``seconds.read`` of its own report, every pass) next to the prediction."""
+    out = dict(reports[0].get("input_plan", {}))
+    if "predicted_finish_s" in out:
+        out["measured_finish_s"] = [reports[r]["seconds"].get("read") for r in input_ranks]
+    return out

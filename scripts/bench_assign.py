@@ -25,7 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hpcprep.assign import AssignError, AssignProblem, Planner, rows_by_speed, water_fill  # noqa: E402
+from hpcprep.assign import AssignError, AssignProblem, rows_by_speed, solve, water_fill  # noqa: E402
+from hpcprep.assign.solve import PROGRAMS  # noqa: E402
 from hpcprep.assign.program import AssignmentProgram, Structure  # noqa: E402
 
 
@@ -55,13 +56,12 @@ def perturbed(problem: AssignProblem, seed: int) -> AssignProblem:
 def time_solves(n: int, m: int, solver: str = "CLARABEL", subsample: bool = False, repeats: int = 3) -> dict:
     """First solve (build + canonicalize + solve + round) and the median DPP re-solve."""
     problem = instance(n, m, subsample=subsample)
-    planner = Planner(solver=solver)
     start = time.perf_counter()
     program = AssignmentProgram(Structure.of(problem))
     build = time.perf_counter() - start
-    planner.programs[Structure.of(problem)] = program
+    PROGRAMS[Structure.of(problem)] = program     # solve() re-solves this built program
     start = time.perf_counter()
-    plan = planner.plan(problem)
+    plan = solve(problem, solver=solver)
     first = build + (time.perf_counter() - start)
     first_compile = program.last_timing["compile"]
     first_solver = program.last_timing["solver"]
@@ -69,7 +69,7 @@ def time_solves(n: int, m: int, solver: str = "CLARABEL", subsample: bool = Fals
     for k in range(repeats):
         again = perturbed(problem, k)
         start = time.perf_counter()
-        planner.plan(again)
+        solve(again, solver=solver)
         resolves.append(time.perf_counter() - start)
         compiles.append(program.last_timing["compile"])
         solver_times.append(program.last_timing["solver"])
@@ -77,7 +77,7 @@ def time_solves(n: int, m: int, solver: str = "CLARABEL", subsample: bool = Fals
     autos = []
     for _ in range(repeats):
         start = time.perf_counter()
-        auto = Planner().plan(problem)
+        auto = solve(problem)
         autos.append(time.perf_counter() - start)
     assert auto.makespan_real == pytest_approx(plan.makespan_real) or auto.method == "cvxpy"
     return {"auto_s": statistics.median(autos), "auto_method": auto.method,

@@ -1,7 +1,7 @@
 """Benchmark of the sampling layers (issue 4).
 
 1. Exchange throughput at ``-n 2``: the shuffle's routed ``Alltoallv`` of packed records
-   (:func:`hpcprep.exchange.alltoallv_records`, as the sampling layer calls it) next to a bare
+   (:meth:`hpcprep.mpi.exchange.Exchanger.records`, as the sampling layer calls it) next to a bare
    mpi4py ``Alltoallv`` of the same bytes with the same counts, in the same run.
 2. Out of core: one ``shuffle`` run of a dataset 4x larger than the total memory budget
    (``resources.memory_per_rank``), spilled, next to the same run in memory; output identical;
@@ -31,7 +31,7 @@ def _exchange_worker(out: str, rows: int, repeats: int) -> None:
     """Under mpiexec: time the shuffle's exchange and a bare Alltoallv of the same layout."""
     from mpi4py import MPI
 
-    from hpcprep.exchange import alltoallv_records
+    from hpcprep.mpi.exchange import Exchanger
     from hpcprep.layers.sample import SampleLayer, record_dtype
 
     comm = MPI.COMM_WORLD
@@ -51,10 +51,13 @@ def _exchange_worker(out: str, rows: int, repeats: int) -> None:
     sd = np.concatenate([[0], np.cumsum(bcounts)[:-1]])
     rd = np.concatenate([[0], np.cumsum(rcounts)[:-1]])
     t_h, t_b, moved = [], [], 0
+    exchanger = Exchanger()   # as the run's: the receive buffer is reused between exchanges
     for _ in range(repeats):
         comm.Barrier()
         t0 = time.perf_counter()
-        _, sent = alltoallv_records(comm, routed, counts, dt)
+        got, _, sent = exchanger.records(comm, routed, counts, dt)
+        exchanger.recycle(got)
+        del got
         comm.Barrier()
         t_h.append(time.perf_counter() - t0)
         t0 = time.perf_counter()

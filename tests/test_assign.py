@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from hpcprep.assign import (AssignError, AssignmentProgram, AssignProblem, Planner, Structure,
+from hpcprep.assign import (AssignError, AssignmentProgram, AssignProblem, Structure,
                             batch_sizes, contiguous_chunk_ranges, problem_from_table,
-                            rows_by_speed, solve_problem, water_fill)
+                            rows_by_speed, solve, water_fill)
+from hpcprep.assign.solve import PROGRAMS
 from hpcprep.assign.rounding import bounded_largest_remainder, round_plan
 from hpcprep.errors import ConfigError
 
@@ -43,7 +44,7 @@ def test_cvxpy_matches_closed_form(seed, solver):
                              memory_caps=np.where(rng.random(n) < 0.3, 3000.0, np.inf))
     loads, makespan = water_fill(float(problem.task_units.sum()), problem.speeds,
                                  problem.overheads, problem.unit_caps())
-    plan = Planner(solver=solver).plan(problem)
+    plan = solve(problem, solver=solver)
     assert plan.method == "cvxpy" and plan.status == "optimal"
     assert plan.makespan_real == pytest.approx(makespan, rel=1e-6)
     # with every worker working the optimum is unique: same loads per worker
@@ -58,7 +59,7 @@ def test_closed_form_when_overheads_exceed_the_level():
     np.testing.assert_allclose(loads, [10.0, 0.0])
     assert makespan == 100.0
     problem = AssignProblem(speeds=[1.0, 1.0], task_units=[10], overheads=[0.0, 100.0])
-    assert Planner(solver="CLARABEL").plan(problem).makespan_real == pytest.approx(100.0, rel=1e-6)
+    assert solve(problem, solver="CLARABEL").makespan_real == pytest.approx(100.0, rel=1e-6)
 
 
 def test_water_fill_equalizes_finish_times():
@@ -71,13 +72,13 @@ def test_water_fill_equalizes_finish_times():
 def test_auto_uses_closed_form_only_where_exact():
     rng = np.random.default_rng(5)
     problem = random_problem(rng)
-    assert solve_problem(problem).method == "closed_form"
+    assert solve(problem).method == "closed_form"
     subsample = random_problem(rng, min_fractions=[1.0, 0.5, 1.0])
-    assert solve_problem(subsample).method == "cvxpy"
+    assert solve(subsample).method == "cvxpy"
     with pytest.raises(ConfigError, match="closed_form"):
-        Planner(solver="closed_form").plan(subsample)
+        solve(subsample, solver="closed_form")
     capped = random_problem(rng, memory_caps=[1e3] + [1e9] * 11, w_idle=0.1)   # worker 0 idles
-    assert solve_problem(capped).method == "cvxpy"
+    assert solve(capped).method == "cvxpy"
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -91,8 +92,8 @@ def test_closed_form_with_deadlines_matches_cvxpy(seed, w_idle, cap):
     problem = AssignProblem(speeds=speeds, task_units=units, overheads=rng.uniform(0, 0.1, n),
                             deadlines=[levels[0] * 1.05, np.inf, levels[2] * 1.02, levels[3] * 1.5],
                             memory_caps=np.full(n, units.sum() / n * cap), w_idle=w_idle)
-    fast = solve_problem(problem)
-    exact = Planner(solver="CLARABEL").plan(problem)
+    fast = solve(problem)
+    exact = solve(problem, solver="CLARABEL")
     assert fast.method == "closed_form"
     assert fast.makespan_real == pytest.approx(exact.makespan_real, rel=1e-6)
     assert fast.objective["total"] <= exact.objective["total"] * (1 + 1e-6) + 1e-9
@@ -115,16 +116,15 @@ def test_resolve_with_new_parameters_reuses_the_program():
     rng = np.random.default_rng(1)
     n = 20
     kw = dict(task_units=[30_000, 50_000, 20_000], deadlines=[20.0, 45.0, np.inf], w_idle=0.1)
-    planner = Planner(solver="CLARABEL")
     first = AssignProblem(speeds=rng.lognormal(0, 0.3, n) * 300, **kw)
     second = AssignProblem(speeds=rng.lognormal(0, 0.3, n) * 300, overheads=rng.uniform(0, 1, n), **kw)
-    plan1 = planner.plan(first)
-    plan2 = planner.plan(second)
-    assert len(planner.programs) == 1
-    program = next(iter(planner.programs.values()))
-    assert program.solves == 2
-    fresh = Planner(solver="CLARABEL").plan(second)
-    assert plan2.makespan_real == pytest.approx(fresh.makespan_real, rel=1e-6)
+    plan1 = solve(first, solver="CLARABEL")
+    program = PROGRAMS[Structure.of(first)]
+    solves = program.solves
+    plan2 = solve(second, solver="CLARABEL")
+    assert PROGRAMS[Structure.of(second)] is program and program.solves == solves + 1
+    fresh = AssignmentProgram(Structure.of(second)).solve(second, solver="CLARABEL")
+    assert plan2.makespan_real == pytest.approx(fresh["makespan"], rel=1e-6)
     assert plan1.makespan_real != pytest.approx(plan2.makespan_real, rel=1e-3)
     # the last task has no deadline, so the makespan is the water-filling level
     _, level = water_fill(1e5, second.speeds, second.overheads)
@@ -137,7 +137,7 @@ def test_weights_trade_makespan_against_kept_fraction():
                 min_fractions=[1.0, 0.1], values=[1.0, 1.0])
     fractions, makespans = [], []
     for w2 in [0.0, 10.0, 50.0, 200.0, 1000.0, 1e5]:
-        plan = solve_problem(AssignProblem(w_accuracy=w2, **base))
+        plan = solve(AssignProblem(w_accuracy=w2, **base))
         fractions.append(plan.kept_fraction[1])
         makespans.append(plan.makespan_real)
     assert np.all(np.diff(fractions) >= -1e-6) and np.all(np.diff(makespans) >= -1e-6)
@@ -150,7 +150,7 @@ def test_heterogeneous_speeds_beat_equal_split_by_theory():
     total = 10_000_000
     for speeds in (np.r_[np.ones(32), np.ones(32) / 1.5], rng.lognormal(0.0, 0.3, 64)):
         n = speeds.size
-        plan = solve_problem(AssignProblem(speeds=speeds * 1e4, task_units=[total]))
+        plan = solve(AssignProblem(speeds=speeds * 1e4, task_units=[total]))
         equal = rows_by_speed(total, np.ones(n))
         equal_makespan = np.max(equal / (speeds * 1e4))
         predicted_ratio = speeds.mean() / speeds.min()      # (W/n)/s_min over W/sum(s)
@@ -173,7 +173,7 @@ def test_deadlines_and_caps_hold_after_rounding(seed):
                             deadlines=[level * 0.4, level * 0.7, level * 1.1, np.inf],
                             min_fractions=[1.0, 1.0, 0.5, 1.0], w_accuracy=5.0)
     try:
-        plan = solve_problem(problem)
+        plan = solve(problem)
     except AssignError as err:  # a random instance may be infeasible: then the error must say why
         assert err.late_tasks and "deadline" in str(err), err
         return
@@ -205,7 +205,7 @@ def test_infeasible_deadlines_name_the_tasks_and_by_how_much():
     problem = AssignProblem(speeds=[10.0, 10.0], task_units=[100, 100, 300],
                             deadlines=[10.0, 4.0, 100.0], task_names=["ok", "urgent", "late-ok"])
     with pytest.raises(AssignError) as info:
-        solve_problem(problem)
+        solve(problem)
     message = str(info.value)
     assert "'urgent'" in message and "'ok'" not in message and "late-ok" not in message
     assert "misses it by 1 s" in message            # 100 units on 20 units/s: 5 s > 4 s
@@ -213,7 +213,7 @@ def test_infeasible_deadlines_name_the_tasks_and_by_how_much():
     # cumulative: 'ok' is late only because 'urgent' comes first
     problem.deadlines = np.array([9.0, 4.0, 100.0])
     with pytest.raises(AssignError) as info:
-        solve_problem(problem)
+        solve(problem)
     assert set(info.value.late_tasks) == {"urgent", "ok"}
     assert info.value.late_tasks["ok"] == pytest.approx(1.0)
 
@@ -221,9 +221,9 @@ def test_infeasible_deadlines_name_the_tasks_and_by_how_much():
 def test_infeasible_memory_and_fallback():
     problem = AssignProblem(speeds=[1.0, 2.0], task_units=[100], memory_caps=[30, 30])
     with pytest.raises(AssignError, match="memory caps hold 60 units"):
-        solve_problem(problem)
+        solve(problem)
     late = AssignProblem(speeds=[1.0, 3.0], task_units=[100], deadlines=[10.0])
-    plan = solve_problem(late, fallback=True)
+    plan = solve(late, fallback=True)
     assert plan.method == "proportional" and plan.status.startswith("fallback: infeasible deadlines")
     assert plan.units[:, 0].tolist() == [25, 75]
 
@@ -246,15 +246,19 @@ def test_rows_by_speed():
         rows_by_speed(10, [1, 1], memory_caps=[4, 4])
 
 
+def chunk_ranges(sizes, speeds):
+    return contiguous_chunk_ranges(sizes, solve(AssignProblem(speeds=speeds, task_units=[int(np.sum(sizes))])))
+
+
 def test_contiguous_chunk_ranges():
-    ranges = contiguous_chunk_ranges([100] * 12, [1.0] * 4)
+    ranges = chunk_ranges([100] * 12, [1.0] * 4)
     assert ranges == [(0, 3), (3, 6), (6, 9), (9, 12)]
-    ranges = contiguous_chunk_ranges([100] * 10, [1.0] * 4)
+    ranges = chunk_ranges([100] * 10, [1.0] * 4)
     assert [b - a for a, b in ranges] in ([2, 3, 2, 3], [3, 2, 3, 2], [2, 3, 3, 2], [3, 2, 2, 3])
     sizes = np.full(60, 1000)
-    ranges = contiguous_chunk_ranges(sizes, [1.0, 2.0, 3.0])
+    ranges = chunk_ranges(sizes, [1.0, 2.0, 3.0])
     assert ranges == [(0, 10), (10, 30), (30, 60)]
-    assert contiguous_chunk_ranges([5], [1.0, 1.0, 1.0])[-1][1] == 1
+    assert chunk_ranges([5], [1.0, 1.0, 1.0])[-1][1] == 1
     for a, b in zip(ranges, ranges[1:]):
         assert a[1] == b[0]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcprep.assign import Planner
+from hpcprep.assign import solve
 from hpcprep.assign.collective import problem_from_reports
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent("""
     import hashlib, sys
     import numpy as np
     from mpi4py import MPI
-    from hpcprep.assign import AssignError, Planner, WorkerReport, gather_and_plan
+    from hpcprep.assign import AssignError, WorkerReport, gather_and_plan
 
     def report_for(rank):
         return WorkerReport(speed=1000.0 / (1.5 if rank % 2 else 1.0), overhead=0.01 * rank,
@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent("""
         rank = comm.Get_rank()
         tasks = tasks_for(mode) if rank == 0 else None
         try:
-            plan = gather_and_plan(comm, report_for(rank), tasks, planner=Planner())
+            plan = gather_and_plan(comm, report_for(rank), tasks)
         except AssignError as err:
             text = str(err)
             if rank == 0:
@@ -75,7 +75,7 @@ def test_every_rank_gets_the_same_plan(tmp_path, ranks):
     # and it is the plan rank 0 would compute in-process from the same reports
     module = load_script_module(tmp_path)
     problem = problem_from_reports([module["report_for"](r) for r in range(ranks)], module["tasks_for"]("ok"))
-    expected = Planner().plan(problem)
+    expected = solve(problem)
     assert lines[0][3] == module["digest"](expected)
     assert sum(int(words[4]) for words in lines) == 10007 + 5003 + 777
     assert [int(words[4]) for words in lines] == expected.worker_units.tolist()

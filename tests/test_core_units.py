@@ -5,7 +5,7 @@ import pytest
 from mpi4py import MPI
 
 from hpcprep.chunk import Chunk
-from hpcprep.exchange import alltoallv_records
+from hpcprep.mpi.exchange import alltoallv_records
 from hpcprep.kernels.hashing import key_to_unit, random_keys
 from hpcprep.kernels.pack import destination_order
 from hpcprep.kernels.route import contiguous_targets, key_range_owner
@@ -93,6 +93,7 @@ def test_records_roundtrip_through_alltoallv_self():
     chunk = Chunk(0, np.arange(5, dtype=np.int64), np.arange(15, dtype=np.float32).reshape(5, 3),
                   np.arange(5, dtype=np.int64) * 10)
     rec = chunk_to_records(chunk, rdt)
-    got, sent = alltoallv_records(MPI.COMM_SELF, rec, [5], rdt, max_bytes=rdt.itemsize * 2)
+    got, counts, sent = alltoallv_records(MPI.COMM_SELF, rec, [5], rdt, max_bytes=rdt.itemsize * 2)
+    assert counts.tolist() == [5]
     assert sent == 0
     assert np.array_equal(got, rec)

@@ -17,9 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mpi4py import MPI
 
+from hpcprep.config import INPUT
 from hpcprep.errors import HpcprepError
 from hpcprep.io.plan import build_input_plan, count_csv_chunks
 from hpcprep.io.readers import ChunkReader
+from hpcprep.schema import validate_table
 
 BASE = (b"id,x,y,cat,label\n"
         b"1,0.5,-2.25,red,0\n"
@@ -57,10 +59,10 @@ def mutate(data: bytes, ops) -> bytes:
 
 
 def inp(path, chunk_rows: int, on_bad_row: str) -> dict:
-    return {"paths": [path], "format": "csv", "features": ["x", "y"], "label": "label",
-            "weight": "", "categorical": ["cat"], "delimiter": ",",
-            "na_values": ["", "NA", "NaN", "null", "None"], "on_bad_row": on_bad_row,
-            "chunk_rows": chunk_rows, "rejects": False}
+    """The validated ``[input]`` table (every default filled in, as a run sees it)."""
+    return validate_table({"paths": [path], "format": "csv", "features": ["x", "y"],
+                           "label": "label", "categorical": ["cat"], "on_bad_row": on_bad_row,
+                           "chunk_rows": chunk_rows}, INPUT, "input")
 
 
 def read_everything(path, chunk_rows: int, on_bad_row: str):

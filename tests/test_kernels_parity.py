@@ -35,8 +35,6 @@ from hpcprep.kernels import (aes_keys, det_log, destination_order, gather_rows, 
                              k_smallest_per_class, keyed_hash, moments_of, pack_by_destination,
                              poisson1_multiplicity, random_keys, repeat_indices, row_hash,
                              scale_clip, unpack_columns)
-from hpcprep.kernels.mpi_buffers import (detect_cuda_aware_mpi, empty_mpi_buffer,  # noqa: E402
-                                         exchange_rows, from_mpi_buffer, to_mpi_buffer)
 
 SIZES = [0, 1, 1000, 100_003]
 
@@ -229,31 +227,6 @@ def test_det_log_and_aes_keys(xp, n):
 def test_poisson_and_repeat(xp, n):
     m = poisson1_multiplicity(xp.asarray(keys_np(n)))
     return m, repeat_indices(m)
-
-
-# ------------------------------------------------- device-buffer MPI helpers
-def test_staging_roundtrip():
-    a = cupy.arange(1000, dtype=cupy.float64).reshape(250, 4) * 2
-    host = to_mpi_buffer(a, cuda_aware=False)
-    assert isinstance(host, np.ndarray)
-    np.testing.assert_array_equal(host, cupy.asnumpy(a))
-    back = from_mpi_buffer(host, cupy)
-    assert isinstance(back, cupy.ndarray)
-    _compare(a, back, 0)
-    assert isinstance(empty_mpi_buffer((3,), np.uint8, cupy, cuda_aware=False), np.ndarray)
-    assert isinstance(to_mpi_buffer(a, cuda_aware=True), cupy.ndarray)
-
-
-@pytest.mark.parametrize("aware", [False, True])
-def test_exchange_rows_self(aware):
-    from mpi4py import MPI
-    if aware and not detect_cuda_aware_mpi().aware:
-        pytest.skip(f"MPI is not CUDA-aware ({detect_cuda_aware_mpi().source})")
-    keys = cupy.asarray(keys_np(5000))
-    p = pack_by_destination({"k": keys}, cupy.zeros(5000, dtype=cupy.int64), 1)
-    recv, counts = exchange_rows(MPI.COMM_SELF, p.buf, p.counts, cuda_aware=aware)
-    assert isinstance(recv, cupy.ndarray) and counts.tolist() == [5000]
-    _compare(keys, unpack_columns(recv, p.dtype)["k"], 0)
 
 
 def test_select_device_binds_a_gpu():

@@ -16,6 +16,8 @@ import pytest
 from conftest import BASE_CONFIG, mpirun, write_config
 from hpcprep.config import parse_config
 from hpcprep.errors import ConfigError, OutputError
+from hpcprep.output import generations as gen
+from hpcprep.output import leftovers as left
 from hpcprep.output import location as loc
 from hpcprep.output import lock
 from hpcprep.output.verify import read_all
@@ -130,7 +132,7 @@ def test_what_is_in_the_way_is_named_and_kept(tmp_path):
     assert (ds / "shards" / "notes.txt").exists() and (tmp_path / "file").read_text() == "x"
     (ds / "empty").mkdir()
     # an old generation that changed during the run: only hpcprep's entries go, the rest is named
-    notes = loc.remove_generation(str(ds))
+    notes = gen.remove_generation(str(ds))
     assert "mine/" in notes[0] and "shards/" in notes[0]
     assert sorted(os.listdir(ds)) == ["empty", "mine", "shards"]
     assert sorted(os.listdir(ds / "shards")) == ["notes.txt", "part-00000.h5"]
@@ -171,7 +173,7 @@ def test_lock_of_another_host_is_never_taken_over(tmp_path):
     with pytest.raises(OutputError, match=f"locked by a run on host node-b17 .* if it is really "
                                           f"gone, remove {path}"):
         lock.acquire(path, str(tmp_path / "out"))
-    assert os.path.exists(path) and path not in lock.HELD_LOCKS
+    assert os.path.exists(path)
 
 
 def test_stale_lock_is_taken_over_with_a_warning(tmp_path, small_raw):
@@ -194,6 +196,24 @@ def test_lock_and_temp_are_released_when_a_rank_fails(tmp_path, small_raw):
     failed_once(proc, "error on rank 1 of 3: RuntimeError: boom on purpose")
     assert not (tmp_path / ".out.lock").exists()  # rank 1 released rank 0's lock
     assert temp_folders(tmp_path) == []
+
+
+def test_the_location_is_the_run_s_cleanup_and_spares_a_committed_output(tmp_path):
+    """No module-level registry: the run's OutputLocation is its own cleanup (issue 13)."""
+    from hpcprep.mpi.agree import run_cleanups
+
+    out = tmp_path / "out"
+    for commit in (False, True):
+        location, cleanups = loc.OutputLocation(str(out), overwrite=False), []
+        location.acquire()
+        location.create()
+        location.track(cleanups)
+        assert cleanups == [location.abandon] and os.path.isdir(location.temp)
+        if commit:
+            location.commit()
+        run_cleanups(cleanups)
+        assert temp_folders(tmp_path) == [] and not os.path.exists(location.lock_path)
+        assert out.is_dir() == commit  # a committed output is never removed by a late failure
 
 
 def test_agreed_error_after_the_lock_releases_it(tmp_path, small_raw):
@@ -231,11 +251,11 @@ def test_exchange_swaps_two_folders(tmp_path, monkeypatch):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "x").write_text(name)
-    old, atomic = loc.exchange(str(tmp_path / "a"), str(tmp_path / "b"))
+    old, atomic = gen.exchange(str(tmp_path / "a"), str(tmp_path / "b"))
     assert atomic and old == str(tmp_path / "a")
     assert (tmp_path / "b" / "x").read_text() == "a" and (tmp_path / "a" / "x").read_text() == "b"
-    monkeypatch.setattr(loc, "_renameat2", lambda: None)  # a C library without renameat2
-    old, atomic = loc.exchange(str(tmp_path / "a"), str(tmp_path / "b"))
+    monkeypatch.setattr(gen, "_renameat2", lambda: None)  # a C library without renameat2
+    old, atomic = gen.exchange(str(tmp_path / "a"), str(tmp_path / "b"))
     assert not atomic and (tmp_path / "b" / "x").read_text() == "b"
     assert (tmp_path / "a.old" / "x").read_text() == "a" and not (tmp_path / "a").exists()
 
@@ -299,7 +319,7 @@ def test_temp_folders_of_live_or_unknown_runs_are_left_alone(tmp_path):
         if owner:
             (tmp_path / f".out.tmp-{name}" / "owner.json").write_text(json.dumps(owner))
     (tmp_path / ".other.tmp-dead").mkdir()  # another output's: not looked at
-    notes = loc.clean_leftovers(str(out))
+    notes = left.clean_leftovers(str(out))
     assert notes[0].startswith("removed 1 temporary folder(s) of dead runs next to the output, "
                                "1.0 MiB freed: .out.tmp-dead")
     assert sorted(temp_folders(tmp_path)) == [".other.tmp-dead", ".out.tmp-live", ".out.tmp-old",
@@ -308,6 +328,6 @@ def test_temp_folders_of_live_or_unknown_runs_are_left_alone(tmp_path):
     assert "tmp-live alone: its run still works" in text
     assert "tmp-old alone: no owner.json" in text
     assert "tmp-other alone: its run is on another host" in text and "node-b17" in text
-    listed = loc.describe_leftovers(str(out))
+    listed = left.describe_leftovers(str(out))
     assert len(listed) == 3 and all(line.startswith("leftover temporary folder") for line in listed)
     shutil.rmtree(tmp_path / ".out.tmp-live")

@@ -15,7 +15,8 @@ from mpi4py import MPI
 from conftest import PYTHON, REPO, mpirun
 from hpcprep.errors import DataError
 from hpcprep.loader import open_dataset
-from hpcprep.output.reader import ShardFiles, read_manifest
+from hpcprep.output.pinned import ShardFiles
+from hpcprep.output.reader import read_manifest
 from hpcprep.output.verify import read_all, summarize, verify_dataset
 from hpcprep.train.synth import make_linear_dataset, write_dataset, write_split_root
 from hpcprep.train.trainer import train

@@ -108,18 +108,18 @@ def _driver(spec_path):
 
     comm = MPI.COMM_WORLD
     spec = json.loads(Path(spec_path).read_text())
+    cleanups = []
     try:
         for job in spec["jobs"]:
             cfg = root_decides(comm, lambda: parse_config(job["text"], job["name"], job["sets"],
                                                           comm.Get_size(), base_dir=spec["work"]))
-            run_pipeline(cfg, comm, Progress(False, quiet=True))
+            run_pipeline(cfg, comm, Progress(False, quiet=True), cleanups)
         if spec.get("categorical"):
             _categorical_layer(comm, spec["work"], spec["categorical"])
     except BaseException as e:  # noqa: BLE001 - end every rank, as the CLI does
         from hpcprep.mpi.agree import fail_hard
-        from hpcprep.output.location import abandon_run
 
-        fail_hard(comm, e, debug=True, cleanups=(abandon_run,))
+        fail_hard(comm, e, debug=True, cleanups=cleanups)
 
 
 def raw_arrays(raw_dir):

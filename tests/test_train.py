@@ -14,7 +14,8 @@ from hpcprep.train.models import Layout, make_model
 from hpcprep.train.optim import Adam, SGD
 from hpcprep.train.parallel import DataParallel
 from hpcprep.train.synth import linear_problem, make_linear_dataset
-from hpcprep.train.trainer import train, validate_config
+from hpcprep.train.spec import validate_config
+from hpcprep.train.trainer import train
 
 MODELS = [("logreg", 2, ()), ("softmax", 2, ()), ("softmax", 4, ()), ("mlp", 2, (5, 4)), ("mlp", 3, (6,))]
 

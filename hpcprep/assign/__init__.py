@@ -1,8 +1,8 @@
 """The assignment program (DESIGN §4): who does how much, and by when.
 
-Rank 0 gathers the workers' measurements, solves a DPP cvxpy program (or the
-exact water-filling closed form where it applies), rounds the shares to whole
-units and broadcasts the plan. See docs/assign.md. cvxpy is imported only when a
+Rank 0 gathers the workers' measurements, solves with :func:`solve` (a DPP
+cvxpy program, or the exact water-filling closed form where it applies), rounds
+the shares to whole units and broadcasts the plan. See docs/assign.md. cvxpy is imported only when a
 problem needs the solver, so ranks that follow a plan do not pay its import.
 """
 
@@ -13,12 +13,12 @@ from .helpers import batch_sizes, contiguous_chunk_ranges, rows_by_speed
 from .plan import Plan
 from .problem import AssignError, AssignProblem, problem_from_table
 from .learning_curve import accuracy_loss
-from .solve import Planner, proportional_plan, solve_problem
+from .solve import proportional_plan, solve
 
 __all__ = [
-    "AssignError", "AssignProblem", "AssignmentProgram", "Plan", "Planner", "Structure", "WorkerReport",
+    "AssignError", "AssignProblem", "AssignmentProgram", "Plan", "Structure", "WorkerReport",
     "accuracy_loss", "batch_sizes", "check_feasible", "contiguous_chunk_ranges", "gather_and_plan",
-    "problem_from_table", "proportional_plan", "rows_by_speed", "solve_problem", "water_fill",
+    "problem_from_table", "proportional_plan", "rows_by_speed", "solve", "water_fill",
     "water_level",
 ]
 

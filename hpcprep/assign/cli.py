@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..mpi.agree import root_decides, write_line
 from .problem import problem_from_table
-from .solve import SOLVERS, Planner
+from .solve import SOLVERS, solve
 
 
 def load_problem_file(path):
@@ -51,7 +51,7 @@ def plan_text(args) -> str:
         Bad file, or no plan (infeasible deadlines are named).
     """
     problem, solver = load_problem_file(args.problem)
-    plan = Planner(solver=args.solver or solver, fallback=args.fallback).plan(problem)
+    plan = solve(problem, solver=args.solver or solver, fallback=args.fallback)
     if args.json:
         return json.dumps(plan.to_dict(), indent=2)
     return plan.format_table(max_workers=args.max_rows)

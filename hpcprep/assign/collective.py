@@ -14,7 +14,7 @@ import numpy as np
 from ..mpi.agree import root_decides
 from ..errors import HpcprepError
 from .problem import AssignError, AssignProblem
-from .solve import Planner
+from .solve import solve
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def problem_from_reports(reports, tasks: dict) -> AssignProblem:
 
 
 def gather_and_plan(comm, report: WorkerReport, tasks: dict | None = None, root: int = 0,
-                    planner: Planner | None = None):
+                    solver: str = "auto", fallback: bool = False):
     """Gather every rank's report on ``root``, plan there, broadcast the plan.
 
     Collective over ``comm``: every rank must call it.
@@ -76,10 +76,9 @@ def gather_and_plan(comm, report: WorkerReport, tasks: dict | None = None, root:
         Task description (see :func:`problem_from_reports`); read on ``root`` only.
     root : int
         The rank that solves.
-    planner : Planner, optional
-        Read on ``root`` only; keep one across calls so re-planning reuses the
-        built program (DPP re-solve). ``Planner(fallback=True)`` returns the
-        proportional plan instead of raising.
+    solver, fallback : str, bool
+        Read on ``root`` only; see :func:`.solve.solve` (re-planning with the
+        same structure reuses the built program: a DPP re-solve).
 
     Returns
     -------
@@ -94,16 +93,16 @@ def gather_and_plan(comm, report: WorkerReport, tasks: dict | None = None, root:
         marked :func:`hpcprep.mpi.agree.agreed_on` ``comm``: printed once.
     """
     reports = comm.gather(report, root=root)
-    return root_decides(comm, _plan_on_root, reports, tasks, planner, root, root=root,
+    return root_decides(comm, _plan_on_root, reports, tasks, solver, fallback, root, root=root,
                         job_wide=False)
 
 
-def _plan_on_root(reports, tasks, planner, root: int):
+def _plan_on_root(reports, tasks, solver: str, fallback: bool, root: int):
     """The plan for the gathered reports; every failure becomes an :class:`AssignError`."""
     try:
         if tasks is None:
             raise AssignError(f"gather_and_plan: no tasks given on the root rank {root}")
-        return (planner or Planner()).plan(problem_from_reports(reports, tasks))
+        return solve(problem_from_reports(reports, tasks), solver=solver, fallback=fallback)
     except AssignError:
         raise
     except HpcprepError as err:

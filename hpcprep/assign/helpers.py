@@ -1,14 +1,16 @@
 """Small NumPy-in, NumPy-out helpers the pipeline and the trainer call.
 
-Each is the pure-makespan plan (water-filling, :mod:`.closed_form`) rounded to
-whole units; no cvxpy, so they are cheap enough to call on every rank.
+Each builds a one-task :class:`.problem.AssignProblem` and goes through
+:func:`.solve.solve` (the closed form where it is exact, as it is here without
+deadlines, so no cvxpy import), or cuts chunks from a :class:`.plan.Plan` it made.
 """
 
 import numpy as np
 
 from ..errors import ConfigError
-from .closed_form import water_fill
-from .rounding import bounded_largest_remainder
+from .plan import Plan
+from .problem import AssignProblem
+from .solve import solve
 
 
 def _speeds(speeds, name="speeds") -> np.ndarray:
@@ -55,19 +57,15 @@ def rows_by_speed(total_rows: int, speeds, overheads=None, memory_caps=None) -> 
     total_rows = int(total_rows)
     if total_rows < 0:
         raise ConfigError(f"total_rows must be >= 0, got {total_rows}")
-    c = None if overheads is None else np.broadcast_to(np.asarray(overheads, dtype=np.float64), s.shape)
-    caps = (np.full(s.size, total_rows, dtype=np.int64) if memory_caps is None else
-            np.floor(np.minimum(np.broadcast_to(np.asarray(memory_caps, dtype=np.float64), s.shape),
-                                total_rows)).astype(np.int64))
-    loads, _ = water_fill(float(total_rows), s, c, caps.astype(np.float64))
-    return bounded_largest_remainder(loads, total_rows, np.zeros(s.size, dtype=np.int64), caps)
+    return solve(AssignProblem(speeds=s, task_units=[total_rows], overheads=overheads,
+                               memory_caps=memory_caps)).units[:, 0]
 
 
-def contiguous_chunk_ranges(chunk_sizes, speeds, overheads=None) -> list[tuple[int, int]]:
-    """Split an ordered list of chunks into one contiguous range per worker.
+def contiguous_chunk_ranges(chunk_sizes, plan: Plan) -> list[tuple[int, int]]:
+    """Split an ordered list of chunks into one contiguous range per worker of ``plan``.
 
-    The real-valued plan (water-filling) gives worker ``k`` the cumulative row
-    target ``G_k = sum_{i<=k} rows_i``; worker ``k``'s range ends at the chunk
+    The plan's real-valued shares (before rounding, summed over tasks) give worker
+    ``k`` the cumulative row target ``G_k = sum_{i<=k} rows_i``; worker ``k``'s range ends at the chunk
     boundary nearest to ``G_k`` (ties to the lower boundary), so every worker's
     rows are within one chunk of its plan at each end.
 
@@ -75,10 +73,8 @@ def contiguous_chunk_ranges(chunk_sizes, speeds, overheads=None) -> list[tuple[i
     ----------
     chunk_sizes : array of int, shape (N,)
         Rows in each chunk, in input order.
-    speeds : array of float, shape (n,)
-        Rows per second of each worker, in rank order.
-    overheads : array of float, shape (n,), optional
-        Seconds before each worker's first row.
+    plan : Plan
+        From :func:`.solve.solve` on the chunks' rows (workers in rank order).
 
     Returns
     -------
@@ -88,21 +84,20 @@ def contiguous_chunk_ranges(chunk_sizes, speeds, overheads=None) -> list[tuple[i
 
     Examples
     --------
-    >>> contiguous_chunk_ranges([100] * 10, [1, 1, 1, 1])
+    >>> plan = solve(AssignProblem(speeds=[1, 1, 1, 1], task_units=[1000]))
+    >>> contiguous_chunk_ranges([100] * 10, plan)
     [(0, 2), (2, 5), (5, 7), (7, 10)]
     """
-    s = _speeds(speeds)
+    loads = plan.real_units.sum(axis=1)
     sizes = np.asarray(chunk_sizes, dtype=np.int64)
     if sizes.ndim != 1 or np.any(sizes < 0):
         raise ConfigError("chunk_sizes must be a list of integers >= 0")
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     total = int(bounds[-1])
     if total == 0:
-        stops = np.full(s.size, sizes.size)
+        stops = np.full(loads.size, sizes.size)
         stops[:-1] = 0
     else:
-        c = None if overheads is None else np.broadcast_to(np.asarray(overheads, dtype=np.float64), s.shape)
-        loads, _ = water_fill(float(total), s, c)
         goals = np.cumsum(loads)[:-1]
         right = np.clip(np.searchsorted(bounds, goals, side="left"), 1, sizes.size)
         left = right - 1

@@ -60,6 +60,14 @@ class Plan:
         """Total whole units per worker, shape (n,)."""
         return self.units.sum(axis=1)
 
+    def summary(self) -> dict:
+        """What a run reports about how it was planned (JSON-ready): method, solver,
+        status, solve time, objective terms, makespan and each worker's predicted finish."""
+        return {"method": self.method, "solver": self.solver, "status": self.status,
+                "solve_time_s": float(self.solve_time), "objective": dict(self.objective),
+                "makespan_s": float(self.makespan),
+                "worker_finish_s": [float(f) for f in self.worker_finish]}
+
     def to_dict(self) -> dict:
         """A JSON-ready description (lists and floats only)."""
         total = max(int(self.kept_units.sum()), 1)

@@ -120,6 +120,31 @@ class AssignmentProgram:
         """Whether the built problem follows the DPP rules (it always should)."""
         return self.problem.is_dpp()
 
+    def _set_parameters(self, problem: AssignProblem) -> tuple:
+        """Set the scaled Parameters from ``problem``; ``(deadline order, unit scale, tau)``."""
+        st = self.structure
+        order = problem.deadline_order()
+        s, c = problem.speeds, problem.overheads
+        units = problem.task_units[order].astype(np.float64)
+        w_scale = max(float(units.max()), 1.0)
+        tau = float(c.max()) + max(float(units.sum()), 1.0) / float(s.sum())
+        self.seconds_per_unit.value = w_scale / (s * tau)
+        self.overhead.value = c / tau
+        self.units.value = units / w_scale
+        self.w_makespan.value = float(problem.w_makespan)
+        self.w_idle.value = float(problem.w_idle)
+        if st.variable_fraction:
+            self.min_fraction.value = problem.min_fractions[order]
+            self.value.value = problem.w_accuracy * problem.values[order] / tau
+        caps = np.minimum(problem.unit_caps().astype(np.float64), units.sum())
+        if st.has_caps:
+            self.cap_units.value = caps / w_scale
+        if st.n_deadlines:
+            deadlines = problem.deadlines[order][: st.n_deadlines]
+            whole = np.floor(s[:, None] * np.maximum(deadlines[None, :] - c[:, None], 0.0) + 1e-9)
+            self.deadline_units.value = np.minimum(whole, caps[:, None]) / w_scale
+        return order, w_scale, tau
+
     def solve(self, problem: AssignProblem, solver: str = "CLARABEL", **solver_options) -> dict:
         """Set the Parameters from ``problem`` and solve.
 
@@ -141,26 +166,7 @@ class AssignmentProgram:
         st = self.structure
         if Structure.of(problem) != st:
             raise ValueError(f"problem structure {Structure.of(problem)} != program structure {st}")
-        order = problem.deadline_order()
-        s, c = problem.speeds, problem.overheads
-        units = problem.task_units[order].astype(np.float64)
-        w_scale = max(float(units.max()), 1.0)
-        tau = float(c.max()) + max(float(units.sum()), 1.0) / float(s.sum())
-        self.seconds_per_unit.value = w_scale / (s * tau)
-        self.overhead.value = c / tau
-        self.units.value = units / w_scale
-        self.w_makespan.value = float(problem.w_makespan)
-        self.w_idle.value = float(problem.w_idle)
-        if st.variable_fraction:
-            self.min_fraction.value = problem.min_fractions[order]
-            self.value.value = problem.w_accuracy * problem.values[order] / tau
-        caps = np.minimum(problem.unit_caps().astype(np.float64), units.sum())
-        if st.has_caps:
-            self.cap_units.value = caps / w_scale
-        if st.n_deadlines:
-            deadlines = problem.deadlines[order][: st.n_deadlines]
-            whole = np.floor(s[:, None] * np.maximum(deadlines[None, :] - c[:, None], 0.0) + 1e-9)
-            self.deadline_units.value = np.minimum(whole, caps[:, None]) / w_scale
+        order, w_scale, tau = self._set_parameters(problem)
         start = time.perf_counter()
         self.problem.solve(solver=solver, **solver_options)
         call = time.perf_counter() - start

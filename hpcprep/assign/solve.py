@@ -1,11 +1,13 @@
 """Plan a problem: feasibility check, closed form or cvxpy, rounding, predictions.
 
-:class:`Planner` keeps one built :class:`.program.AssignmentProgram` per
-structure, so re-planning with new measurements (same workers and tasks) is a
-DPP re-solve: cvxpy only refills its Parameters.
+:func:`solve` is the one entry point. It keeps one built
+:class:`.program.AssignmentProgram` per structure, so re-planning with new
+measurements (same workers and tasks) is a DPP re-solve: cvxpy only refills its
+Parameters.
 """
 
 import time
+from collections import OrderedDict
 
 import numpy as np
 
@@ -50,11 +52,22 @@ def split_by_task(loads, task_units) -> np.ndarray:
     return np.outer(loads, W / total)
 
 
-class Planner:
-    """Solves assignment problems, reusing built programs across calls.
+#: Built programs, one per structure, most recently used last: re-planning with new
+#: measurements (same workers and tasks) is a DPP re-solve that only refills Parameters.
+PROGRAMS: OrderedDict = OrderedDict()
+MAX_PROGRAMS = 8
+
+
+def solve(problem: AssignProblem, solver: str = "auto", fallback: bool = False) -> Plan:
+    """Solve ``problem`` and round it to whole units: the one entry point of the program.
+
+    Uses the closed form (water-filling) where it is exact (:func:`closed_form_is_exact`)
+    and cvxpy otherwise; built cvxpy programs are kept (:data:`PROGRAMS`), so a
+    re-plan with new measurements is a DPP re-solve.
 
     Parameters
     ----------
+    problem : AssignProblem
     solver : str
         ``"auto"`` (closed form where exact, else Clarabel), ``"closed_form"``,
         or a cvxpy solver: ``"CLARABEL"``, ``"HIGHS"`` (no subsampling), ``"SCS"``.
@@ -62,78 +75,74 @@ class Planner:
         On infeasibility or solver failure, return the proportional plan
         (units in proportion to speed within memory caps, deadlines ignored) with
         the reason in ``status`` instead of raising.
-    max_programs : int
-        Built programs kept (one per structure).
+
+    Returns
+    -------
+    Plan
+        With ``method``, ``solver``, ``status``, ``solve_time``, ``objective`` and
+        ``worker_finish``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown solver, or one that cannot solve this problem.
+    AssignError
+        Infeasible (naming late tasks and by how much) or solver failure,
+        unless ``fallback``.
     """
+    if solver not in SOLVERS:
+        raise ConfigError(f"solver = {solver!r}: expected one of {', '.join(map(repr, SOLVERS))}")
+    start = time.perf_counter()
+    try:
+        plan = _solve(problem, solver)
+    except AssignError as err:
+        if not fallback:
+            raise
+        plan = proportional_plan(problem, reason=str(err))
+    plan.solve_time = time.perf_counter() - start
+    return plan
 
-    def __init__(self, solver: str = "auto", fallback: bool = False, max_programs: int = 8):
-        if solver not in SOLVERS:
-            raise ConfigError(f"solver = {solver!r}: expected one of {', '.join(map(repr, SOLVERS))}")
-        self.solver = solver
-        self.fallback = fallback
-        self.max_programs = max_programs
-        self.programs: dict = {}     # Structure -> AssignmentProgram
 
-    def program_for(self, problem: AssignProblem) -> "AssignmentProgram":
-        """The built program for ``problem``'s structure (built on first use)."""
-        from .program import AssignmentProgram, Structure   # cvxpy loads only where a solve needs it
-        key = Structure.of(problem)
-        if key not in self.programs:
-            if len(self.programs) >= self.max_programs:
-                self.programs.pop(next(iter(self.programs)))
-            self.programs[key] = AssignmentProgram(key)
-        return self.programs[key]
+def program_for(problem: AssignProblem) -> "AssignmentProgram":
+    """The built program for ``problem``'s structure (built on first use, kept in :data:`PROGRAMS`)."""
+    from .program import AssignmentProgram, Structure   # cvxpy loads only where a solve needs it
+    key = Structure.of(problem)
+    if key in PROGRAMS:
+        PROGRAMS.move_to_end(key)
+    else:
+        if len(PROGRAMS) >= MAX_PROGRAMS:
+            PROGRAMS.popitem(last=False)
+        PROGRAMS[key] = AssignmentProgram(key)
+    return PROGRAMS[key]
 
-    def plan(self, problem: AssignProblem) -> Plan:
-        """Solve ``problem`` and round it to whole units.
 
-        Returns
-        -------
-        Plan
-
-        Raises
-        ------
-        AssignError
-            Infeasible (naming late tasks and by how much) or solver failure,
-            unless ``fallback``.
-        """
-        start = time.perf_counter()
-        try:
-            plan = self._plan(problem)
-        except AssignError as err:
-            if not self.fallback:
-                raise
-            plan = proportional_plan(problem, reason=str(err))
-        plan.solve_time = time.perf_counter() - start
-        return plan
-
-    def _plan(self, problem: AssignProblem) -> Plan:
-        check_feasible(problem)
-        exact = closed_form_is_exact(problem)
-        if self.solver == "closed_form" and not exact:
-            raise ConfigError("solver = 'closed_form' solves only the makespan case "
-                              "(min_fraction = 1, and idle = 0 or no idle time); use 'auto'")
-        if self.solver in ("auto", "closed_form") and exact:
-            plan = closed_form_plan(problem)
-            if plan is not None:
-                return plan
-        solver = "CLARABEL" if self.solver in ("auto", "closed_form") else self.solver
-        if solver == "HIGHS" and problem.variable_fraction:
-            raise ConfigError("solver = 'HIGHS' solves linear programs only; "
-                              "with min_fraction < 1 use 'CLARABEL' or 'auto'")
-        import cvxpy as cp
-        program = self.program_for(problem)
-        try:
-            result = program.solve(problem, solver=solver)
-        except cp.SolverError as err:
-            raise AssignError(f"solver {solver} failed: {err}") from None
-        if result["status"] not in ACCEPTED or result["units"] is None:
-            raise AssignError(f"solver {solver} returned status {result['status']!r} although the "
-                              "whole-unit feasibility check passed (numerical trouble; try another solver)")
-        kept = kept_whole_units(result["fraction"], problem)
-        units = round_plan(result["units"], kept, problem)
-        return evaluate(problem, units, result["units"], kept, result["makespan"],
-                        "cvxpy", solver, result["status"])
+def _solve(problem: AssignProblem, solver: str) -> Plan:
+    check_feasible(problem)
+    exact = closed_form_is_exact(problem)
+    if solver == "closed_form" and not exact:
+        raise ConfigError("solver = 'closed_form' solves only the makespan case "
+                          "(min_fraction = 1, and idle = 0 or no idle time); use 'auto'")
+    if solver in ("auto", "closed_form") and exact:
+        plan = closed_form_plan(problem)
+        if plan is not None:
+            return plan
+    solver = "CLARABEL" if solver in ("auto", "closed_form") else solver
+    if solver == "HIGHS" and problem.variable_fraction:
+        raise ConfigError("solver = 'HIGHS' solves linear programs only; "
+                          "with min_fraction < 1 use 'CLARABEL' or 'auto'")
+    import cvxpy as cp
+    program = program_for(problem)
+    try:
+        result = program.solve(problem, solver=solver)
+    except cp.SolverError as err:
+        raise AssignError(f"solver {solver} failed: {err}") from None
+    if result["status"] not in ACCEPTED or result["units"] is None:
+        raise AssignError(f"solver {solver} returned status {result['status']!r} although the "
+                          "whole-unit feasibility check passed (numerical trouble; try another solver)")
+    kept = kept_whole_units(result["fraction"], problem)
+    units = round_plan(result["units"], kept, problem)
+    return evaluate(problem, units, result["units"], kept, result["makespan"],
+                    "cvxpy", solver, result["status"])
 
 
 def closed_form_plan(problem: AssignProblem) -> Plan | None:
@@ -184,28 +193,3 @@ def proportional_plan(problem: AssignProblem, reason: str = "") -> Plan:
     finish = problem.overheads + real.sum(axis=1) / problem.speeds
     return evaluate(problem, units, real, kept, float(finish.max()), "proportional", "none",
                     f"fallback: {reason}" if reason else "proportional")
-
-
-_DEFAULT = Planner()
-
-
-def solve_problem(problem: AssignProblem, solver: str = "auto", fallback: bool = False) -> Plan:
-    """Plan ``problem`` with a shared :class:`Planner` (built programs are reused).
-
-    Parameters
-    ----------
-    problem : AssignProblem
-    solver : str
-        See :class:`Planner`.
-    fallback : bool
-        See :class:`Planner`.
-
-    Returns
-    -------
-    Plan
-    """
-    if solver == _DEFAULT.solver and not fallback:
-        return _DEFAULT.plan(problem)
-    planner = Planner(solver=solver, fallback=fallback)
-    planner.programs = _DEFAULT.programs
-    return planner.plan(problem)

@@ -115,7 +115,7 @@ def check_schema(path: str, schema: pa.Schema, inp: dict) -> None:
             raise DataError(f"{path}: column {col!r} ({role}) is a nested column of type {t}; "
                             f"only flat columns of numbers or strings are read: flatten it "
                             f"before hpcprep, or leave it out of {role}")
-        if role == "input.categorical":
+        if role == "input.categorical" or (role == "input.label" and inp["label_type"] != "numeric"):
             if kind not in ("string", "number"):
                 raise DataError(f"{path}: column {col!r} ({role}) has type {t}; categories "
                                 f"must be strings or numbers")

@@ -67,6 +67,11 @@ class InputPlan:
     chunks: list[ChunkDesc]
     ranges: list[tuple[int, int]] = field(default_factory=list)
     weights: bool = False
+    #: "numeric", or "class": text labels become int64 codes of ``label_classes``
+    label_type: str = "numeric"
+    #: the sorted class vocabulary of a "class" label (collected after planning, see
+    #: :func:`hpcprep.io.classes.collect_label_classes`), else None
+    label_classes: list[str] | None = None
 
     @property
     def total_rows(self) -> int:
@@ -270,6 +275,10 @@ def build_input_plan(inp: dict, n_input_ranks: int, weights=None) -> InputPlan:
         if isinstance(inp["features"], list):
             raise DataError(f"{path}: input.features is a list of CSV columns, but this is a "
                             f"{fmt} file; give the dataset name (e.g. \"features\")")
+        if inp["label"] and inp["label_type"] == "class":
+            raise DataError(f"{path}: input.label_type = \"class\" reads text labels of CSV, JSON "
+                            f"lines, Parquet or Feather files; a {fmt} label is numeric: remove "
+                            f"input.label_type")
         for key in ("weight", "categorical"):
             if inp[key]:
                 raise DataError(f"{path}: input.{key} names CSV columns, but this is a {fmt} "
@@ -302,6 +311,11 @@ def build_input_plan(inp: dict, n_input_ranks: int, weights=None) -> InputPlan:
         label_dtype = "float64" if ldt.kind == "f" else "int64"
     plan = InputPlan(files, file_rows, d, names, np.dtype(fdt).name, label_dtype, chunks,
                      weights=bool(inp["weight"]))
+    from .classes import resolve_label_type
+
+    plan.label_type = resolve_label_type(plan, inp)
+    if plan.label_type == "class":
+        plan.label_dtype = "int64"
     if any(c.format == "csv" for c in chunks) and any(c.format in ("hdf5", "npy") for c in chunks):
         raise DataError("input.paths: mixes CSV with HDF5/npy files; use one format per run")
     formats = sorted({c.format for c in chunks})
@@ -358,6 +372,8 @@ def _probe_csv(path, header, data_start, inp) -> None:
 
 def _raise_failing(path, failing: list[dict], inp: dict) -> None:
     """Raise for the first numeric column failing in most of a file's first records (if any)."""
+    if inp["label_type"] != "numeric":   # a text label is read as classes
+        failing = [f for f in failing if f["column"] != inp["label"]]
     if not failing:
         return
     f = failing[0]
@@ -381,8 +397,9 @@ def how_to_read(column: str, role: str, value: str) -> str:
     categorical = (f"list it in input.categorical and encode it with "
                    f"{{ op = \"categorical\", columns = [\"{column}\"] }} in a [[standardize]] table")
     if role == "input.label":
-        return ("a text label is not supported: map its classes to numbers (0, 1, ...) before "
-                f"hpcprep, or, to use it as a feature instead, {categorical}")
+        return ("a text label is not supported as a number: set input.label_type = \"class\" "
+                "to read its classes as codes 0, 1, ... of their sorted names, or, to use it "
+                f"as a feature instead, {categorical}")
     if role == "input.weight":
         return "a weight must be a number: fix or convert the column, or remove input.weight"
     return f"to read text categories, move it from input.features: {categorical}"

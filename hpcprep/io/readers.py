@@ -23,12 +23,21 @@ class ChunkReader:
         dtype of the labels (int64 or float64), None without a label.
     rejects : RejectsWriter, optional
         Where every dropped CSV record goes (file, line, reason, raw line).
+    label_classes : list of str, optional
+        The sorted classes of a text label (``InputPlan.label_classes``): labels
+        are then read as text and given as float64 codes, NaN where missing
+        (:func:`hpcprep.io.classes.class_codes`).
     """
 
-    def __init__(self, inp: dict, feature_dtype: str, label_dtype: str | None, rejects=None):
+    def __init__(self, inp: dict, feature_dtype: str, label_dtype: str | None, rejects=None,
+                 label_classes=None):
         self.inp = inp
         self.fdt = np.dtype(feature_dtype)
         self.ldt = None if label_dtype is None else np.dtype(label_dtype)
+        self.classes = None
+        if label_classes is not None:
+            self.classes = np.array(label_classes, dtype=str) if label_classes else np.array([], "U1")
+            self.ldt = np.dtype(np.float64)
         self.rejects = rejects
         #: chunk id -> the first few bad records of each reason (see :func:`merge_bad_samples`)
         self.bad_samples: dict[int, list] = {}
@@ -91,7 +100,13 @@ class ChunkReader:
         extras = {f"cat:{k}": to_text(table.column(k)) for k in inp["categorical"]}
         if inp["weight"]:
             extras["weight"] = to_float(table.column(inp["weight"]))
-        y = to_float(table.column(inp["label"])).astype(self.ldt) if inp["label"] else None
+        y = None
+        if self.classes is not None:
+            from .classes import class_codes
+
+            y = class_codes(to_text(table.column(inp["label"])), self.classes)
+        elif inp["label"]:
+            y = to_float(table.column(inp["label"])).astype(self.ldt)
         return Chunk(chunk_id=desc.chunk_id,
                      ids=np.arange(desc.first_id, desc.first_id + n, dtype=np.int64),
                      features=x, labels=y, extras=extras, source=desc.path,
@@ -115,11 +130,30 @@ class ChunkReader:
             self._csv_header = (desc.path, _header_of(desc, self.inp))
         return self._csv_header[1]
 
-    def _parse(self, desc: ChunkDesc, raw: bytes):
+    def label_texts(self, desc: ChunkDesc) -> np.ndarray:
+        """The label column of a chunk as text (``""`` where missing), read alone.
+
+        Records the reader cannot split (wrong field count, bad quoting or
+        encoding, not JSON) are left out.
+        """
+        label = self.inp["label"]
+        if desc.format in ("parquet", "feather"):
+            from .arrow import ArrowFileReader, to_text
+
+            return to_text(ArrowFileReader(desc.path, desc.format, [label], 1 << 16)
+                           .read(desc.start, desc.stop).column(label))
+        block = self._parse(desc, self._raw_lines(desc), label_only=True)
+        return block.categorical[label][~block.bad]
+
+    def _parse(self, desc: ChunkDesc, raw: bytes, label_only: bool = False):
         inp = self.inp
         kw = dict(features=inp["features"], label=inp["label"] or None,
                   categorical=inp["categorical"], weight=inp["weight"] or None,
                   na_values=tuple(inp["na_values"]), first_line=desc.first_line)
+        if label_only:
+            kw.update(features=[], label=None, categorical=[inp["label"]], weight=None)
+        elif self.classes is not None:   # a text label: read as a category, coded below
+            kw.update(label=None, categorical=list(dict.fromkeys([*inp["categorical"], inp["label"]])))
         if desc.format == "jsonl":
             from .lines import parse_json_lines
 
@@ -139,11 +173,18 @@ class ChunkReader:
         if len(block.lines) != desc.rows:
             raise RuntimeError(f"{desc.path}: bytes {desc.start}-{desc.stop} parsed to "
                                f"{len(block.lines)} records, counted {desc.rows}")
-        extras = {f"cat:{k}": v for k, v in block.categorical.items()}
+        extras = {f"cat:{k}": v for k, v in block.categorical.items() if k in inp["categorical"]}
         if block.weights is not None:
             extras["weight"] = block.weights
+        labels = block.labels
+        if self.classes is not None:
+            from .classes import class_codes
+
+            text = block.categorical[inp["label"]]   # bad records give no class (they are dropped)
+            labels = class_codes(np.where(block.bad, "", text) if block.bad.any() else text,
+                                 self.classes)
         chunk = Chunk(chunk_id=desc.chunk_id, ids=ids, features=block.features.astype(self.fdt, copy=False),
-                      labels=None if block.labels is None else block.labels.astype(self.ldt, copy=False),
+                      labels=None if labels is None else labels.astype(self.ldt, copy=False),
                       extras=extras, source=desc.path, source_start=desc.first_line,
                       source_rows=block.lines)
         if block.bad.any():

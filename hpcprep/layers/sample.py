@@ -15,7 +15,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..mpi.agree import agreed_on
-from ..exchange import alltoallv_records
+from ..mpi.exchange import Exchanger, rounds
 from ..kernels.active import host_keys
 from ..sampling import SamplingError, SelectContext, make_mode
 from ..sampling.modes import SampleMode
@@ -80,10 +80,6 @@ def chunk_to_records(chunk, dtype: np.dtype) -> np.ndarray:
     return rec
 
 
-def _allreduce_any(comm, flag: bool) -> bool:
-    return bool(comm.allreduce(1 if flag else 0, op=MPI.MAX))
-
-
 class SampleLayer:
     """One ``[[sample]]`` table.
 
@@ -103,11 +99,14 @@ class SampleLayer:
         ``resources.memory_per_rank`` in bytes.
     spill_dir : str
         This rank's spill folder.
+    exchanger : Exchanger, optional
+        The run's exchanger (a new one if not given).
     """
 
     def __init__(self, index: int, table: dict, comm, seed: int, budget: int = 1 << 31,
-                 spill_dir: str = "spill"):
+                 spill_dir: str = "spill", exchanger: Exchanger | None = None):
         self.index, self.table, self.comm, self.seed = index, table, comm, seed
+        self.exchanger = exchanger or Exchanger()
         self.budget, self.spill_dir = int(budget), spill_dir
         self.mode = make_mode(table)
         self.stream = SAMPLE_STREAM + index
@@ -151,6 +150,12 @@ class SampleLayer:
     def fine_per_rank(self) -> int:
         """Fine key ranges per member (1 where the store's keys are not the routing keys)."""
         return FINE_PER_RANK if self.mode.routing == "range" else 1
+
+    @property
+    def copies_received(self) -> bool:
+        """True when :meth:`receive_sections` keeps copies only (the store cuts every section
+        into fine key ranges), so the exchange's receive buffer may be reused."""
+        return self.fine_per_rank > 1
 
     def keys_of(self, records: np.ndarray) -> np.ndarray:
         return self.mode.keys(self.seed, self.stream, records["id"], records)
@@ -269,17 +274,13 @@ class SampleLayer:
         splitters = self._splitters()
         old = self.store
         self.store = RowStore(self.dtype, self.budget * RUN_SHARE, self.spill_dir, f"s{self.index}r")
-        buckets = old.buckets(self.budget * BUCKET_SHARE)
-        while True:
-            blk = next(buckets, None)
-            if not _allreduce_any(comm, blk is not None):
-                break
-            rec, keys = blk if blk is not None else (np.empty(0, self.dtype), np.empty(0, np.uint64))
+        nothing = (np.empty(0, self.dtype), np.empty(0, np.uint64))
+        for rec, keys in rounds(comm, old.buckets(self.budget * BUCKET_SHARE), nothing):
             dest = np.searchsorted(splitters, keys, side="right")
             counts = np.bincount(dest, minlength=comm.Get_size()).astype(np.int64)
-            got, sent = alltoallv_records(comm, rec, counts, self.dtype)
+            got, _, sent = self.exchanger.records(comm, rec, counts, self.dtype)
             self.bytes_sent += sent
-            del rec, keys, blk
+            del rec, keys
             self.store.add(got, self.keys_of(got))
         self.bytes_spilled += old.bytes_spilled
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..chunk import Chunk
-from ..exchange import recv_chunk
+from ..mpi.exchange import recv_chunk
 
 
 class ChunkStream:

@@ -1,1 +1,2 @@
-"""The MPI layer: agreeing on errors (:mod:`.agree`) and the named message tags (:mod:`.tags`)."""
+"""The MPI layer: agreeing on errors (:mod:`.agree`), the named message tags (:mod:`.tags`),
+moving rows between ranks (:mod:`.exchange`)."""

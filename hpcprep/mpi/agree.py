@@ -167,7 +167,8 @@ def fail_hard(comm, exc: BaseException, debug: bool = False, cleanups=()) -> Non
         Print the traceback too (always for errors that are not :class:`HpcprepError`).
     cleanups : sequence of callables
         Called before ``Abort``, e.g. removing the run's temporary output
-        (``cli.main`` passes :func:`hpcprep.output.location.abandon_run`).
+        (``cli.main`` passes the run's, with
+        :meth:`hpcprep.output.location.OutputLocation.abandon`).
     """
     rank, size = comm.Get_rank(), comm.Get_size()
     if isinstance(exc, HpcprepError):

@@ -8,28 +8,19 @@ previous hpcprep output or an empty folder, and deletes only the entries
 hpcprep writes (docs/FORMAT.md, "Output folder, overwrite and lock").
 """
 
-import ctypes
-import ctypes.util
-import errno
+
 import fnmatch
 import glob
 import json
 import os
-import re
 import shutil
 import uuid
 
 from ..errors import OutputError
 from . import lock
-
-#: Temporary folders of runs in progress, removed by the error handler if the run fails.
-ACTIVE_TEMP_DIRS: set[str] = set()
-
-OWNER = "owner.json"
-#: Files hpcprep writes at the top of a dataset folder (owner.json only in a temporary one).
-DATASET_FILES = frozenset({"manifest.json", "data.h5", "report.json", "rejects.h5", OWNER})
-SHARD_NAME = re.compile(r"part-\d{5,}\.h5")
-SPILL_NAME = re.compile(r"rank-\d{5,}")
+from .generations import (OWNER, exchange, in_the_way, remove_empty_dirs, remove_generation,
+                          rename_noreplace)
+from .leftovers import clean_leftovers
 
 
 def output_path_problem(path: str, folder=None) -> str | None:
@@ -48,6 +39,11 @@ def output_path_problem(path: str, folder=None) -> str | None:
 class OutputLocation:
     """The final output folder, its lock, and the temporary folder a run writes into.
 
+    The object owns what a failed run must undo: :meth:`abandon` removes its
+    temporary folder (until :meth:`commit` has swapped it into place) and
+    releases its lock. ``cli.main`` calls it on every rank when the run fails
+    (:meth:`track` registers it as one of the cleanups of :func:`fail_hard`).
+
     Parameters
     ----------
     path : str
@@ -64,8 +60,9 @@ class OutputLocation:
         self.overwrite = overwrite
         parent, name = os.path.split(self.path)
         self.temp = temp or os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-        self.lock_path = lock_path(self.path)
+        self.lock_path = lock.lock_path(self.path)
         self.owner = None  # the lock's owner record once rank 0 holds it
+        self.temp_is_ours = True  # until commit() swaps it into place
 
     def check(self, input_patterns=(), input_files=()) -> None:
         """Fail before any work if the output cannot be used.
@@ -110,23 +107,28 @@ class OutputLocation:
         list of str
             Lines to log: a stale lock taken over, temporary folders removed or left alone.
         """
-        notes = lock.acquire(self.lock_path, self.path)
-        self.owner = lock.HELD_LOCKS[self.lock_path]
+        self.owner, notes = lock.acquire(self.lock_path, self.path)
         return notes + clean_leftovers(self.path)
 
     def create(self) -> None:
         """Make the temporary folder, with ``owner.json`` naming this process."""
         os.makedirs(os.path.join(self.temp, "shards"))
-        ACTIVE_TEMP_DIRS.add(self.temp)
         with open(os.path.join(self.temp, OWNER), "w") as fh:
             json.dump(self.owner or lock.this_process(), fh)
             fh.write("\n")
 
-    def track(self) -> None:
-        """On every rank: remember the temporary folder and the lock, for the failure paths."""
-        ACTIVE_TEMP_DIRS.add(self.temp)
-        if self.owner:
-            lock.adopt(self.lock_path, self.owner)
+    def track(self, cleanups: list | None = None) -> None:
+        """On every rank: register :meth:`abandon` for the failure paths.
+
+        Parameters
+        ----------
+        cleanups : list, optional
+            The run's cleanups (``cli.main`` passes them to :func:`fail_hard`):
+            :meth:`abandon` is appended, so a failure on this rank removes the
+            temporary folder and releases the lock.
+        """
+        if cleanups is not None:
+            cleanups.append(self.abandon)
 
     def join(self, *parts: str) -> str:
         """A path inside the temporary folder."""
@@ -143,7 +145,7 @@ class OutputLocation:
         list of str
             Lines to log (what was left of the previous output, how it was swapped).
         """
-        _remove_empty_dirs(self.join("spill"))
+        remove_empty_dirs(self.join("spill"))
         notes = []
         try:
             if os.path.lexists(self.path):
@@ -154,7 +156,7 @@ class OutputLocation:
                     raise OutputError(f"output {self.path} changed while the run was writing: it "
                                       f"{obstacle}")
                 old, atomic = exchange(self.temp, self.path)
-                ACTIVE_TEMP_DIRS.discard(self.temp)
+                self.temp_is_ours = False
                 _move_owner(self.path, old)
                 if not atomic:
                     notes.append("warning: renameat2(RENAME_EXCHANGE) is not available here; the "
@@ -162,7 +164,7 @@ class OutputLocation:
                 notes += remove_generation(old)
             else:
                 rename_noreplace(self.temp, self.path)
-                ACTIVE_TEMP_DIRS.discard(self.temp)
+                self.temp_is_ours = False
                 _move_owner(self.path, None)
         except OSError as e:
             raise OutputError(f"output {self.path}: cannot move the new output into place: "
@@ -171,11 +173,15 @@ class OutputLocation:
         return notes
 
     def release(self) -> None:
-        lock.release(self.lock_path)
+        """Remove the lock if it still holds this run's owner record."""
+        owner, self.owner = self.owner, None
+        lock.release(self.lock_path, owner)
 
     def abandon(self) -> None:
-        """Remove the temporary folder and release the lock (a failure in rank 0's checks)."""
-        remove_temp_dirs([self.temp])
+        """After a failure: remove the temporary folder (unless committed) and release the lock."""
+        if self.temp_is_ours:
+            shutil.rmtree(self.temp, ignore_errors=True)
+            self.temp_is_ours = False
         self.release()
 
 
@@ -195,147 +201,9 @@ def _move_owner(new: str, old: str | None) -> None:
         pass
 
 
-def lock_path(path: str) -> str:
-    """``<parent>/.<name>.lock`` of the output folder ``path``."""
-    parent, name = os.path.split(os.path.abspath(path))
-    return os.path.join(parent, f".{name}.lock")
-
-
-def remove_temp_dirs(paths=None) -> None:
-    """Remove temporary folders of a failed run (best effort)."""
-    for p in list(ACTIVE_TEMP_DIRS if paths is None else paths):
-        shutil.rmtree(p, ignore_errors=True)
-        ACTIVE_TEMP_DIRS.discard(p)
-
-
-def abandon_run() -> None:
-    """After a failure on any rank: remove the run's temporary folders and release its lock."""
-    remove_temp_dirs()
-    for path in list(lock.HELD_LOCKS):
-        lock.release(path)
-
-
-# ---- what is at the output path --------------------------------------------------------
 def _within(path: str, folder: str) -> bool:
     """Whether ``path`` is ``folder`` or inside it (both real paths)."""
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def _few(names: list[str], n: int = 3) -> str:
-    shown = ", ".join(names[:n])
-    return shown + (f" and {len(names) - n} more" if len(names) > n else "")
-
-
-def _manifest(folder: str) -> dict | None:
-    """The manifest of an hpcprep dataset folder, or None if it has none."""
-    path = os.path.join(folder, "manifest.json")
-    if os.path.islink(path) or not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as fh:
-            man = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return man if isinstance(man, dict) and man.get("format") == "hpcprep-dataset" else None
-
-
-def _only(folder: str, pattern: re.Pattern, dirs: bool) -> bool:
-    """Whether ``folder`` holds only entries named ``pattern`` (empty folders if ``dirs``)."""
-    for e in os.scandir(folder):
-        kind = e.is_dir(follow_symlinks=False) if dirs else e.is_file(follow_symlinks=False)
-        if not (kind and pattern.fullmatch(e.name)) or (dirs and os.listdir(e.path)):
-            return False
-    return True
-
-
-def sort_entries(folder: str, splits: bool = True) -> tuple[list[str], list[str]]:
-    """The top-level entries of a dataset folder that hpcprep wrote, and the others.
-
-    An entry is hpcprep's when its name and kind are those of docs/FORMAT.md
-    (``manifest.json``, ``data.h5``, ``report.json``, ``rejects.h5``,
-    ``shards/part-*.h5``, empty ``spill/rank-*`` folders of older versions, and
-    the split folders named in the manifest, of the same shape) and everything
-    inside it is too. Links are never hpcprep's.
-
-    Returns
-    -------
-    (ours, foreign) : two sorted lists of names (foreign folders end with ``/``)
-    """
-    man = _manifest(folder)
-    split_dirs = set()
-    if man is not None and splits and isinstance(man.get("splits"), dict):
-        split_dirs = {v for v in man["splits"].values()
-                      if isinstance(v, str) and v and os.sep not in v and v not in (".", "..")}
-    ours, foreign = [], []
-    for e in sorted(os.scandir(folder), key=lambda e: e.name):
-        is_dir = e.is_dir(follow_symlinks=False)
-        if e.is_file(follow_symlinks=False):
-            mine = e.name in DATASET_FILES
-        elif not is_dir:
-            mine = False
-        elif e.name == "shards":
-            mine = _only(e.path, SHARD_NAME, dirs=False)
-        elif e.name == "spill":
-            mine = _only(e.path, SPILL_NAME, dirs=True)
-        elif e.name in split_dirs:
-            mine = _manifest(e.path) is not None and not sort_entries(e.path, splits=False)[1]
-        else:
-            mine = False
-        if mine and man is not None:
-            ours.append(e.name)
-        else:
-            foreign.append(e.name + ("/" if is_dir else ""))
-    return ours, foreign
-
-
-def in_the_way(path: str) -> str | None:
-    """What at ``path`` hpcprep may not replace (None: nothing, an empty folder or its output)."""
-    if os.path.islink(path):
-        return f"is a symbolic link (to {os.readlink(path)})"
-    if not os.path.lexists(path):
-        return None
-    if not os.path.isdir(path):
-        return "is a file, not an output folder"
-    ours, foreign = sort_entries(path)
-    if not foreign:
-        return None
-    if _manifest(path) is None:
-        return f"is not an hpcprep output (no manifest.json; it holds {_few(foreign)})"
-    return f"holds entries hpcprep did not write: {_few(foreign)}"
-
-
-def remove_generation(folder: str) -> list[str]:
-    """Delete what hpcprep wrote in an old output folder, then the folder if it is empty.
-
-    Returns
-    -------
-    list of str
-        A warning naming what was left, if anything was.
-    """
-    ours, foreign = sort_entries(folder)
-    for name in ours:
-        path = os.path.join(folder, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.remove(path)
-    try:
-        os.rmdir(folder)
-    except OSError:
-        return [f"warning: the previous output, now {folder}, held entries hpcprep did not write "
-                f"and was left there: {_few(foreign or os.listdir(folder))}"]
-    return []
-
-
-def _remove_empty_dirs(folder: str) -> None:
-    """Remove ``folder`` if it holds nothing but empty folders (the spill folders of the ranks)."""
-    if not os.path.isdir(folder):
-        return
-    for root, _, _ in os.walk(folder, topdown=False):
-        try:
-            os.rmdir(root)
-        except OSError:
-            return
 
 
 # ---- input and output must not overlap --------------------------------------------------
@@ -378,154 +246,3 @@ def check_not_input(path: str, patterns, files) -> None:
         if _within(real, out):
             raise OutputError(f"output {path} {'is' if real == out else 'holds'} the input file "
                               f"{f}; write the output elsewhere")
-
-
-# ---- the swap ------------------------------------------------------------------------------
-RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
-_AT_FDCWD = -100
-
-
-def _renameat2():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-def _rename2(src: str, dst: str, flags: int) -> bool:
-    """``renameat2(src, dst, flags)``; False where the C library or the file system lacks it."""
-    fn = _renameat2()
-    if fn is None:
-        return False
-    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), src, None, dst)
-
-
-def exchange(new: str, path: str) -> tuple[str, bool]:
-    """Put the folder ``new`` at ``path``, keeping the folder that was there.
-
-    Returns
-    -------
-    (old, atomic) : where the previous folder is now, and whether one atomic exchange
-        did it (else two renames, with a moment without ``path``).
-    """
-    if _rename2(new, path, RENAME_EXCHANGE):
-        return new, True
-    old = new + ".old"
-    os.rename(path, old)
-    os.rename(new, path)
-    return old, False
-
-
-def rename_noreplace(src: str, dst: str) -> None:
-    """Rename ``src`` to ``dst``, failing if ``dst`` appeared (plain rename where unsupported)."""
-    if not _rename2(src, dst, RENAME_NOREPLACE):
-        os.rename(src, dst)
-
-
-# ---- leftovers of dead runs ---------------------------------------------------------------
-def _size(folder: str) -> int:
-    total = 0
-    for root, dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
-
-
-def leftovers(path: str) -> list[tuple[str, dict | None, bool | None]]:
-    """Temporary folders ``.<name>.tmp-*`` next to the output ``path``.
-
-    Returns
-    -------
-    list of (folder, owner record or None, alive: True / False / None when it cannot be told)
-    """
-    parent, name = os.path.split(os.path.abspath(path))
-    prefix = f".{name}.tmp-"
-    found = []
-    try:
-        entries = sorted(os.listdir(parent))
-    except OSError:
-        return []
-    for entry in entries:
-        folder = os.path.join(parent, entry)
-        if not entry.startswith(prefix) or os.path.islink(folder) or not os.path.isdir(folder):
-            continue
-        try:
-            owner = lock.read_owner(os.path.join(folder, OWNER), wait=0)
-        except OutputError:
-            owner = None
-        found.append((folder, owner, lock.is_alive(owner) if owner else None))
-    return found
-
-
-def _why_kept(owner: dict | None, alive: bool | None) -> str:
-    if owner is None:
-        return "no owner.json (an older hpcprep?): remove it by hand if no run uses it"
-    if alive:
-        return f"its run still works ({lock.describe(owner)})"
-    return f"its run is on another host ({lock.describe(owner)}): remove it by hand if it is gone"
-
-
-def clean_leftovers(path: str) -> list[str]:
-    """Remove temporary folders of dead runs on this host next to ``path`` (rank 0, lock held).
-
-    Returns
-    -------
-    list of str
-        One line for what was removed (and the space freed), one warning per folder left alone.
-    """
-    removed, freed, notes = [], 0, []
-    for folder, owner, alive in leftovers(path):
-        if alive is False:
-            freed += _size(folder)
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(f"{os.path.basename(folder)} ({lock.describe(owner)})")
-        else:
-            notes.append(f"warning: left the temporary folder {folder} alone: "
-                         f"{_why_kept(owner, alive)}")
-    if removed:
-        notes.insert(0, f"removed {len(removed)} temporary folder(s) of dead runs next to the "
-                        f"output, {_mib(freed)} freed: {', '.join(removed)}")
-    return notes
-
-
-def describe_leftovers(path: str) -> list[str]:
-    """Lines for ``hpcprep inspect``: temporary folders and a lock next to the dataset ``path``."""
-    lines = []
-    for folder, owner, alive in leftovers(path):
-        if alive is False:
-            why = (f"its run is gone ({lock.describe(owner)}): the next run on this output "
-                   f"removes it")
-        else:
-            why = _why_kept(owner, alive)
-        lines.append(f"leftover temporary folder {folder} ({_mib(_size(folder))}): {why}")
-    lpath = lock_path(path)
-    if os.path.lexists(lpath):
-        try:
-            holder = lock.read_owner(lpath, wait=0)
-        except OutputError:
-            holder = None
-        if holder is None:
-            state = "unreadable: remove it if no run uses this output"
-        else:
-            state = {True: "its run is working",
-                     False: "its run is gone: the next run takes it over",
-                     None: "its run is on another host"}[lock.is_alive(holder)]
-            state = f"held by {lock.describe(holder)}; {state}"
-        lines.append(f"lock {lpath}: {state}")
-    return lines

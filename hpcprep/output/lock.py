@@ -14,8 +14,11 @@ import time
 
 from ..errors import OutputError
 
-#: Locks this process took (path -> owner record), released by the failure paths.
-HELD_LOCKS: dict[str, dict] = {}
+
+def lock_path(path: str) -> str:
+    """``<parent>/.<name>.lock`` of the output folder ``path``."""
+    parent, name = os.path.split(os.path.abspath(path))
+    return os.path.join(parent, f".{name}.lock")
 
 
 def process_start(pid: int) -> int | None:
@@ -110,13 +113,13 @@ def _create(path: str, owner: dict) -> None:
         fh.write("\n")
 
 
-def acquire(path: str, output: str) -> list[str]:
+def acquire(path: str, output: str) -> tuple[dict, list[str]]:
     """Take the lock ``path`` of the output folder ``output`` for this process.
 
     Returns
     -------
-    list of str
-        Warning lines (a stale lock of a dead run on this host was taken over).
+    (owner, notes) : the owner record written into the lock (give it to :func:`release`),
+        and warning lines (a stale lock of a dead run on this host was taken over).
 
     Raises
     ------
@@ -130,8 +133,7 @@ def acquire(path: str, output: str) -> list[str]:
         except FileExistsError:
             pass
         else:
-            HELD_LOCKS[path] = me
-            return notes
+            return me, notes
         holder = read_owner(path)
         if holder is None:
             continue
@@ -173,20 +175,16 @@ def _take_over(path: str, stale: dict) -> None:
         _unlink(guard)
 
 
-def release(path: str) -> None:
-    """Remove the lock ``path`` if it still holds the owner this process recorded for it."""
-    mine = HELD_LOCKS.pop(path, None)
+def release(path: str, mine: dict | None) -> None:
+    """Remove the lock ``path`` if it still holds the owner record ``mine`` (None: nothing)."""
+    if mine is None:
+        return
     try:
         holder = read_owner(path, wait=0)
     except OutputError:
         return
     if same_owner(holder, mine):
         _unlink(path)
-
-
-def adopt(path: str, owner: dict) -> None:
-    """Record on another rank the lock rank 0 holds, so that a failure there releases it."""
-    HELD_LOCKS[path] = owner
 
 
 def _unlink(path: str) -> None:

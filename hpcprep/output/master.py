@@ -26,7 +26,8 @@ def write_master(location, record_dtype: np.dtype, shards: list[dict], feature_n
     attrs : dict
         Attributes of the root group (JSON-encoded when not scalar or str).
     stats : dict of str -> ndarray
-        ``/stats`` datasets (mean, std of the output features).
+        ``/stats`` datasets (mean, std of the output features; ``label_classes``, a list
+        of str, is stored as strings).
     step_stats : dict of str -> dict of str -> ndarray
         Fitted parameters per step label, stored as ``/stats/<label>/<name>``.
     """
@@ -53,7 +54,7 @@ def write_master(location, record_dtype: np.dtype, shards: list[dict], feature_n
         g = f.create_group("stats")
         g["feature_names"] = np.array(feature_names, dtype=h5py.string_dtype())
         for key, value in stats.items():
-            g[key] = value
+            g[key] = np.array(value, dtype=h5py.string_dtype()) if key == "label_classes" else value
         for label, params in step_stats.items():
             sg = g.create_group(label)
             for key, value in params.items():
@@ -79,10 +80,10 @@ def _jsonable(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def manifest(record_dtype, shards, feature_names, seed, splits=None) -> dict:
-    """The manifest dict of docs/FORMAT.md."""
+def manifest(record_dtype, shards, feature_names, seed, splits=None, label_classes=None) -> dict:
+    """The manifest dict of docs/FORMAT.md (``label_classes`` only for class labels)."""
     has_y = "y" in record_dtype.names
-    return {
+    out = {
         "format": "hpcprep-dataset",
         "format_version": 1,
         "hpcprep_version": __version__,
@@ -99,3 +100,6 @@ def manifest(record_dtype, shards, feature_names, seed, splits=None) -> dict:
                     "crc32": int(s["crc32"])} for s in shards],
         "splits": splits or {},
     }
+    if label_classes is not None:
+        out["label_classes"] = list(label_classes)
+    return out

@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 
 from ..errors import DataError
-from .reader import (FILE_ERRORS, check_master, column_names, describe, in_folder, one_line,
-                     open_shards, read_manifest, resolve)
+from .integrity import check_master, open_shards
+from .reader import FILE_ERRORS, column_names, describe, in_folder, one_line, read_manifest, resolve
 
 __all__ = ["read_manifest", "verify_dataset", "summarize", "read_all"]
 

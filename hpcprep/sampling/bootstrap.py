@@ -7,7 +7,7 @@ every copy has its own key in this and every later layer
 
 import numpy as np
 
-from ..exchange import alltoallv_records
+from ..mpi.exchange import alltoallv_records
 from ..kernels.hashing import key_to_unit, random_keys, splitmix64
 from ..kernels.select import poisson1_multiplicity, repeat_indices
 from ..partition import equal_counts, offsets
@@ -92,7 +92,7 @@ class Bootstrap(SampleMode):
         starts = np.array(comm.allgather(ctx.start), dtype=np.int64)
         owner = np.searchsorted(starts, pos, side="right") - 1
         counts = np.bincount(owner, minlength=size).astype(np.int64)
-        got, _ = alltoallv_records(comm, pos, counts, np.dtype(np.int64))
+        got, _, _ = alltoallv_records(comm, pos, counts, np.dtype(np.int64))
         self._pos = np.sort(got)
 
     def select(self, ctx, records, keys):

@@ -4,7 +4,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..errors import ConfigError
-from ..exchange import alltoallv_records
+from ..mpi.exchange import Exchanger
 from ..kernels.hashing import _M1, _M2, GOLDEN, stream_base
 from ..kernels.rowhash import _canonical, row_words
 from ..schema import Param, list_of
@@ -119,7 +119,10 @@ class Dedup(Step):
 
     # ---- fit ----------------------------------------------------------------
     def fit_layer(self, ctx, chunks):
-        comm = ctx.comm
+        with Exchanger() as ex:
+            self._fit(ctx.comm, ex, chunks)
+
+    def _fit(self, comm, ex, chunks):
         size = comm.Get_size()
         keys, hashes, ids, nw = [], [], [], 0
         for c in chunks:
@@ -145,9 +148,7 @@ class Dedup(Step):
         del h
         recs["id"] = np.concatenate(ids)[order] if ids else np.empty(0, np.int64)
         del ids
-        recvcounts = np.empty(size, dtype=np.int64)
-        comm.Alltoall(sendcounts, recvcounts)
-        got, _ = alltoallv_records(comm, recs, sendcounts, HASH_ID)
+        got, recvcounts, _ = ex.records(comm, recs, sendcounts, HASH_ID)
         del recs
 
         # 2. the candidates' key bytes from their ranks
@@ -157,9 +158,7 @@ class Dedup(Step):
         req = np.empty(len(cand), dtype=POSITION)
         req["p"] = cand - (rends - recvcounts)[src]
         reqcounts = np.bincount(src, minlength=size).astype(np.int64)
-        asked = np.empty(size, dtype=np.int64)
-        comm.Alltoall(reqcounts, asked)
-        todo, _ = alltoallv_records(comm, req, reqcounts, POSITION)
+        todo, asked, _ = ex.records(comm, req, reqcounts, POSITION)
         sdispls = np.cumsum(sendcounts) - sendcounts
         rows = order[todo["p"] + np.repeat(sdispls, asked)]
         del order, todo
@@ -169,24 +168,32 @@ class Dedup(Step):
             words["w"] = self._gather_words(keys, starts, rows, nw)
         del keys
         if nw:
-            cw, _ = alltoallv_records(comm, words, asked, wdt)
+            cw, _, _ = ex.records(comm, words, asked, wdt)
         else:  # an empty key: every row equal (no bytes to move)
             cw = np.empty(len(cand), dtype=wdt)
         del words
 
-        # 3. byte comparison within equal hashes; the ids to drop back to their ranks
-        crecs = np.empty(len(cand), dtype=np.dtype([("h", "<u8"), ("id", "<i8"), ("w", "<u8", (nw,))]))
-        crecs["h"] = got["h"][cand]
-        crecs["id"] = got["id"][cand]
-        crecs["w"] = cw["w"]
-        drop = self._duplicates(crecs)
-        ret = np.empty(int(drop.sum()), dtype=ROW_ID)
-        ret["id"] = crecs["id"][drop]               # grouped by source rank (cand ascending)
-        mine, _ = alltoallv_records(comm, ret, np.bincount(src[drop], minlength=size).astype(np.int64),
-                                    ROW_ID)
-        self.drop_ids_ = np.sort(mine["id"])
+        self.drop_ids_ = self._decide(comm, ex, got[cand], cw["w"], src)
         self.n_duplicates_ = comm.allreduce(len(self.drop_ids_), op=MPI.SUM)
         self.n_keys_ = comm.allreduce(len(got), op=MPI.SUM)
+
+    def _decide(self, comm, ex, cands, words, src):
+        """3. Byte comparison within equal hashes; this rank's ids to drop, back from their owners.
+
+        ``cands``: the candidates' ``(hash, id)`` records, ``words`` their key words,
+        ``src`` the rank each came from (ascending, so the ids go back grouped by rank).
+        """
+        nw = words.shape[1]
+        crecs = np.empty(len(cands), dtype=np.dtype([("h", "<u8"), ("id", "<i8"), ("w", "<u8", (nw,))]))
+        crecs["h"] = cands["h"]
+        crecs["id"] = cands["id"]
+        crecs["w"] = words
+        drop = self._duplicates(crecs)
+        ret = np.empty(int(drop.sum()), dtype=ROW_ID)
+        ret["id"] = crecs["id"][drop]
+        counts = np.bincount(src[drop], minlength=comm.Get_size()).astype(np.int64)
+        mine, _, _ = ex.records(comm, ret, counts, ROW_ID)
+        return np.sort(mine["id"])
 
     def _gather_words(self, keys, starts, rows, nw):
         """Canonical key words of the local rows ``rows`` (positions in chunk order)."""

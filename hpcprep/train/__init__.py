@@ -9,6 +9,7 @@ loop), ``cli`` (``hpcprep train``), ``synth`` (small synthetic datasets).
 
 from .models import MODELS, Layout, make_model
 from .optim import make_optimizer
-from .trainer import TRAIN_SPEC, train, validate_config
+from .spec import TRAIN_SPEC, validate_config
+from .trainer import train
 
 __all__ = ["MODELS", "Layout", "make_model", "make_optimizer", "TRAIN_SPEC", "train", "validate_config"]

@@ -15,7 +15,8 @@ import tomllib
 
 from ..errors import ConfigError
 from ..mpi.agree import root_decides
-from .trainer import TRAIN_SPEC, train, validate_config
+from .spec import TRAIN_SPEC, validate_config
+from .trainer import train
 
 
 def parse_set(item: str):

@@ -62,6 +62,23 @@ def write_dataset(path, features, labels=None, shard_rows=None, *, ids=None, see
     ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
     names = feature_names or [f"f{j}" for j in range(d)]
     (path / "shards").mkdir(parents=True, exist_ok=True)
+    shards = _write_shards(path, features, labels, ids, shard_rows)
+    columns = [("features", features)] + ([("labels", labels)] if labels is not None else []) \
+        + [("ids", ids)]
+    _write_master(path, columns, shards, features, names, seed)
+    manifest = {
+        "format": "hpcprep-dataset", "format_version": 1, "hpcprep_version": __version__,
+        "rows": int(n), "n_features": int(d), "feature_names": names,
+        "feature_dtype": str(features.dtype), "label": labels is not None,
+        "label_dtype": None if labels is None else str(np.asarray(labels).dtype),
+        "weights": False, "seed": seed, "master": "data.h5", "shards": shards, "splits": {},
+    }
+    _write_json(path / "manifest.json", manifest)
+    return path
+
+
+def _write_shards(path: Path, features, labels, ids, shard_rows) -> list[dict]:
+    """Write one shard file per entry of ``shard_rows``; their manifest entries."""
     shards = []
     start = 0
     for k, rows in enumerate(shard_rows):
@@ -75,8 +92,12 @@ def write_dataset(path, features, labels=None, shard_rows=None, *, ids=None, see
         crc = shard_crc32(ids[sl], features[sl], None if labels is None else labels[sl])
         shards.append({"path": rel, "start": start, "rows": int(rows), "crc32": int(crc)})
         start += rows
-    columns = [("features", features)] + ([("labels", labels)] if labels is not None else []) \
-        + [("ids", ids)]
+    return shards
+
+
+def _write_master(path: Path, columns, shards, features, names, seed) -> None:
+    """Write ``data.h5``: virtual datasets over the shards, attributes and ``/stats``."""
+    n, d = features.shape
     with h5py.File(path / "data.h5", "w") as f:
         for name, arr in columns:
             if n == 0:
@@ -98,15 +119,6 @@ def write_dataset(path, features, labels=None, shard_rows=None, *, ids=None, see
         st = f.create_group("stats")
         st["mean"] = features.mean(axis=0) if n else np.zeros(d)
         st["std"] = features.std(axis=0) if n else np.zeros(d)
-    manifest = {
-        "format": "hpcprep-dataset", "format_version": 1, "hpcprep_version": __version__,
-        "rows": int(n), "n_features": int(d), "feature_names": names,
-        "feature_dtype": str(features.dtype), "label": labels is not None,
-        "label_dtype": None if labels is None else str(np.asarray(labels).dtype),
-        "weights": False, "seed": seed, "master": "data.h5", "shards": shards, "splits": {},
-    }
-    _write_json(path / "manifest.json", manifest)
-    return path
 
 
 def write_split_root(path, splits: dict) -> Path:

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import ConfigError
 from ..loader import block_ranges, epoch_blocks
-from ..output.reader import PROC_FD
+from ..output.pinned import PROC_FD
 from ..partition import equal_counts
 
 __all__ = ["TorchBatches", "BatchLoader", "epoch_order", "dist_info", "init_distributed",

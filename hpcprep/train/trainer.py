@@ -24,82 +24,18 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from ..config import seed_check
 from ..errors import ConfigError, DataError, HpcprepError
-from ..loader import block_ranges, epoch_blocks, open_dataset
+from ..loader import block_ranges, epoch_blocks
 from ..mpi.agree import agreed, root_decides
-from ..output.reader import read_manifest
-from ..schema import Param, between, fraction, list_of, non_negative, positive, validate_table
 from . import checkpoint
 from .balance import Balancer, parse_slowdown
+from .datasets import count_classes, open_train_val
+from .log import TrainLog
 from .metrics import evaluate
-from .models import MODELS, make_model
+from .models import make_model
 from .optim import make_optimizer
 from .parallel import AdaptiveComm, DataParallel
-
-
-#: Largest hidden layer width and batch size (rows per batch, an MPI count).
-WIDTH_MAX, BATCH_MAX = 2**20, 2**31 - 1
-_batch = between(1, BATCH_MAX, "[1, 2**31 - 1]")
-
-
-def _widths(value):
-    if not all(isinstance(h, int) and not isinstance(h, bool) and 0 < h <= WIDTH_MAX for h in value):
-        return "every item must be an integer in [1, 2**20]"
-    return None
-
-
-def _shares(value):
-    problem = list_of(int, float)(value)
-    if problem:
-        return problem
-    if value and (min(value) < 0 or sum(value) <= 0):
-        return "shares must be >= 0 with a positive sum"
-    return None
-
-
-def _slowdown(value):
-    try:
-        parse_slowdown(value)
-    except ConfigError as e:
-        return str(e).split(": ", 1)[-1] if ": " in str(e) else str(e)
-    return None
-
-
-TRAIN_SPEC = {
-    "model": Param(str, "logreg", choices=tuple(MODELS), doc="logreg (binary), softmax, mlp"),
-    "hidden": Param(list, [64], check=_widths, doc="mlp hidden layer widths"),
-    "optimizer": Param(str, "sgd", choices=("sgd", "adam"), doc="sgd (with momentum) or adam"),
-    "lr": Param(float, 0.1, check=positive, doc="learning rate"),
-    "momentum": Param(float, 0.9, check=fraction, doc="sgd momentum"),
-    "l2": Param(float, 0.0, check=non_negative, doc="L2 penalty: adds l2 * params to the mean gradient"),
-    "epochs": Param(int, 10, check=positive, doc="epochs to train (in total, counting resumed ones)"),
-    "batch_size": Param(int, 256, check=_batch, doc="global batch size (all ranks together)"),
-    "seed": Param(int, 0, check=seed_check, doc="initial parameters and batch order"),
-    "balance": Param(str, "equal", choices=("equal", "adaptive"), doc="per-rank batch sizes"),
-    "rebalance_every": Param(int, 20, check=positive, doc="adaptive: steps between rebalances"),
-    "shares": Param(list, [], check=_shares,
-                    doc="fixed relative per-rank batch shares (default equal; adaptive start)"),
-    "emulate_slowdown": Param(dict, {}, check=_slowdown,
-                              doc='make ranks slower, e.g. { 1 = 2.0 } (rank 1 takes 2x as long)'),
-    "split": Param(str, "train", doc="training split when DATASET is a split dataset"),
-    "val": Param(str, "", doc="validation: a split name of DATASET or a dataset path; "
-                              "'' = the split 'val' if any; 'none' = no validation"),
-    "checkpoint_every": Param(int, 1, check=non_negative, doc="epochs between checkpoints (0: only at the end)"),
-    "adaptive_comm": Param(bool, False, doc="local SGD with adaptive averaging interval"),
-    "threshold": Param(float, 0.01, check=positive, doc="adaptive_comm: relative model spread that halves the interval"),
-    "max_interval": Param(int, 64, check=positive, doc="adaptive_comm: longest interval between averages"),
-    "device": Param(str, "auto", choices=("auto", "cpu", "gpu"), doc="auto: CuPy on a GPU when present"),
-    "eval_batch_size": Param(int, 4096, check=_batch, doc="rows per evaluation batch"),
-}
-
-
-def validate_config(table: dict) -> dict:
-    """Validate a ``[train]`` table and fill in defaults (raises ConfigError naming the key)."""
-    cfg = validate_table(table, TRAIN_SPEC, "train")
-    cfg["emulate_slowdown"] = {str(k): float(v) for k, v in cfg["emulate_slowdown"].items()}
-    cfg["shares"] = [float(v) for v in cfg["shares"]]
-    return cfg
+from .spec import validate_config
 
 
 def select_xp(device: str, comm):
@@ -129,43 +65,6 @@ def _host(a):
     return a.get() if hasattr(a, "get") else a
 
 
-def _split_names(path) -> dict:
-    try:
-        return read_manifest(path)["splits"]
-    except HpcprepError:  # open_dataset reports it
-        return {}
-
-
-def _datasets(dataset, cfg) -> tuple:
-    """``(train split, val folder, val split)`` to open (val folder None: no validation)."""
-    splits = _split_names(dataset)
-    train = cfg["split"] if splits else None
-    val_name = cfg["val"]
-    if val_name == "none" or (val_name == "" and "val" not in splits):
-        return train, None, None
-    if val_name == "":
-        val_name = "val"
-    if val_name in splits:
-        return train, dataset, val_name
-    if Path(val_name).is_dir():
-        return train, val_name, "val" if _split_names(val_name) else None
-    raise ConfigError(f"train.val = {val_name!r}: neither a split of {dataset} "
-                      f"({', '.join(splits) or 'no splits'}) nor a dataset folder")
-
-
-def _open_train_val(dataset, cfg, comm):
-    # rank 0 decides, so every rank makes the same collective open_dataset calls
-    train_split, val_path, val_split = root_decides(comm, _datasets, dataset, cfg)
-    train = open_dataset(dataset, split=train_split, comm=comm)
-    if val_path is None:
-        return train, None
-    try:
-        return train, open_dataset(val_path, split=val_split, comm=comm)
-    except HpcprepError:
-        train.close()
-        raise
-
-
 def _make_out(out: Path) -> None:
     """Create the ``--out`` folder (rank 0)."""
     try:
@@ -187,66 +86,229 @@ def _stop_unless_finite(xp, where: str, loss: float, vector, what: str) -> None:
                              f"in the data or too large a learning rate; training stopped")
 
 
-def _classes(ds, comm) -> int:
-    """Number of classes: max label + 1 over the whole training set (labels must be ints >= 0)."""
-    if not ds.has_labels:
-        raise agreed(DataError, f"{ds.path}: the dataset has no labels to train on")
-    lo, hi, bad = math.inf, -math.inf, 0
-    for a in range(ds.start, ds.stop, 1 << 20):
-        y = ds.read_labels(a, min(a + (1 << 20), ds.stop))
-        if y.size:
-            lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
-            bad += int(np.count_nonzero(y != np.floor(y)))
-    buf = np.array([hi, -lo, bad], dtype=np.float64)
-    comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.MAX)
-    hi, lo, bad = buf[0], -buf[1], buf[2]
-    if bad or lo < 0 or not math.isfinite(hi):
-        raise agreed(DataError, f"{ds.path}: labels must be class numbers 0, 1, ... "
-                                 f"(found min {lo}, max {hi})")
-    return int(hi) + 1
+class _Run:
+    """The state of one training run on this rank: what :func:`train`'s phases share."""
+
+    def __init__(self, comm, cfg: dict, slow: dict, out, stream):
+        self.comm, self.cfg, self.out = comm, cfg, out
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.xp = select_xp(cfg["device"], comm)
+        self.slow, self.stream = slow, stream
+        self.start_epoch, self.step, self.history = 0, 0, []
+
+    def build(self, dataset) -> None:
+        """Open the data, make the model (the same parameters on every rank) and its helpers."""
+        cfg, comm, xp = self.cfg, self.comm, self.xp
+        self.ds, self.val = open_train_val(dataset, cfg, comm)
+        n_classes = count_classes(self.ds, comm)
+        try:  # n_classes is agreed (Allreduce), so a model error is the same on every rank
+            self.model = make_model(cfg["model"], self.ds.n_features, n_classes, cfg["hidden"])
+        except ConfigError as e:
+            raise agreed(ConfigError, str(e)) from None
+        self.params = self.model.init(cfg["seed"], xp)
+        host = np.ascontiguousarray(_host(self.params))
+        comm.Bcast(host, root=0)
+        self.params[...] = xp.asarray(host) if xp is not np else host
+        self.opt = make_optimizer(cfg["optimizer"], self.model.size, cfg["lr"], cfg["momentum"], xp)
+        self.balancer = Balancer(comm, cfg["batch_size"], cfg["balance"], cfg["rebalance_every"],
+                                 cfg["shares"])
+        self.dp = DataParallel(comm, self.model, xp, self.slow.get(self.rank, 1.0))
+        self.ac = AdaptiveComm(comm, self.model.size, cfg["threshold"], cfg["max_interval"], xp) \
+            if cfg["adaptive_comm"] else None
+        self.rng = np.random.default_rng(cfg["seed"])
+
+    def resume(self, path) -> None:
+        """Continue from the checkpoint ``path``: parameters, optimizer, epoch, step, batches."""
+        ck = checkpoint.load(path, self.comm)
+        xp, model, opt, ac = self.xp, self.model, self.opt, self.ac
+        if ck["model"] != model.spec() or ck["optimizer_name"] != opt.name:
+            raise agreed(ConfigError, f"--resume {path}: checkpoint of model {ck['model']} with "
+                                       f"{ck['optimizer_name']}, the config asks for {model.spec()} "
+                                       f"with {opt.name}")
+        self.params[...] = xp.asarray(ck["params"]) if xp is not np else ck["params"]
+        state = ck["optimizer"]
+        per_rank = ck["optimizer_per_rank"]
+        if ac is not None and per_rank is not None and per_rank.shape[0] == self.size:
+            state = per_rank[self.rank]
+        opt.load_state_vector(xp.asarray(state) if xp is not np else state)
+        self.start_epoch, self.step = ck["epoch"], ck["step"]
+        if len(ck["batch_sizes"]) == self.size and sum(ck["batch_sizes"]) == self.cfg["batch_size"]:
+            self.balancer.sizes = list(ck["batch_sizes"])
+        if ac is not None and ck["adaptive_comm"]:
+            ac.load_state(ck["adaptive_comm"])
+        self.rng.bit_generator.state = ck["rng_state"]
+
+    def start_log(self, resumed: bool) -> None:
+        self.log = TrainLog(self.comm, self.out, self.stream, append=resumed)
+        self.pref = self.ds.prefetcher(self.xp, np.float64)
+
+    def piece(self, blocks, rot, k):
+        """This rank's row ranges of global batch ``k``, and their number of rows."""
+        start, length = blocks[k]
+        sizes = self.balancer.block(length)
+        lo = sum(sizes[:self.rank])
+        return block_ranges(start + lo, sizes[self.rank], rot, self.ds.rows), sizes[self.rank]
+
+    def checkpoint(self, path, epoch: int) -> None:
+        checkpoint.save(path, self.comm, model=self.model, params=self.params, optimizer=self.opt,
+                        epoch=epoch, step=self.step, config=self.cfg,
+                        rng_state=self.rng.bit_generator.state, batch_sizes=self.balancer.sizes,
+                        adaptive=None if self.ac is None else self.ac.state())
+
+    def allreduce_s(self) -> float:
+        return self.dp.allreduce_s + (self.ac.allreduce_s if self.ac else 0.0)
+
+    def close(self) -> None:
+        self.log.close()
+        self.ds.close()
+        if self.val is not None:
+            self.val.close()
+
+    def result(self) -> dict:
+        ac = self.ac
+        return {"params": np.array(_host(self.params)), "model": self.model.spec(),
+                "history": self.history, "balance": self.balancer.history,
+                "adaptive_comm": None if ac is None else ac.report(),
+                "prefetch": {"hits": self.pref.hits, "misses": self.pref.misses}}
 
 
-class _Log:
-    """JSON-lines log and a short table, on rank 0 only, each line one write call."""
+def _where(run: _Run, epoch: int, step: int) -> str:
+    return f"{run.ds.path}: epoch {epoch + 1}, step {step}"
 
-    COLUMNS = [("epoch", 5, "d"), ("step", 7, "d"), ("train_loss", 10, ".4f"), ("val_loss", 9, ".4f"),
-               ("val_acc", 8, ".4f"), ("val_auc", 8, ".4f"), ("sec/epoch", 9, ".3f"),
-               ("allreduce%", 10, ".1f")]
 
-    def __init__(self, comm, out: Path | None, stream, append: bool):
-        self.rank0 = comm.Get_rank() == 0
-        self.stream = stream
-        self.file = None
-        if self.rank0 and out is not None:
-            self.file = open(out / "train_log.jsonl", "a" if append else "w")
-        self.header_done = False
+def _apply_gradient(run: _Run, g) -> None:
+    """One optimizer step with gradient ``g`` (plus the L2 term)."""
+    if run.cfg["l2"]:
+        g += run.cfg["l2"] * run.params
+    run.opt.step(run.params, g)
 
-    def line(self, text: str) -> None:
-        if self.rank0 and self.stream is not None:
-            self.stream.write(text + "\n")
-            self.stream.flush()
 
-    def record(self, rec: dict) -> None:
-        if not self.rank0:
-            return
-        if self.file is not None:
-            self.file.write(json.dumps(rec) + "\n")
-            self.file.flush()
-        if not self.header_done:
-            self.line(" ".join(f"{name:>{w}}" for name, w, _ in self.COLUMNS))
-            self.header_done = True
-        values = [rec["epoch"], rec["step"], rec["train_loss"], rec.get("val_loss"),
-                  rec.get("val_accuracy"), rec.get("val_auc"), rec["epoch_seconds"],
-                  100.0 * rec["allreduce_share"]]
-        cells = []
-        for (name, w, fmt), v in zip(self.COLUMNS, values):
-            ok = v is not None and not (isinstance(v, float) and math.isnan(v))
-            cells.append(f"{v:>{w}{fmt}}" if ok else f"{'-':>{w}}")
-        self.line(" ".join(cells))
+def _sync_step(run: _Run, epoch: int, x, y) -> tuple[float, float, int]:
+    """A step with one gradient Allreduce: ``(compute seconds, loss sum, rows)``."""
+    res = run.dp.step(run.params, x, y)
+    if res.total > 0:
+        _stop_unless_finite(run.xp, _where(run, epoch, run.step + 1), res.loss_sum, res.grad,
+                            "the gradient")
+        _apply_gradient(run, res.grad)
+    return res.compute_s, res.loss_sum, res.total
 
-    def close(self):
-        if self.file is not None:
-            self.file.close()
+
+def _local_step(run: _Run, epoch: int, x, y, b: int, loss_sum) -> float:
+    """A local step of adaptive_comm (averaged when due): its compute seconds."""
+    dp, P = run.dp, run.model.size
+    compute = dp.local(run.params, x, y)
+    dp.compute_s += compute
+    if b > 0:
+        _apply_gradient(run, dp.buf[:P] / b)
+    loss_sum += (float(dp.buf[P + 1]), b)
+    if run.ac.after_step(run.params, b):  # averaged: the same parameters on every rank
+        _stop_unless_finite(run.xp, _where(run, epoch, run.step + 1), 0.0, run.params,
+                            "the averaged model (a local loss or gradient since the last average)")
+    return compute
+
+
+def _epoch_steps(run: _Run, epoch: int, rot, blocks) -> tuple[float, float]:
+    """Every step of ``epoch``: the training loss sum and the rows it was summed over."""
+    xp, ac = run.xp, run.ac
+    loss_sum = np.zeros(2)  # adaptive_comm: local loss sum and samples
+    epoch_loss, epoch_seen = 0.0, 0
+    for k in range(len(blocks)):
+        ranges, b = run.piece(blocks, rot, k)
+        x, y = run.pref.get(ranges)
+        if k + 1 < len(blocks):
+            run.pref.want(run.piece(blocks, rot, k + 1)[0])
+        if y is not None:
+            y = y.astype(np.int64, copy=False) if xp is np else y.astype(xp.int64)
+        if ac is None:
+            compute, loss, seen = _sync_step(run, epoch, x, y)
+            epoch_loss += loss
+            epoch_seen += seen
+        else:
+            compute = _local_step(run, epoch, x, y, b, loss_sum)
+        run.balancer.record(b, compute)
+        run.step += 1
+        run.balancer.after_step(run.step)
+    if ac is not None:
+        if ac.since:
+            ac.average(run.params)
+        run.comm.Allreduce(MPI.IN_PLACE, loss_sum, op=MPI.SUM)
+        epoch_loss, epoch_seen = loss_sum
+        _stop_unless_finite(xp, _where(run, epoch, run.step), float(epoch_loss), run.params,
+                            "the averaged model")
+    return epoch_loss, epoch_seen
+
+
+def _epoch_record(run: _Run, epoch: int, n_blocks: int, loss: float, seen, ranks, ev) -> dict:
+    """The log record of an epoch (rank 0), from every rank's seconds and the evaluation."""
+    secs = max(r["seconds"] for r in ranks)
+    # the Allreduce share on the rank that computes longest: its Allreduce
+    # time is the communication itself, not waiting for others
+    slowest = max(range(run.size), key=lambda r: ranks[r]["compute"])
+    rec = {
+        "epoch": epoch + 1, "step": run.step, "steps_per_epoch": n_blocks,
+        "train_loss": loss / seen if seen else float("nan"),
+        "val_loss": ev["loss"] if ev else None,
+        "val_accuracy": ev["accuracy"] if ev else None,
+        "val_auc": ev["auc"] if ev else None,
+        "epoch_seconds": secs,
+        "compute_seconds": [r["compute"] for r in ranks],
+        "allreduce_seconds": [r["allreduce"] for r in ranks],
+        "allreduce_share": ranks[slowest]["allreduce"] / secs if secs > 0 else 0.0,
+        "batch_sizes": list(run.balancer.sizes), "balance_method": run.balancer.method,
+    }
+    if run.ac is not None:
+        rec["adaptive_comm"] = run.ac.report()
+    return rec
+
+
+def _epoch(run: _Run, epoch: int) -> None:
+    """Train one epoch, evaluate, log it (rank 0) and write a checkpoint when due."""
+    cfg = run.cfg
+    rot, blocks = epoch_blocks(run.ds.rows, cfg["batch_size"], cfg["seed"], epoch)
+    t0 = time.perf_counter()
+    c0, a0 = run.dp.compute_s, run.allreduce_s()
+    loss, seen = _epoch_steps(run, epoch, rot, blocks)
+    seconds = time.perf_counter() - t0
+    mine = {"compute": run.dp.compute_s - c0, "allreduce": run.allreduce_s() - a0,
+            "seconds": seconds}
+    ranks = run.comm.gather(mine, root=0)
+    ev = None
+    if run.val is not None:
+        ev = evaluate(run.model, run.params, run.val, run.comm, run.xp, cfg["eval_batch_size"])
+    if run.rank == 0:
+        rec = _epoch_record(run, epoch, len(blocks), loss, seen, ranks, ev)
+        run.history.append(rec)
+        run.log.record(rec)
+    every = cfg["checkpoint_every"]
+    if run.out is not None and ((every and (epoch + 1) % every == 0) or epoch + 1 == cfg["epochs"]):
+        run.checkpoint(run.out / "checkpoint.h5", epoch + 1)
+
+
+def _finish(run: _Run) -> None:
+    """Write ``model.h5`` and (rank 0) ``summary.json`` into ``--out``."""
+    if run.out is None:
+        return
+    run.checkpoint(run.out / "model.h5", max(run.cfg["epochs"], run.start_epoch))
+    if run.rank == 0:
+        ac = run.ac
+        summary = {"model": run.model.spec(), "config": run.cfg, "ranks": run.size,
+                   "epochs": run.history, "balance": run.balancer.history,
+                   "adaptive_comm": None if ac is None else ac.report(),
+                   "prefetch": {"hits": run.pref.hits, "misses": run.pref.misses}}
+        (run.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def _checked_config(config: dict, size: int) -> tuple[dict, dict]:
+    """The validated ``[train]`` table and the emulated slowdowns, or an agreed ConfigError."""
+    try:  # the same config on every rank: the same error on every rank
+        cfg = validate_config(config)
+        slow = parse_slowdown(cfg["emulate_slowdown"], size)
+        if cfg["shares"] and len(cfg["shares"]) != size:
+            raise ConfigError(f"train.shares has {len(cfg['shares'])} entries for {size} ranks")
+    except ConfigError as e:
+        raise agreed(ConfigError, str(e)) from None
+    return cfg, slow
+
 
 
 def train(dataset, config: dict, comm, out=None, resume=None, stream=sys.stdout) -> dict:
@@ -274,164 +336,19 @@ def train(dataset, config: dict, comm, out=None, resume=None, stream=sys.stdout)
         ``params`` (flat NumPy float64 vector), ``model`` (spec), ``history`` (the
         per-epoch log records), ``balance`` (rebalance history), ``adaptive_comm``.
     """
-    rank, size = comm.Get_rank(), comm.Get_size()
-    try:  # the same config on every rank: the same error on every rank
-        cfg = validate_config(config)
-        slow = parse_slowdown(cfg["emulate_slowdown"], size)
-        if cfg["shares"] and len(cfg["shares"]) != size:
-            raise ConfigError(f"train.shares has {len(cfg['shares'])} entries for {size} ranks")
-    except ConfigError as e:
-        raise agreed(ConfigError, str(e)) from None
+    cfg, slow = _checked_config(config, comm.Get_size())
     out = Path(out) if out is not None else None
     if out is not None:
         root_decides(comm, _make_out, out)
-
-    xp = select_xp(cfg["device"], comm)
-    ds, val = _open_train_val(dataset, cfg, comm)
-    n_classes = _classes(ds, comm)
-    try:  # n_classes is agreed (Allreduce), so a model error is the same on every rank
-        model = make_model(cfg["model"], ds.n_features, n_classes, cfg["hidden"])
-    except ConfigError as e:
-        raise agreed(ConfigError, str(e)) from None
-    params = model.init(cfg["seed"], xp)
-    host = np.ascontiguousarray(_host(params))
-    comm.Bcast(host, root=0)
-    params[...] = xp.asarray(host) if xp is not np else host
-    opt = make_optimizer(cfg["optimizer"], model.size, cfg["lr"], cfg["momentum"], xp)
-    balancer = Balancer(comm, cfg["batch_size"], cfg["balance"], cfg["rebalance_every"], cfg["shares"])
-    dp = DataParallel(comm, model, xp, slow.get(rank, 1.0))
-    ac = AdaptiveComm(comm, model.size, cfg["threshold"], cfg["max_interval"], xp) \
-        if cfg["adaptive_comm"] else None
-    rng = np.random.default_rng(cfg["seed"])
-    start_epoch, step = 0, 0
-
+    run = _Run(comm, cfg, slow, out, stream)
+    run.build(dataset)
     if resume is not None:
-        ck = checkpoint.load(resume, comm)
-        if ck["model"] != model.spec() or ck["optimizer_name"] != opt.name:
-            raise agreed(ConfigError, f"--resume {resume}: checkpoint of model {ck['model']} with "
-                                       f"{ck['optimizer_name']}, the config asks for {model.spec()} "
-                                       f"with {opt.name}")
-        params[...] = xp.asarray(ck["params"]) if xp is not np else ck["params"]
-        state = ck["optimizer"]
-        if ac is not None and ck["optimizer_per_rank"] is not None and ck["optimizer_per_rank"].shape[0] == size:
-            state = ck["optimizer_per_rank"][rank]
-        opt.load_state_vector(xp.asarray(state) if xp is not np else state)
-        start_epoch, step = ck["epoch"], ck["step"]
-        if len(ck["batch_sizes"]) == size and sum(ck["batch_sizes"]) == cfg["batch_size"]:
-            balancer.sizes = list(ck["batch_sizes"])
-        if ac is not None and ck["adaptive_comm"]:
-            ac.load_state(ck["adaptive_comm"])
-        rng.bit_generator.state = ck["rng_state"]
-
-    log = _Log(comm, out, stream, append=resume is not None)
-    history = []
-    n, batch = ds.rows, cfg["batch_size"]
-    pref = ds.prefetcher(xp, np.float64)
-    P = model.size
-
-    def piece(blocks, rot, k):
-        start, length = blocks[k]
-        sizes = balancer.block(length)
-        lo = sum(sizes[:rank])
-        return block_ranges(start + lo, sizes[rank], rot, n), sizes[rank]
-
-    def ckpt(path, epoch):
-        checkpoint.save(path, comm, model=model, params=params, optimizer=opt, epoch=epoch, step=step,
-                        config=cfg, rng_state=rng.bit_generator.state, batch_sizes=balancer.sizes,
-                        adaptive=None if ac is None else ac.state())
-
+        run.resume(resume)
+    run.start_log(resumed=resume is not None)
     try:
-        for epoch in range(start_epoch, cfg["epochs"]):
-            rot, blocks = epoch_blocks(n, batch, cfg["seed"], epoch)
-            t0 = time.perf_counter()
-            c0, a0 = dp.compute_s, dp.allreduce_s + (ac.allreduce_s if ac else 0.0)
-            loss_sum = np.zeros(2)  # adaptive_comm: local loss sum and samples
-            epoch_loss, epoch_seen = 0.0, 0
-            for k in range(len(blocks)):
-                ranges, b = piece(blocks, rot, k)
-                x, y = pref.get(ranges)
-                if k + 1 < len(blocks):
-                    pref.want(piece(blocks, rot, k + 1)[0])
-                if y is not None:
-                    y = y.astype(np.int64, copy=False) if xp is np else y.astype(xp.int64)
-                if ac is None:
-                    res = dp.step(params, x, y)
-                    compute = res.compute_s
-                    if res.total > 0:
-                        _stop_unless_finite(xp, f"{ds.path}: epoch {epoch + 1}, step {step + 1}",
-                                            res.loss_sum, res.grad, "the gradient")
-                        g = res.grad
-                        if cfg["l2"]:
-                            g += cfg["l2"] * params
-                        opt.step(params, g)
-                    epoch_loss += res.loss_sum
-                    epoch_seen += res.total
-                else:
-                    compute = dp.local(params, x, y)
-                    dp.compute_s += compute
-                    if b > 0:
-                        g = dp.buf[:P] / b
-                        if cfg["l2"]:
-                            g += cfg["l2"] * params
-                        opt.step(params, g)
-                    loss_sum += (float(dp.buf[P + 1]), b)
-                    if ac.after_step(params, b):  # averaged: the same parameters on every rank
-                        _stop_unless_finite(xp, f"{ds.path}: epoch {epoch + 1}, step {step + 1}",
-                                            0.0, params, "the averaged model (a local loss or "
-                                            "gradient since the last average)")
-                balancer.record(b, compute)
-                step += 1
-                balancer.after_step(step)
-            if ac is not None:
-                if ac.since:
-                    ac.average(params)
-                comm.Allreduce(MPI.IN_PLACE, loss_sum, op=MPI.SUM)
-                epoch_loss, epoch_seen = loss_sum
-                _stop_unless_finite(xp, f"{ds.path}: epoch {epoch + 1}, step {step}",
-                                    float(epoch_loss), params, "the averaged model")
-            seconds = time.perf_counter() - t0
-            mine = {"compute": dp.compute_s - c0,
-                    "allreduce": dp.allreduce_s + (ac.allreduce_s if ac else 0.0) - a0,
-                    "seconds": seconds}
-            ranks = comm.gather(mine, root=0)
-            ev = evaluate(model, params, val, comm, xp, cfg["eval_batch_size"]) if val is not None else None
-            if rank == 0:
-                secs = max(r["seconds"] for r in ranks)
-                # the Allreduce share on the rank that computes longest: its Allreduce
-                # time is the communication itself, not waiting for others
-                slowest = max(range(size), key=lambda r: ranks[r]["compute"])
-                rec = {
-                    "epoch": epoch + 1, "step": step, "steps_per_epoch": len(blocks),
-                    "train_loss": epoch_loss / epoch_seen if epoch_seen else float("nan"),
-                    "val_loss": ev["loss"] if ev else None,
-                    "val_accuracy": ev["accuracy"] if ev else None,
-                    "val_auc": ev["auc"] if ev else None,
-                    "epoch_seconds": secs,
-                    "compute_seconds": [r["compute"] for r in ranks],
-                    "allreduce_seconds": [r["allreduce"] for r in ranks],
-                    "allreduce_share": ranks[slowest]["allreduce"] / secs if secs > 0 else 0.0,
-                    "batch_sizes": list(balancer.sizes), "balance_method": balancer.method,
-                }
-                if ac is not None:
-                    rec["adaptive_comm"] = ac.report()
-                history.append(rec)
-                log.record(rec)
-            every = cfg["checkpoint_every"]
-            if out is not None and ((every and (epoch + 1) % every == 0) or epoch + 1 == cfg["epochs"]):
-                ckpt(out / "checkpoint.h5", epoch + 1)
-        if out is not None:
-            ckpt(out / "model.h5", max(cfg["epochs"], start_epoch))
-            if rank == 0:
-                summary = {"model": model.spec(), "config": cfg, "ranks": size, "epochs": history,
-                           "balance": balancer.history,
-                           "adaptive_comm": None if ac is None else ac.report(),
-                           "prefetch": {"hits": pref.hits, "misses": pref.misses}}
-                (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        for epoch in range(run.start_epoch, cfg["epochs"]):
+            _epoch(run, epoch)
+        _finish(run)
     finally:
-        log.close()
-        ds.close()
-        if val is not None:
-            val.close()
-    return {"params": np.array(_host(params)), "model": model.spec(), "history": history,
-            "balance": balancer.history, "adaptive_comm": None if ac is None else ac.report(),
-            "prefetch": {"hits": pref.hits, "misses": pref.misses}}
+        run.close()
+    return run.result()

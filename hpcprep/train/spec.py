@@ -1,0 +1,71 @@
+"""The ``[train]`` table: its keys, defaults and checks (``hpcprep train``, docs/train.md)."""
+
+from ..config import seed_check
+from ..errors import ConfigError
+from ..schema import Param, between, fraction, list_of, non_negative, positive, validate_table
+from .balance import parse_slowdown
+from .models import MODELS
+
+
+#: Largest hidden layer width and batch size (rows per batch, an MPI count).
+WIDTH_MAX, BATCH_MAX = 2**20, 2**31 - 1
+_batch = between(1, BATCH_MAX, "[1, 2**31 - 1]")
+
+
+def _widths(value):
+    if not all(isinstance(h, int) and not isinstance(h, bool) and 0 < h <= WIDTH_MAX for h in value):
+        return "every item must be an integer in [1, 2**20]"
+    return None
+
+
+def _shares(value):
+    problem = list_of(int, float)(value)
+    if problem:
+        return problem
+    if value and (min(value) < 0 or sum(value) <= 0):
+        return "shares must be >= 0 with a positive sum"
+    return None
+
+
+def _slowdown(value):
+    try:
+        parse_slowdown(value)
+    except ConfigError as e:
+        return str(e).split(": ", 1)[-1] if ": " in str(e) else str(e)
+    return None
+
+
+TRAIN_SPEC = {
+    "model": Param(str, "logreg", choices=tuple(MODELS), doc="logreg (binary), softmax, mlp"),
+    "hidden": Param(list, [64], check=_widths, doc="mlp hidden layer widths"),
+    "optimizer": Param(str, "sgd", choices=("sgd", "adam"), doc="sgd (with momentum) or adam"),
+    "lr": Param(float, 0.1, check=positive, doc="learning rate"),
+    "momentum": Param(float, 0.9, check=fraction, doc="sgd momentum"),
+    "l2": Param(float, 0.0, check=non_negative, doc="L2 penalty: adds l2 * params to the mean gradient"),
+    "epochs": Param(int, 10, check=positive, doc="epochs to train (in total, counting resumed ones)"),
+    "batch_size": Param(int, 256, check=_batch, doc="global batch size (all ranks together)"),
+    "seed": Param(int, 0, check=seed_check, doc="initial parameters and batch order"),
+    "balance": Param(str, "equal", choices=("equal", "adaptive"), doc="per-rank batch sizes"),
+    "rebalance_every": Param(int, 20, check=positive, doc="adaptive: steps between rebalances"),
+    "shares": Param(list, [], check=_shares,
+                    doc="fixed relative per-rank batch shares (default equal; adaptive start)"),
+    "emulate_slowdown": Param(dict, {}, check=_slowdown,
+                              doc='make ranks slower, e.g. { 1 = 2.0 } (rank 1 takes 2x as long)'),
+    "split": Param(str, "train", doc="training split when DATASET is a split dataset"),
+    "val": Param(str, "", doc="validation: a split name of DATASET or a dataset path; "
+                              "'' = the split 'val' if any; 'none' = no validation"),
+    "checkpoint_every": Param(int, 1, check=non_negative, doc="epochs between checkpoints (0: only at the end)"),
+    "adaptive_comm": Param(bool, False, doc="local SGD with adaptive averaging interval"),
+    "threshold": Param(float, 0.01, check=positive, doc="adaptive_comm: relative model spread that halves the interval"),
+    "max_interval": Param(int, 64, check=positive, doc="adaptive_comm: longest interval between averages"),
+    "device": Param(str, "auto", choices=("auto", "cpu", "gpu"), doc="auto: CuPy on a GPU when present"),
+    "eval_batch_size": Param(int, 4096, check=_batch, doc="rows per evaluation batch"),
+}
+
+
+def validate_config(table: dict) -> dict:
+    """Validate a ``[train]`` table and fill in defaults (raises ConfigError naming the key)."""
+    cfg = validate_table(table, TRAIN_SPEC, "train")
+    cfg["emulate_slowdown"] = {str(k): float(v) for k, v in cfg["emulate_slowdown"].items()}
+    cfg["shares"] = [float(v) for v in cfg["shares"]]
+    return cfg
