@@ -126,11 +126,6 @@ class Dataset:
                 f"rank {self.rank}/{self.size}: [{self.start}, {self.stop}))")
 
     # -- reading -------------------------------------------------------------------------------
-    def _file(self, k: int):
-        # the pinned shard: a forked process (a torch DataLoader worker) opens its own
-        # handle to the same file, even after the dataset folder was replaced
-        return self._shards.h5(k)
-
     def read_ranges(self, ranges, dtype=None):
         """Read global row ranges ``[(a, b), ...]`` and concatenate them: ``(x, y)`` NumPy arrays.
 
@@ -154,12 +149,11 @@ class Dataset:
                     k += 1
                 lo = a - int(self._shard_start[k])
                 hi = min(b, int(ends[k])) - int(self._shard_start[k])
-                f = self._file(k)
                 dest = np.s_[out:out + hi - lo]
                 if hi > lo:
-                    f["features"].read_direct(x, np.s_[lo:hi], dest)
+                    self._shards.dataset(k, "features").read_direct(x, np.s_[lo:hi], dest)
                     if y is not None:
-                        f["labels"].read_direct(y, np.s_[lo:hi], dest)
+                        self._shards.dataset(k, "labels").read_direct(y, np.s_[lo:hi], dest)
                 out += hi - lo
                 a += hi - lo
         if dtype is not None:
@@ -176,8 +170,8 @@ class Dataset:
             lo, hi = max(start, int(self._shard_start[k])), min(stop, int(ends[k]))
             if hi > lo:
                 off = int(self._shard_start[k])
-                self._file(k)["labels"].read_direct(y, np.s_[lo - off:hi - off],
-                                                     np.s_[lo - start:hi - start])
+                self._shards.dataset(k, "labels").read_direct(y, np.s_[lo - off:hi - off],
+                                                              np.s_[lo - start:hi - start])
         return y
 
     def read(self, start: int, stop: int, dtype=None):

@@ -542,6 +542,7 @@ class _RankRun:
         ok = self.comm.bcast(result is not None if self.rank == 0 else None, root=0)
         if not ok:
             raise RuntimeError("rank 0 could not finish the output")
+        self.location.committed()
         return result
 
     def _check_output(self) -> None:

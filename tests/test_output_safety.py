@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -214,6 +215,24 @@ def test_the_location_is_the_run_s_cleanup_and_spares_a_committed_output(tmp_pat
         run_cleanups(cleanups)
         assert temp_folders(tmp_path) == [] and not os.path.exists(location.lock_path)
         assert out.is_dir() == commit  # a committed output is never removed by a late failure
+
+
+def test_a_late_failure_on_another_rank_spares_what_the_swap_left(tmp_path):
+    """After the commit the temporary name is no longer the run's (the swap put the previous
+    generation there): a rank failing then must leave whatever is at that name alone."""
+    out = tmp_path / "out"
+    root = loc.OutputLocation(str(out), overwrite=True)
+    root.check()
+    root.acquire()
+    root.create()
+    other = loc.OutputLocation(str(out), overwrite=True, temp=root.temp)   # another rank's view
+    root.commit()
+    os.makedirs(root.temp)                   # e.g. a foreign file that raced into the old generation
+    (Path(root.temp) / "notes.txt").write_text("not hpcprep's")
+    other.committed()
+    other.abandon()
+    assert (Path(root.temp) / "notes.txt").exists()
+    assert out.is_dir()
 
 
 def test_agreed_error_after_the_lock_releases_it(tmp_path, small_raw):

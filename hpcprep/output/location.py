@@ -177,6 +177,13 @@ class OutputLocation:
         owner, self.owner = self.owner, None
         lock.release(self.lock_path, owner)
 
+    def committed(self) -> None:
+        """On every rank once rank 0 has committed: the temporary name now holds the
+        previous generation (or nothing) and the lock is released, so a later failure
+        of this rank must touch neither."""
+        self.temp_is_ours = False
+        self.owner = None
+
     def abandon(self) -> None:
         """After a failure: remove the temporary folder (unless committed) and release the lock."""
         if self.temp_is_ours:

@@ -39,6 +39,7 @@ class ShardFiles:
         self.fds: list = [None] * len(self.rels)
         self._inodes: list = [None] * len(self.rels)
         self._h5 = {}
+        self._datasets = {}
         self._pid = os.getpid()
         self._lock = threading.Lock()
 
@@ -76,11 +77,24 @@ class ShardFiles:
         """The open HDF5 file of pinned shard ``k`` (this process's handle)."""
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's HDF5 handles are not ours
-                self._h5, self._pid = {}, os.getpid()
+                self._h5, self._datasets, self._pid = {}, {}, os.getpid()
             f = self._h5.get(k)
             if f is None:
                 f = self._h5[k] = self._open(k)
             return f
+
+    def dataset(self, k: int, name: str) -> h5py.Dataset:
+        """Dataset ``name`` of pinned shard ``k``, looked up once per process (a lookup per
+        batch cost as much as the read of a small batch)."""
+        with self._lock:
+            if self._pid == os.getpid():
+                ds = self._datasets.get((k, name))
+                if ds is not None:
+                    return ds
+        ds = self.h5(k)[name]
+        with self._lock:
+            self._datasets[(k, name)] = ds
+        return ds
 
     def _open(self, k: int) -> h5py.File:
         name = self._name(k)
@@ -99,7 +113,7 @@ class ShardFiles:
             if self._pid == os.getpid():
                 for f in self._h5.values():
                     f.close()
-            self._h5 = {}
+            self._h5, self._datasets = {}, {}
             fds, self.fds = self.fds, [None] * len(self.rels)
         for fd in fds:
             if fd is not None:
