@@ -21,7 +21,8 @@ from .mpi.agree import AgreedError, root_decides, write_line
 from .mpi.exchange import Exchanger, rounds, send_chunk
 from .errors import ConfigError
 from .io.classes import collect_label_classes, output_codes
-from .io.plan import build_input_plan, check_input_columns, count_csv_chunks, expand_paths
+from .io.plan import build_input_plan, check_input_columns, expand_paths
+from .io.plan_count import count_csv_chunks
 from .io.readers import ChunkReader
 from .kernels import active as kernels_active
 from .kernels.route import contiguous_targets

@@ -4,8 +4,8 @@ Three generated files with 16 numeric columns and 1 categorical column:
 ``clean`` (plain numbers), ``messy`` (5% missing values in several spellings,
 0.13% bad numbers, 3% of lines with a quoted categorical value) and ``quoted``
 (clean numbers, every categorical value quoted: the csv-module path). Each is parsed
-whole, in one process, by :func:`hpcprep.io.csv.parse_range` over the ranges
-of :func:`~hpcprep.io.csv.split_byte_ranges` and by ``pandas.read_csv``.
+whole, in one process, by :func:`hpcprep.io.csv_parse.parse_range` over the ranges
+of :func:`~hpcprep.io.csv_split.split_byte_ranges` and by ``pandas.read_csv``.
 
 Usage: ``python scripts/bench_csv.py [--quick]`` prints a JSON report.
 """
@@ -23,7 +23,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from hpcprep.io.csv import DEFAULT_NA_VALUES, parse_range, read_header, split_byte_ranges  # noqa: E402
+from hpcprep.io.csv_parse import parse_range  # noqa: E402
+from hpcprep.io.csv_records import DEFAULT_NA_VALUES  # noqa: E402
+from hpcprep.io.csv_split import read_header, split_byte_ranges  # noqa: E402
 
 CATS = np.array(["alpha", "beta", "gamma", "delta"])
 

@@ -21,7 +21,8 @@ from conftest import mpirun, write_config
 from hpcprep.mpi.agree import AgreedError
 from hpcprep.config import parse_config
 from hpcprep.errors import DataError
-from hpcprep.io.plan import build_input_plan, count_csv_chunks
+from hpcprep.io.plan import build_input_plan
+from hpcprep.io.plan_count import count_csv_chunks
 from hpcprep.io.readers import ChunkReader
 from hpcprep.output.verify import read_all
 

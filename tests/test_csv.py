@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from hpcprep.errors import DataError
-from hpcprep.io.csv import (BAD_ENCODING, BAD_FIELD_COUNT, BAD_NONE, BAD_NUMBER, BAD_QUOTING,
-                            DEFAULT_NA_VALUES, count_lines, count_records, first_bad_error,
-                            parse_range, range_counts, read_header, split_byte_ranges)
+from hpcprep.io.csv_parse import parse_range
+from hpcprep.io.csv_records import (BAD_ENCODING, BAD_FIELD_COUNT, BAD_NONE, BAD_NUMBER, BAD_QUOTING,
+                                    DEFAULT_NA_VALUES, first_bad_error)
+from hpcprep.io.csv_split import count_lines, count_records, range_counts, read_header, split_byte_ranges
 
 
 def write(tmp_path, data: bytes, name="f.csv"):
@@ -54,7 +55,7 @@ def assert_same(a, b):
 
 
 def concat(blocks):
-    from hpcprep.io.csv import CsvBlock
+    from hpcprep.io.csv_records import CsvBlock
     cat = lambda name: np.concatenate([getattr(b, name) for b in blocks])  # noqa: E731
     first = blocks[0]
     return CsvBlock(
@@ -377,7 +378,7 @@ def test_split_ranges_cover_data_and_start_at_lines(tmp_path):
 
 def test_range_larger_than_a_parse_piece(tmp_path):
     # parse_range works on 4 MiB pieces of a range; records across pieces must match.
-    from hpcprep.io import csv as mod
+    from hpcprep.io import csv_parse as mod
     rng = np.random.default_rng(11)
     small = messy_file(rng, 400, crlf=True, trailing_newline=True)
     head, body = small.split(b"\n", 1)

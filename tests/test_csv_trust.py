@@ -16,7 +16,9 @@ import pytest
 from conftest import mpirun, write_config
 from hpcprep.config import parse_config
 from hpcprep.errors import ConfigError, DataError
-from hpcprep.io.csv import QuotedNewlineError, first_bad_record, open_quote_line, read_header
+from hpcprep.io.csv_parse import first_bad_record, open_quote_line
+from hpcprep.io.csv_records import QuotedNewlineError
+from hpcprep.io.csv_split import read_header
 from hpcprep.io.plan import build_input_plan, check_input_columns, expand_paths
 
 
@@ -263,7 +265,7 @@ def test_first_bad_record_of_a_range_in_file_order(tmp_path):
     rec = first_bad_record(p, start, size, header=header, features=["a"], categorical=["c"])
     assert rec.line == 1 and "quoted" in rec.reason and rec.raw == b'2,"open'
     with pytest.raises(QuotedNewlineError):   # the plain parse raises at that line
-        from hpcprep.io.csv import parse_range
+        from hpcprep.io.csv_parse import parse_range
         parse_range(p, start, size, header=header, features=["a"], first_line=2)
     assert open_quote_line(p, start, size) == 1
     p.write_bytes(b'a,c\n1\n2,"open\n')

@@ -19,7 +19,8 @@ from mpi4py import MPI
 
 from hpcprep.config import INPUT
 from hpcprep.errors import HpcprepError
-from hpcprep.io.plan import build_input_plan, count_csv_chunks
+from hpcprep.io.plan import build_input_plan
+from hpcprep.io.plan_count import count_csv_chunks
 from hpcprep.io.readers import ChunkReader
 from hpcprep.schema import validate_table
 

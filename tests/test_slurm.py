@@ -327,7 +327,7 @@ def test_preprocess_job(preprocess_jobs, reference, workdir, ntasks, launcher):
     assert job.state.get("ExitCode") == "0:0"
     assert job.state.get("NumTasks") == str(ntasks)
     assert f"{ntasks} tasks, launcher {launcher}" in job.log
-    assert f"finished with exit code 0" in job.log
+    assert "finished with exit code 0" in job.log
     out = workdir / f"out-{ntasks}-{launcher}"
     assert (out / "manifest.json").exists()
     assert_same_dataset(out, reference[ntasks])

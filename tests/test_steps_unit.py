@@ -16,7 +16,7 @@ from hpcprep.steps.dedup import Dedup
 from hpcprep.steps.reduce import CovState
 from hpcprep.steps.rejects import RejectsWriter, merge_rejects
 from hpcprep.steps.select import LabelMoments
-from hpcprep.steps.sketch import ColumnSketch, QuantileState
+from hpcprep.steps.sketch import ColumnSketch
 
 CTX = LayerContext(MPI.COMM_SELF, 0, 0)
 NAMES = ["a", "b", "c"]

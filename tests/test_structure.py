@@ -26,6 +26,7 @@ CHECKED = [
     "hpcprep/generate.py",
     "hpcprep/device.py",
     "hpcprep/mpi/agree.py",
+    "hpcprep/io",
 ]
 
 

@@ -211,6 +211,23 @@ def test_torch_adapter_in_a_dataloader(ds):
     assert sum(len(xb) for xb, _ in batches) == N and len(it) == len(batches)
 
 
+def test_reading_under_torchrun_env_needs_no_mpi(ds):
+    """RANK/WORLD_SIZE as torchrun sets them: batches are read without importing mpi4py."""
+    code = textwrap.dedent(f"""
+        import sys
+        from hpcprep.loader import open_dataset
+        with open_dataset({str(ds.path)!r}) as ds:
+            n = sum(len(x) for x, _ in ds.torch(8, remainder="drop"))
+        assert "mpi4py" not in sys.modules, "mpi4py was imported"
+        print(n)
+    """)
+    env = dict(os.environ, RANK="1", WORLD_SIZE="2")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) == N // 16 * 8   # rank 1 of 2: half of the whole global batches
+
+
 # ------------------------------------------------------------------ real DDP: torchrun and mpiexec
 DDP_SCRIPT = textwrap.dedent("""
     import json, sys

@@ -120,7 +120,7 @@ def check_schema(path: str, schema: pa.Schema, inp: dict) -> None:
                 raise DataError(f"{path}: column {col!r} ({role}) has type {t}; categories "
                                 f"must be strings or numbers")
         elif kind != "number":
-            from .plan import how_to_read
+            from .plan_formats import how_to_read
 
             example = "2020-01-01" if kind == "date" else "text"
             raise DataError(f"{path}: column {col!r} ({role}) has type {t}, not a number; "

@@ -46,7 +46,8 @@ def _label_is_text(c, inp: dict) -> bool:
         return _kind(schema.field(inp["label"]).type) == "string"
     if c.format not in LINE_FORMATS:
         return False
-    from .csv import QuotedNewlineError, failing_columns, parse_buffer
+    from .csv_parse import parse_buffer
+    from .csv_records import QuotedNewlineError, failing_columns
 
     header, head = _head(c, inp)
     kw = dict(features=[], label=inp["label"], na_values=tuple(inp["na_values"]))
@@ -65,11 +66,11 @@ def _label_is_text(c, inp: dict) -> bool:
 
 def _head(c, inp: dict) -> tuple[list | None, bytes]:
     """The CSV header (None for JSON lines) and the first records of a chunk's file."""
-    from .plan import PROBE_RECORDS, _head_lines, _header_of
+    from .plan_formats import PROBE_RECORDS, _head_lines, _header_of
 
     header = _header_of(c, inp) if c.format == "csv" else None
     if not c.compression:
-        from .csv import read_header
+        from .csv_split import read_header
 
         start = read_header(c.path, inp["delimiter"])[1] if header is not None else 0
         return header, _head_lines(c.path, start)

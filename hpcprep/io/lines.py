@@ -6,7 +6,7 @@ starts like CSV. Blank lines are not records but count as lines.
 
 Compressed files (``.gz``, ``.bz2``, ``.zst``, ``.xz``) cannot be split: one
 input rank decompresses each file as a stream. While counting (see
-:func:`hpcprep.io.plan.count_chunks`) it cuts the decompressed text into
+:func:`hpcprep.io.plan_count.count_csv_chunks`) it cuts the decompressed text into
 pieces of ``chunk_rows`` lines; the pieces become the file's chunks, with
 offsets into the decompressed text, and a reader continues its open stream
 from piece to piece.
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DataError
-from .csv import BAD_ENCODING, BAD_NONE, BAD_NUMBER, BAD_REASONS, CsvBlock, _count_blank, _normalize
+from .csv_records import BAD_ENCODING, BAD_NONE, BAD_NUMBER, BAD_REASONS, CsvBlock
+from .csv_split import _count_blank, _normalize
 
 #: Compression of a file, by its last suffix.
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd", ".xz": "xz"}
@@ -33,7 +34,7 @@ BAD_NOT_OBJECT = 6
 BAD_MISSING_KEY = 7
 BAD_NESTED = 8
 
-#: Text of the JSON lines reason codes (beside :data:`hpcprep.io.csv.BAD_REASONS`).
+#: Text of the JSON lines reason codes (beside :data:`hpcprep.io.csv_records.BAD_REASONS`).
 JSON_BAD_REASONS = {
     BAD_JSON: "not valid JSON",
     BAD_NOT_OBJECT: "not a JSON object",
@@ -173,7 +174,7 @@ def pieces(stream: Decompressed, data_start: int, chunk_lines: int):
 # --------------------------------------------------------------------------- JSON lines
 
 class JsonBlock(CsvBlock):
-    """A :class:`~hpcprep.io.csv.CsvBlock` of JSON records; ``header`` is the wanted keys."""
+    """A :class:`~hpcprep.io.csv_records.CsvBlock` of JSON records; ``header`` is the wanted keys."""
 
     def reason_text(self, i: int) -> str:
         code = int(self.bad_reason[i])
@@ -228,55 +229,10 @@ def parse_json_lines(raw: bytes, path, *, features, label=None, categorical=(), 
     buf = _normalize(raw)
     texts = buf.split(b"\n")[:-1]
     rec_line = [k for k, t in enumerate(texts) if t]
-    n = len(rec_line)
-    values = np.full((n, len(numeric)), np.nan)
-    cats = [[""] * n for _ in categorical]
-    reason = np.zeros(n, np.int8)
-    bad_column = np.full(n, -1, np.int32)
-    column_bad = np.zeros(len(numeric), np.int64)
-    example = [None] * len(numeric)
+    out = _JsonArrays.empty(len(rec_line), len(numeric), len(categorical))
     for r, k in enumerate(rec_line):
-        try:
-            obj = json.loads(texts[k])
-        except UnicodeDecodeError:
-            reason[r] = BAD_ENCODING
-            continue
-        except ValueError:
-            reason[r] = BAD_JSON
-            continue
-        if not isinstance(obj, dict):
-            reason[r] = BAD_NOT_OBJECT
-            continue
-        for j, key in enumerate(keys):
-            if key not in obj:
-                if reason[r] == BAD_NONE:
-                    reason[r], bad_column[r] = BAD_MISSING_KEY, j
-                if j < len(numeric):
-                    column_bad[j] += 1
-                    if example[j] is None:
-                        example[j] = (r, "<missing>")
-                continue
-            v = obj[key]
-            if isinstance(v, (list, dict)):
-                if reason[r] == BAD_NONE:
-                    reason[r], bad_column[r] = BAD_NESTED, j
-                if j < len(numeric):
-                    column_bad[j] += 1
-                    if example[j] is None:
-                        example[j] = (r, json.dumps(v)[:80])
-                continue
-            if j < len(numeric):
-                x, ok = _number(v, na)
-                if ok:
-                    values[r, j] = x
-                    continue
-                column_bad[j] += 1
-                if example[j] is None:
-                    example[j] = (r, v if isinstance(v, str) else json.dumps(v))
-                if reason[r] == BAD_NONE:
-                    reason[r], bad_column[r] = BAD_NUMBER, j
-            else:
-                cats[j - len(numeric)][r] = _text(v, na)
+        _read_record(texts[k], r, keys, len(numeric), na, out)
+    values, cats, reason = out.values, out.cats, out.reason
     nf = len(features)
     return JsonBlock(
         features=np.ascontiguousarray(values[:, :nf]),
@@ -287,11 +243,76 @@ def parse_json_lines(raw: bytes, path, *, features, label=None, categorical=(), 
         lines=first_line + np.asarray(rec_line, dtype=np.int64),
         bad=reason != BAD_NONE,
         bad_reason=reason,
-        bad_column=bad_column,
+        bad_column=out.bad_column,
         header=keys,
-        column_bad=column_bad,
-        column_example=example,
+        column_bad=out.column_bad,
+        column_example=out.example,
     )
+
+
+@dataclass
+class _JsonArrays:
+    """Output arrays of :func:`parse_json_lines`, filled record by record."""
+
+    values: np.ndarray
+    cats: list
+    reason: np.ndarray
+    bad_column: np.ndarray
+    column_bad: np.ndarray
+    example: list
+
+    @classmethod
+    def empty(cls, n: int, n_numeric: int, n_categorical: int) -> "_JsonArrays":
+        return cls(np.full((n, n_numeric), np.nan), [[""] * n for _ in range(n_categorical)],
+                   np.zeros(n, np.int8), np.full(n, -1, np.int32), np.zeros(n_numeric, np.int64),
+                   [None] * n_numeric)
+
+    def flag(self, r: int, code: int, j: int) -> None:
+        """Record ``r`` is bad for ``code`` in column ``j``, unless already bad."""
+        if self.reason[r] == BAD_NONE:
+            self.reason[r], self.bad_column[r] = code, j
+
+    def note(self, r: int, j: int, value: str) -> None:
+        """Count a bad value of numeric column ``j``; keep the first as its example."""
+        self.column_bad[j] += 1
+        if self.example[j] is None:
+            self.example[j] = (r, value)
+
+
+def _read_record(text: bytes, r: int, keys: list, n_numeric: int, na: frozenset,
+                 out: _JsonArrays) -> None:
+    """Parse the JSON line ``text`` as record ``r`` into ``out``, flagging it where it is bad."""
+    try:
+        obj = json.loads(text)
+    except UnicodeDecodeError:
+        out.reason[r] = BAD_ENCODING
+        return
+    except ValueError:
+        out.reason[r] = BAD_JSON
+        return
+    if not isinstance(obj, dict):
+        out.reason[r] = BAD_NOT_OBJECT
+        return
+    for j, key in enumerate(keys):
+        if key not in obj:
+            out.flag(r, BAD_MISSING_KEY, j)
+            if j < n_numeric:
+                out.note(r, j, "<missing>")
+            continue
+        v = obj[key]
+        if isinstance(v, (list, dict)):
+            out.flag(r, BAD_NESTED, j)
+            if j < n_numeric:
+                out.note(r, j, json.dumps(v)[:80])
+        elif j < n_numeric:
+            x, ok = _number(v, na)
+            if ok:
+                out.values[r, j] = x
+            else:
+                out.note(r, j, v if isinstance(v, str) else json.dumps(v))
+                out.flag(r, BAD_NUMBER, j)
+        else:
+            out.cats[j - n_numeric][r] = _text(v, na)
 
 
 def nested_column(block: JsonBlock) -> tuple[str, int] | None:

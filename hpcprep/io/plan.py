@@ -6,7 +6,6 @@ reported once) and broadcast. The plan is small: one entry per chunk.
 
 import glob
 import os
-import re
 from dataclasses import dataclass, field
 
 import h5py
@@ -31,7 +30,7 @@ class ChunkDesc:
     offsets (at line starts) of a CSV or JSON lines file; of a compressed file,
     offsets into its decompressed text. ``rows`` is the number of records; for
     CSV and JSON lines it is counted collectively after planning
-    (:func:`count_csv_chunks`), until then -1. ``first_line`` is the line
+    (:func:`~hpcprep.io.plan_count.count_csv_chunks`), until then -1. ``first_line`` is the line
     number of the chunk's first line (CSV: header = 1; JSON lines: first = 1).
     ``compression`` is ``""`` or the codec of a compressed file; such a file is
     planned as one chunk and cut into pieces of ``chunk_rows`` lines when counted.
@@ -248,62 +247,92 @@ def build_input_plan(inp: dict, n_input_ranks: int, weights=None) -> InputPlan:
     DataError
         Naming the file and dataset that is missing or unusable.
     """
-    files = [p for p in expand_paths(inp["paths"])
-             if not (inp["label"] and p.endswith(f".{inp['label']}.npy"))]
-    if not files:
-        raise DataError(f"input.paths: {', '.join(inp['paths'])} match only label files "
-                        f"(*.{inp['label']}.npy), no feature file")
-    file_rows, chunks, d, names, fdt, ldt = [], [], None, None, None, None
+    from .plan_formats import _plan_columns, _plan_csv
+
+    files = _feature_files(inp)
+    file_rows, chunks, layout = [], [], (None, None, None, None)   # d, names, fdt, ldt
     first_id = 0
     for fi, path in enumerate(files):
         fmt = detect_format(path, inp["format"])
         compression = _compression(path, fmt)
         if fmt in ("parquet", "feather", "jsonl") or compression:
-            names = _plan_columns(path, fi, fmt, compression, inp, names, chunks, first_id)
-            d, fdt = len(names), np.dtype(np.float64)
-            ldt = np.dtype(np.float64) if inp["label"] else None
+            names = _plan_columns(path, fi, fmt, compression, inp, layout[1], chunks, first_id)
+            layout = _column_layout(names, inp)
             known = [c.rows for c in chunks if c.file_index == fi]
             file_rows.append(sum(known) if known and min(known) >= 0 else -1)
             first_id += max(0, file_rows[-1])
-            continue
-        if fmt == "csv":
-            names = _plan_csv(path, fi, inp, names, chunks)
-            d, fdt = len(names), np.dtype(np.float64)
-            ldt = np.dtype(np.float64) if inp["label"] else None
+        elif fmt == "csv":
+            layout = _column_layout(_plan_csv(path, fi, inp, layout[1], chunks), inp)
             file_rows.append(-1)
-            continue
-        if isinstance(inp["features"], list):
-            raise DataError(f"{path}: input.features is a list of CSV columns, but this is a "
-                            f"{fmt} file; give the dataset name (e.g. \"features\")")
-        if inp["label"] and inp["label_type"] == "class":
-            raise DataError(f"{path}: input.label_type = \"class\" reads text labels of CSV, JSON "
-                            f"lines, Parquet or Feather files; a {fmt} label is numeric: remove "
-                            f"input.label_type")
-        for key in ("weight", "categorical"):
-            if inp[key]:
-                raise DataError(f"{path}: input.{key} names CSV columns, but this is a {fmt} "
-                                f"file; it would not reach the output: remove input.{key}")
-        shape, dtype, fnames, ldtype = (_describe_hdf5 if fmt == "hdf5" else _describe_npy)(path, inp)
-        if len(shape) != 2:
-            raise DataError(f"{path}: features have shape {shape}; expected a 2-D (rows, features) array")
-        if dtype.kind not in "fiu" or dtype.kind == "b":
-            raise DataError(f"{path}: features have dtype {dtype}; expected a numeric type "
-                            f"(float or integer)")
-        if d is None:
-            d, names = shape[1], fnames or [f"f{i}" for i in range(shape[1])]
-            fdt = np.dtype(np.float64) if dtype.itemsize > 4 else np.dtype(np.float32)
-            ldt = ldtype
-        elif shape[1] != d:
-            raise DataError(f"{path}: {shape[1]} features, but {files[0]} has {d}")
-        elif (ldt is None) != (ldtype is None) or (ldt is not None and ldtype.kind != ldt.kind):
-            raise DataError(f"{path}: label dtype {ldtype} differs from {files[0]}'s {ldt}")
-        n = shape[0]
-        file_rows.append(n)
-        for start in range(0, n, inp["chunk_rows"]):
-            stop = min(n, start + inp["chunk_rows"])
-            chunks.append(ChunkDesc(len(chunks), fi, path, fmt, start, stop, first_id + start,
-                                    stop - start))
-        first_id += n
+        else:
+            n, layout = _plan_array(path, fi, fmt, inp, chunks, first_id, files[0], layout)
+            file_rows.append(n)
+            first_id += n
+    return _finish_plan(files, file_rows, chunks, layout, inp, n_input_ranks, weights)
+
+
+def _feature_files(inp: dict) -> list[str]:
+    """The input files, label files of .npy features left out."""
+    files = [p for p in expand_paths(inp["paths"])
+             if not (inp["label"] and p.endswith(f".{inp['label']}.npy"))]
+    if not files:
+        raise DataError(f"input.paths: {', '.join(inp['paths'])} match only label files "
+                        f"(*.{inp['label']}.npy), no feature file")
+    return files
+
+
+def _column_layout(names: list[str], inp: dict) -> tuple:
+    """``(d, names, feature dtype, label dtype)`` of a format read by column name (float64)."""
+    return len(names), names, np.dtype(np.float64), np.dtype(np.float64) if inp["label"] else None
+
+
+def _plan_array(path, fi, fmt, inp, chunks, first_id, first_file, layout) -> tuple[int, tuple]:
+    """Check an HDF5 or .npy file against ``layout`` (that of ``first_file``) and append its chunks.
+
+    Returns its number of rows and the layout (set by the first such file).
+    """
+    _check_array_input(path, fmt, inp)
+    shape, dtype, fnames, ldtype = (_describe_hdf5 if fmt == "hdf5" else _describe_npy)(path, inp)
+    if len(shape) != 2:
+        raise DataError(f"{path}: features have shape {shape}; expected a 2-D (rows, features) array")
+    if dtype.kind not in "fiu" or dtype.kind == "b":
+        raise DataError(f"{path}: features have dtype {dtype}; expected a numeric type "
+                        f"(float or integer)")
+    d, names, fdt, ldt = layout
+    if d is None:
+        d, names = shape[1], fnames or [f"f{i}" for i in range(shape[1])]
+        fdt = np.dtype(np.float64) if dtype.itemsize > 4 else np.dtype(np.float32)
+        ldt = ldtype
+    elif shape[1] != d:
+        raise DataError(f"{path}: {shape[1]} features, but {first_file} has {d}")
+    elif (ldt is None) != (ldtype is None) or (ldt is not None and ldtype.kind != ldt.kind):
+        raise DataError(f"{path}: label dtype {ldtype} differs from {first_file}'s {ldt}")
+    n = shape[0]
+    for start in range(0, n, inp["chunk_rows"]):
+        stop = min(n, start + inp["chunk_rows"])
+        chunks.append(ChunkDesc(len(chunks), fi, path, fmt, start, stop, first_id + start,
+                                stop - start))
+    return n, (d, names, fdt, ldt)
+
+
+def _check_array_input(path, fmt, inp) -> None:
+    """Raise for settings of column formats given with an HDF5 or .npy file."""
+    if isinstance(inp["features"], list):
+        raise DataError(f"{path}: input.features is a list of CSV columns, but this is a "
+                        f"{fmt} file; give the dataset name (e.g. \"features\")")
+    if inp["label"] and inp["label_type"] == "class":
+        raise DataError(f"{path}: input.label_type = \"class\" reads text labels of CSV, JSON "
+                        f"lines, Parquet or Feather files; a {fmt} label is numeric: remove "
+                        f"input.label_type")
+    for key in ("weight", "categorical"):
+        if inp[key]:
+            raise DataError(f"{path}: input.{key} names CSV columns, but this is a {fmt} "
+                            f"file; it would not reach the output: remove input.{key}")
+
+
+def _finish_plan(files, file_rows, chunks, layout, inp, n_input_ranks, weights) -> InputPlan:
+    """The plan of the chunks of every file: dtypes, label type, one format, ranges of input ranks."""
+    d, names, fdt, ldt = layout
     if d is None:
         d, names, fdt = 0, [], np.dtype(np.float32)
     label_dtype = None
@@ -327,235 +356,6 @@ def build_input_plan(inp: dict, n_input_ranks: int, weights=None) -> InputPlan:
     return plan
 
 
-#: Bytes of a CSV file sampled to estimate the line length (chunk_rows lines per chunk).
-_CSV_SAMPLE = 1 << 16
-
-
-def _plan_csv(path, fi, inp, names, chunks) -> list[str]:
-    """Check a CSV file's header and cut it into byte ranges of about ``chunk_rows`` lines."""
-    from .csv import read_header, split_byte_ranges
-
-    if not isinstance(inp["features"], list):
-        raise DataError(f"{path}: CSV input needs input.features = [\"col\", ...] (column names)")
-    header, data_start = read_header(path, inp["delimiter"])
-    wanted = list(inp["features"]) + [c for c in (inp["label"], inp["weight"]) if c] + list(inp["categorical"])
-    for col in wanted:
-        if col not in header:
-            raise DataError(f"{path}: the header has no column {col!r}; it has: {', '.join(header)}")
-    if names is not None and names != list(inp["features"]):
-        raise DataError(f"{path}: features differ from the first file's")
-    _probe_csv(path, header, data_start, inp)
-    with open(path, "rb") as fh:
-        fh.seek(data_start)
-        sample = fh.read(_CSV_SAMPLE)
-    line_bytes = max(1, len(sample) // max(1, sample.count(b"\n")))
-    chunk_bytes = max(1, inp["chunk_rows"] * line_bytes)
-    for start, stop in split_byte_ranges(path, chunk_bytes, inp["delimiter"]):
-        chunks.append(ChunkDesc(len(chunks), fi, path, "csv", start, stop, -1, -1))
-    return list(inp["features"])
-
-
-#: Records at the start of each CSV file parsed while planning to find columns that are not numbers.
-PROBE_RECORDS = 1000
-
-
-def _probe_csv(path, header, data_start, inp) -> None:
-    """Raise if a numeric column fails to parse in most of the file's first records."""
-    from .csv import probe_numeric_columns
-
-    failing = probe_numeric_columns(path, header, data_start, features=inp["features"],
-                                    label=inp["label"] or None, weight=inp["weight"] or None,
-                                    delimiter=inp["delimiter"], na_values=tuple(inp["na_values"]),
-                                    max_records=PROBE_RECORDS)
-    _raise_failing(path, failing, inp)
-
-
-def _raise_failing(path, failing: list[dict], inp: dict) -> None:
-    """Raise for the first numeric column failing in most of a file's first records (if any)."""
-    if inp["label_type"] != "numeric":   # a text label is read as classes
-        failing = [f for f in failing if f["column"] != inp["label"]]
-    if not failing:
-        return
-    f = failing[0]
-    others = [g["column"] for g in failing[1:]]
-    also = f" (also not numbers: {', '.join(others)})" if others else ""
-    role = "input.label" if f["column"] == inp["label"] else \
-        "input.weight" if f["column"] == inp["weight"] else "input.features"
-    raise DataError(f"{path}: column {f['column']!r} ({role}) is not a number in {f['bad']} of "
-                    f"the first {f['records']} records (e.g. line {f['line']}: {f['value']!r}); "
-                    f"{how_to_read(f['column'], role, f['value'])}{also}")
-
-
-_DATE = re.compile(r"\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\S*\s*")
-
-
-def how_to_read(column: str, role: str, value: str) -> str:
-    """What would read a column of text (the end of the probe's error message)."""
-    if _DATE.fullmatch(value):
-        return ("it looks like a date: dates are not parsed; convert the column to a number "
-                "(e.g. seconds since 1970) before hpcprep, or leave it out of " + role)
-    categorical = (f"list it in input.categorical and encode it with "
-                   f"{{ op = \"categorical\", columns = [\"{column}\"] }} in a [[standardize]] table")
-    if role == "input.label":
-        return ("a text label is not supported as a number: set input.label_type = \"class\" "
-                "to read its classes as codes 0, 1, ... of their sorted names, or, to use it "
-                f"as a feature instead, {categorical}")
-    if role == "input.weight":
-        return "a weight must be a number: fix or convert the column, or remove input.weight"
-    return f"to read text categories, move it from input.features: {categorical}"
-
-
-def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: dict | None = None) -> None:
-    """Count the records of every line chunk (each input rank its own) and assign global ids.
-
-    Line chunks are those of CSV and JSON lines files. Collective over ``comm``
-    (every rank calls it; only input ranks read). Afterwards every chunk has
-    ``rows``, ``first_id`` and ``first_line`` on every rank. A compressed file,
-    planned as one chunk, is decompressed by the rank that has it and becomes
-    the pieces of ``chunk_rows`` lines it found (:func:`hpcprep.io.lines.pieces`),
-    all kept by that rank: ``plan.chunks`` and ``plan.ranges`` are renumbered.
-
-    Given ``inp``, each chunk is also checked: with ``on_bad_row = "error"`` it is
-    parsed to find its first bad record (this parses the input once more);
-    otherwise only its quoted lines are checked for a quoted newline (an error
-    in any mode). The first finding of the whole input in file order is raised
-    on every rank as the same :class:`~hpcprep.mpi.agree.AgreedError`, whatever
-    the layout.
-    """
-    from dataclasses import replace
-
-    mine = {}
-    rank = comm.Get_rank()
-    if rank in input_ranks:
-        for c in plan.chunks_of(input_ranks.index(rank)):
-            if c.rows < 0:
-                mine[c.chunk_id] = _count_chunk(c, inp)
-    counts = {}
-    for part in comm.allgather(mine):
-        counts.update(part)
-    next_id, line, file_rows, first_bad = 0, {}, [0] * len(plan.files), None
-    chunks, ends = [], []
-    for c in plan.chunks:
-        for start, stop, records, lines, bad in counts.get(c.chunk_id, [(c.start, c.stop, c.rows, 0, None)]):
-            first_line = line.get(c.file_index, 2 if c.format == "csv" else 1)
-            line[c.file_index] = first_line + lines
-            chunks.append(replace(c, chunk_id=len(chunks), start=start, stop=stop, rows=records,
-                                  first_id=next_id, first_line=first_line if c.by_bytes else 0))
-            file_rows[c.file_index] += records
-            next_id += records
-            if bad is not None and first_bad is None:
-                first_bad = bad.message(c.path, first_line + bad.line)
-        ends.append(len(chunks))
-    plan.ranges = [(ends[lo - 1] if lo else 0, ends[hi - 1] if hi else 0) for lo, hi in plan.ranges]
-    plan.chunks = chunks
-    plan.file_rows = file_rows
-    if first_bad is not None:
-        from ..mpi.agree import AgreedError
-
-        hint = "; set input.on_bad_row = \"drop\" to drop and count bad records" \
-            if inp["on_bad_row"] == "error" else ""
-        raise AgreedError(f"{first_bad} (the first bad record in file order{hint})")
-
-
-def _count_chunk(c: ChunkDesc, inp: dict | None) -> list[tuple]:
-    """``[(start, stop, records, lines, first bad record or None)]`` of one line chunk:
-    itself, or the pieces of a compressed file."""
-    from .csv import range_counts
-
-    if not c.compression:
-        records, lines = range_counts(c.path, c.start, c.stop)
-        bad = None
-        if inp is not None:
-            if c.format == "csv":
-                bad = _first_bad(c, inp)
-            elif inp["on_bad_row"] == "error":
-                from .csv import _read_range
-
-                bad = _first_bad_in(_read_range(c.path, c.start, c.stop), c, inp)
-        return [(c.start, c.stop, records, lines, bad)]
-    from .lines import Decompressed, pieces
-
-    out, stream = [], Decompressed(c.path, c.compression)
-    try:
-        for p, buf in pieces(stream, c.start, inp["chunk_rows"] if inp else PROBE_RECORDS):
-            bad = _first_bad_in(buf, c, inp) if inp is not None else None
-            out.append((p.start, p.stop, p.records, p.lines, bad))
-    finally:
-        stream.close()
-    return out
-
-
-def _first_bad_in(buf: bytes, c: ChunkDesc, inp: dict):
-    """The first bad record of whole lines ``buf`` (``line`` relative: 0 = its first line),
-    as :func:`_first_bad` finds it: any bad record with on_bad_row = "error", else only a
-    quoted newline of CSV."""
-    from .csv import BadRecord, QuotedNewlineError, block_first_bad, buffer_lines, parse_buffer
-
-    if c.format == "jsonl":
-        if inp["on_bad_row"] != "error":
-            return None
-        from .lines import parse_json_lines
-
-        block = parse_json_lines(buf, c.path, features=inp["features"], label=inp["label"] or None,
-                                 categorical=inp["categorical"], weight=inp["weight"] or None,
-                                 na_values=tuple(inp["na_values"]), first_line=0)
-    else:
-        if inp["on_bad_row"] != "error" and b'"' not in buf:
-            return None
-        try:
-            block = parse_buffer(buf, c.path, header=_header_of(c, inp), features=inp["features"],
-                                 label=inp["label"] or None, categorical=inp["categorical"],
-                                 weight=inp["weight"] or None, delimiter=inp["delimiter"],
-                                 na_values=tuple(inp["na_values"]), first_line=0)
-        except QuotedNewlineError as e:
-            cut = _line_offset(buf, e.line)
-            earlier = _first_bad_in(buf[:cut], c, inp) if cut and inp["on_bad_row"] == "error" else None
-            return earlier or BadRecord(e.line, e.reason, buffer_lines(buf, [e.line])[0])
-        if inp["on_bad_row"] != "error":
-            return None
-    return block_first_bad(block, lambda line: buffer_lines(buf, [line])[0])
-
-
-def _line_offset(buf: bytes, line: int) -> int:
-    """Byte offset where line ``line`` (0 = first) of ``buf`` starts."""
-    if line == 0:
-        return 0
-    return int(np.flatnonzero(np.frombuffer(buf, np.uint8) == 10)[line - 1]) + 1
-
-
-def _header_of(c: ChunkDesc, inp: dict) -> list[str]:
-    """The CSV header of a chunk's file (decompressing its first line if compressed)."""
-    from .csv import header_from_line, read_header
-
-    if not c.compression:
-        return read_header(c.path, inp["delimiter"])[0]
-    from .lines import Decompressed, first_line
-
-    stream = Decompressed(c.path, c.compression)
-    try:
-        return header_from_line(first_line(stream), c.path, inp["delimiter"])
-    finally:
-        stream.close()
-
-
-def _first_bad(c: ChunkDesc, inp: dict):
-    """The chunk's first bad record (on_bad_row = "error"), or its first quoted newline."""
-    from .csv import BadRecord, QuotedNewlineError, first_bad_record, open_quote_line, raw_lines, \
-        read_header
-
-    if inp["on_bad_row"] != "error":
-        line = open_quote_line(c.path, c.start, c.stop, inp["delimiter"])
-        if line is None:
-            return None
-        return BadRecord(line, QuotedNewlineError.reason, raw_lines(c.path, c.start, c.stop, [line])[0])
-    return first_bad_record(c.path, c.start, c.stop, header=read_header(c.path, inp["delimiter"])[0],
-                            features=inp["features"], label=inp["label"] or None,
-                            categorical=inp["categorical"], weight=inp["weight"] or None,
-                            delimiter=inp["delimiter"], na_values=tuple(inp["na_values"]))
-
-
-# --------------------------------------------------------------------------- Arrow, JSON lines, compressed
-
 def _compression(path: str, fmt: str) -> str:
     from .lines import compression_of
 
@@ -564,113 +364,3 @@ def _compression(path: str, fmt: str) -> str:
         raise DataError(f"{path}: a compressed {fmt} file; only CSV and JSON lines are read "
                         f"compressed ({fmt} compresses inside the file)")
     return compression
-
-
-def _plan_columns(path, fi, fmt, compression, inp, names, chunks, first_id) -> list[str]:
-    """Plan a Parquet, Feather, JSON lines or compressed CSV file; append its chunks."""
-    if not isinstance(inp["features"], list):
-        raise DataError(f"{path}: {fmt} input needs input.features = [\"col\", ...] (column names)")
-    if names is not None and names != list(inp["features"]):
-        raise DataError(f"{path}: features differ from the first file's")
-    if fmt in ("parquet", "feather"):
-        from .arrow import chunk_ranges, describe
-
-        at = first_id
-        for start, stop in chunk_ranges(describe(path, fmt, inp), inp["chunk_rows"]):
-            chunks.append(ChunkDesc(len(chunks), fi, path, fmt, start, stop, at, stop - start))
-            at += stop - start
-        return list(inp["features"])
-    if compression:
-        data_start = _probe_compressed(path, fmt, compression, inp)
-        size = os.path.getsize(path)   # only to balance files over ranks until counted
-        chunks.append(ChunkDesc(len(chunks), fi, path, fmt, data_start, data_start + max(1, size),
-                                -1, -1, compression=compression))
-        return list(inp["features"])
-    _probe_json(path, _head_lines(path, 0), inp)
-    from .csv import _next_line_start
-
-    size = os.path.getsize(path)
-    chunk_bytes = max(1, inp["chunk_rows"] * _line_bytes(_head_lines(path, 0)))
-    bounds = [0]
-    with open(path, "rb") as f:
-        while bounds[-1] + chunk_bytes < size:
-            b = _next_line_start(f, bounds[-1] + chunk_bytes, size)
-            if b >= size:
-                break
-            bounds.append(b)
-    bounds.append(size)
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        if stop > start:
-            chunks.append(ChunkDesc(len(chunks), fi, path, fmt, start, stop, -1, -1))
-    return list(inp["features"])
-
-
-def _line_bytes(sample: bytes) -> int:
-    return max(1, len(sample) // max(1, sample.count(b"\n")))
-
-
-def _head_lines(path, data_start: int) -> bytes:
-    """Whole lines at the start of a plain file's data: PROBE_RECORDS lines, at most 1 MiB."""
-    from .csv import _end_of_records, _read_range
-
-    return _read_range(path, data_start, _end_of_records(path, data_start, PROBE_RECORDS, 1 << 20))
-
-
-def _numeric_names(inp) -> list[str]:
-    return list(inp["features"]) + [c for c in (inp["label"], inp["weight"]) if c]
-
-
-def _probe_json(path, head: bytes, inp) -> None:
-    """Raise if a key of the first JSON records is nested, or not a number in most records."""
-    from .lines import nested_column, parse_json_lines
-
-    block = parse_json_lines(head, path, features=inp["features"], label=inp["label"] or None,
-                             categorical=inp["categorical"], weight=inp["weight"] or None,
-                             na_values=tuple(inp["na_values"]), first_line=1)
-    nested = nested_column(block)
-    if nested is not None:
-        raise DataError(f"{path}, line {nested[1]}: key {nested[0]!r} holds a list or object; "
-                        f"only flat values (numbers, strings, null) are read: flatten it before "
-                        f"hpcprep, or leave it out of the input columns")
-    from .csv import failing_columns
-
-    _raise_failing(path, failing_columns(block, _numeric_names(inp)), inp)
-
-
-def _probe_compressed(path, fmt, compression, inp) -> int:
-    """Check a compressed file's header (CSV) and first records; return where its data starts."""
-    from .lines import Decompressed, first_line, pieces
-
-    stream = Decompressed(path, compression)
-    try:
-        data_start = 0
-        if fmt == "csv":
-            from .csv import header_from_line
-
-            line = first_line(stream)
-            header = header_from_line(line, path, inp["delimiter"])
-            from .arrow import wanted_columns
-
-            for col in wanted_columns(inp):
-                if col not in header:
-                    raise DataError(f"{path}: the header has no column {col!r}; it has: "
-                                    f"{', '.join(header)}")
-            data_start = len(line)
-        head = next((buf for _, buf in pieces(stream, data_start, PROBE_RECORDS)), b"")
-    finally:
-        stream.close()
-    if fmt == "jsonl":
-        _probe_json(path, head, inp)
-        return data_start
-    from .csv import QuotedNewlineError, failing_columns, parse_buffer
-
-    try:
-        block = parse_buffer(head, path, header=header, features=inp["features"],
-                             label=inp["label"] or None, weight=inp["weight"] or None,
-                             delimiter=inp["delimiter"], na_values=tuple(inp["na_values"]),
-                             first_line=2)
-    except QuotedNewlineError:
-        return data_start   # reported in file order when the file is counted
-    _raise_failing(path, failing_columns(block, _numeric_names(inp)), inp)
-    return data_start
-

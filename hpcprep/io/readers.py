@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 
 from ..chunk import Chunk
-from .csv import BAD_NUMBER
+from .csv_records import BAD_NUMBER
 from .lines import BAD_MISSING_KEY, BAD_NESTED
 from .plan import ChunkDesc, npy_label_path
 
@@ -115,7 +115,7 @@ class ChunkReader:
     def _raw_lines(self, desc: ChunkDesc) -> bytes:
         """The bytes of a line chunk: a range of the file, or of its decompressed text."""
         if not desc.compression:
-            from .csv import _read_range
+            from .csv_split import _read_range
 
             return _read_range(desc.path, desc.start, desc.stop)
         from .lines import Decompressed
@@ -125,7 +125,7 @@ class ChunkReader:
 
     def _header(self, desc: ChunkDesc) -> list[str]:
         if self._csv_header is None or self._csv_header[0] != desc.path:
-            from .plan import _header_of
+            from .plan_formats import _header_of
 
             self._csv_header = (desc.path, _header_of(desc, self.inp))
         return self._csv_header[1]
@@ -158,13 +158,13 @@ class ChunkReader:
             from .lines import parse_json_lines
 
             return parse_json_lines(raw, desc.path, **kw)
-        from .csv import parse_buffer
+        from .csv_parse import parse_buffer
 
         return parse_buffer(raw, desc.path, header=self._header(desc), delimiter=inp["delimiter"], **kw)
 
     def _read_lines(self, desc: ChunkDesc) -> Chunk:
         """Parse a CSV or JSON lines chunk; bad records are dropped and counted, or raise (on_bad_row)."""
-        from .csv import first_bad_error
+        from .csv_records import first_bad_error
 
         inp = self.inp
         raw = self._raw_lines(desc)
@@ -198,7 +198,7 @@ class ChunkReader:
 
     def _note_bad(self, desc: ChunkDesc, block, ids, raw: bytes) -> None:
         """Keep the first bad records of each reason and send all to the rejects file, once per chunk."""
-        from .csv import SHOWN_LIMIT, buffer_lines, line_text
+        from .csv_records import SHOWN_LIMIT, buffer_lines, line_text
 
         if desc.chunk_id in self.bad_samples:   # read again in a later pass
             return
@@ -246,7 +246,7 @@ SAMPLES_PER_REASON = 5
 
 def drop_reason(code: int) -> str:
     """The reason under which the reader counts a dropped CSV or JSON lines record of ``code``."""
-    from .csv import BAD_REASONS
+    from .csv_records import BAD_REASONS
     from .lines import JSON_BAD_REASONS
 
     return f"malformed line: {JSON_BAD_REASONS.get(code) or BAD_REASONS[code]}"

@@ -5,8 +5,6 @@ import zlib
 import h5py
 import numpy as np
 
-from ..steps.moments import Moments
-
 _SLICE_ROWS = 1 << 16
 _CRC_SLICE_BYTES = 1 << 24
 
@@ -157,6 +155,8 @@ class ShardWriter:
 
     def _block_moments(self, x: np.ndarray):
         """Moments of one whole block of features; counts its NaN and ±inf per feature."""
+        from ..steps.moments import Moments   # the writer only: readers need no steps (nor MPI)
+
         m = Moments.of(x)
         nonfinite = len(x) - m.n.astype(np.int64)   # Moments count the finite values
         if nonfinite.any():   # rare: only then look for infinities

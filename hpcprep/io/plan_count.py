@@ -1,0 +1,146 @@
+"""The counting pass over line chunks: records, lines and global ids, and the first bad record.
+
+After planning, CSV and JSON lines chunks are counted collectively
+(:func:`count_csv_chunks`); each input rank counts its own chunks, and the
+first bad record of the whole input in file order is raised on every rank.
+"""
+
+import numpy as np
+
+from .plan import ChunkDesc, InputPlan
+from .plan_formats import PROBE_RECORDS, _header_of
+
+def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: dict | None = None) -> None:
+    """Count the records of every line chunk (each input rank its own) and assign global ids.
+
+    Line chunks are those of CSV and JSON lines files. Collective over ``comm``
+    (every rank calls it; only input ranks read). Afterwards every chunk has
+    ``rows``, ``first_id`` and ``first_line`` on every rank. A compressed file,
+    planned as one chunk, is decompressed by the rank that has it and becomes
+    the pieces of ``chunk_rows`` lines it found (:func:`hpcprep.io.lines.pieces`),
+    all kept by that rank: ``plan.chunks`` and ``plan.ranges`` are renumbered.
+
+    Given ``inp``, each chunk is also checked: with ``on_bad_row = "error"`` it is
+    parsed to find its first bad record (this parses the input once more);
+    otherwise only its quoted lines are checked for a quoted newline (an error
+    in any mode). The first finding of the whole input in file order is raised
+    on every rank as the same :class:`~hpcprep.mpi.agree.AgreedError`, whatever
+    the layout.
+    """
+    from dataclasses import replace
+
+    mine = {}
+    rank = comm.Get_rank()
+    if rank in input_ranks:
+        for c in plan.chunks_of(input_ranks.index(rank)):
+            if c.rows < 0:
+                mine[c.chunk_id] = _count_chunk(c, inp)
+    counts = {}
+    for part in comm.allgather(mine):
+        counts.update(part)
+    next_id, line, file_rows, first_bad = 0, {}, [0] * len(plan.files), None
+    chunks, ends = [], []
+    for c in plan.chunks:
+        for start, stop, records, lines, bad in counts.get(c.chunk_id, [(c.start, c.stop, c.rows, 0, None)]):
+            first_line = line.get(c.file_index, 2 if c.format == "csv" else 1)
+            line[c.file_index] = first_line + lines
+            chunks.append(replace(c, chunk_id=len(chunks), start=start, stop=stop, rows=records,
+                                  first_id=next_id, first_line=first_line if c.by_bytes else 0))
+            file_rows[c.file_index] += records
+            next_id += records
+            if bad is not None and first_bad is None:
+                first_bad = bad.message(c.path, first_line + bad.line)
+        ends.append(len(chunks))
+    plan.ranges = [(ends[lo - 1] if lo else 0, ends[hi - 1] if hi else 0) for lo, hi in plan.ranges]
+    plan.chunks = chunks
+    plan.file_rows = file_rows
+    if first_bad is not None:
+        from ..mpi.agree import AgreedError
+
+        hint = "; set input.on_bad_row = \"drop\" to drop and count bad records" \
+            if inp["on_bad_row"] == "error" else ""
+        raise AgreedError(f"{first_bad} (the first bad record in file order{hint})")
+
+
+def _count_chunk(c: ChunkDesc, inp: dict | None) -> list[tuple]:
+    """``[(start, stop, records, lines, first bad record or None)]`` of one line chunk:
+    itself, or the pieces of a compressed file."""
+    from .csv_split import range_counts
+
+    if not c.compression:
+        records, lines = range_counts(c.path, c.start, c.stop)
+        bad = None
+        if inp is not None:
+            if c.format == "csv":
+                bad = _first_bad(c, inp)
+            elif inp["on_bad_row"] == "error":
+                from .csv_split import _read_range
+
+                bad = _first_bad_in(_read_range(c.path, c.start, c.stop), c, inp)
+        return [(c.start, c.stop, records, lines, bad)]
+    from .lines import Decompressed, pieces
+
+    out, stream = [], Decompressed(c.path, c.compression)
+    try:
+        for p, buf in pieces(stream, c.start, inp["chunk_rows"] if inp else PROBE_RECORDS):
+            bad = _first_bad_in(buf, c, inp) if inp is not None else None
+            out.append((p.start, p.stop, p.records, p.lines, bad))
+    finally:
+        stream.close()
+    return out
+
+
+def _first_bad_in(buf: bytes, c: ChunkDesc, inp: dict):
+    """The first bad record of whole lines ``buf`` (``line`` relative: 0 = its first line),
+    as :func:`_first_bad` finds it: any bad record with on_bad_row = "error", else only a
+    quoted newline of CSV."""
+    from .csv_parse import parse_buffer
+    from .csv_records import BadRecord, QuotedNewlineError, block_first_bad, buffer_lines
+
+    if c.format == "jsonl":
+        if inp["on_bad_row"] != "error":
+            return None
+        from .lines import parse_json_lines
+
+        block = parse_json_lines(buf, c.path, features=inp["features"], label=inp["label"] or None,
+                                 categorical=inp["categorical"], weight=inp["weight"] or None,
+                                 na_values=tuple(inp["na_values"]), first_line=0)
+    else:
+        if inp["on_bad_row"] != "error" and b'"' not in buf:
+            return None
+        try:
+            block = parse_buffer(buf, c.path, header=_header_of(c, inp), features=inp["features"],
+                                 label=inp["label"] or None, categorical=inp["categorical"],
+                                 weight=inp["weight"] or None, delimiter=inp["delimiter"],
+                                 na_values=tuple(inp["na_values"]), first_line=0)
+        except QuotedNewlineError as e:
+            cut = _line_offset(buf, e.line)
+            earlier = _first_bad_in(buf[:cut], c, inp) if cut and inp["on_bad_row"] == "error" else None
+            return earlier or BadRecord(e.line, e.reason, buffer_lines(buf, [e.line])[0])
+        if inp["on_bad_row"] != "error":
+            return None
+    return block_first_bad(block, lambda line: buffer_lines(buf, [line])[0])
+
+
+def _line_offset(buf: bytes, line: int) -> int:
+    """Byte offset where line ``line`` (0 = first) of ``buf`` starts."""
+    if line == 0:
+        return 0
+    return int(np.flatnonzero(np.frombuffer(buf, np.uint8) == 10)[line - 1]) + 1
+
+
+def _first_bad(c: ChunkDesc, inp: dict):
+    """The chunk's first bad record (on_bad_row = "error"), or its first quoted newline."""
+    from .csv_parse import first_bad_record, open_quote_line
+    from .csv_records import BadRecord, QuotedNewlineError, raw_lines
+    from .csv_split import read_header
+
+    if inp["on_bad_row"] != "error":
+        line = open_quote_line(c.path, c.start, c.stop, inp["delimiter"])
+        if line is None:
+            return None
+        return BadRecord(line, QuotedNewlineError.reason, raw_lines(c.path, c.start, c.stop, [line])[0])
+    return first_bad_record(c.path, c.start, c.stop, header=read_header(c.path, inp["delimiter"])[0],
+                            features=inp["features"], label=inp["label"] or None,
+                            categorical=inp["categorical"], weight=inp["weight"] or None,
+                            delimiter=inp["delimiter"], na_values=tuple(inp["na_values"]))
