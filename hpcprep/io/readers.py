@@ -45,6 +45,7 @@ class ChunkReader:
         self._handle = None
         self._csv_header = None
         self._stream = None   # the open Arrow file or decompressed stream (read forward)
+        self._labels = None   # (path, ArrowFileReader of the label column alone)
 
     def read(self, desc: ChunkDesc) -> Chunk:
         """Read one chunk: features, labels and global ids."""
@@ -140,8 +141,9 @@ class ChunkReader:
         if desc.format in ("parquet", "feather"):
             from .arrow import ArrowFileReader, to_text
 
-            return to_text(ArrowFileReader(desc.path, desc.format, [label], 1 << 16)
-                           .read(desc.start, desc.stop).column(label))
+            if self._labels is None or self._labels[0] != desc.path:   # chunks in order: read on
+                self._labels = (desc.path, ArrowFileReader(desc.path, desc.format, [label], 1 << 16))
+            return to_text(self._labels[1].read(desc.start, desc.stop).column(label))
         block = self._parse(desc, self._raw_lines(desc), label_only=True)
         return block.categorical[label][~block.bad]
 
@@ -232,6 +234,7 @@ class ChunkReader:
 
     def close(self):
         self._close_stream()
+        self._labels = None
         if self._handle is not None:
             self._handle.close()
         self._handle, self._path = None, None

@@ -76,25 +76,25 @@ class ShardFiles:
     def h5(self, k: int) -> h5py.File:
         """The open HDF5 file of pinned shard ``k`` (this process's handle)."""
         with self._lock:
-            if self._pid != os.getpid():  # forked: the parent's HDF5 handles are not ours
-                self._h5, self._datasets, self._pid = {}, {}, os.getpid()
-            f = self._h5.get(k)
-            if f is None:
-                f = self._h5[k] = self._open(k)
-            return f
+            return self._h5_locked(k)
+
+    def _h5_locked(self, k: int) -> h5py.File:
+        if self._pid != os.getpid():  # forked: the parent's HDF5 handles are not ours
+            self._h5, self._datasets, self._pid = {}, {}, os.getpid()
+        f = self._h5.get(k)
+        if f is None:
+            f = self._h5[k] = self._open(k)
+        return f
 
     def dataset(self, k: int, name: str) -> h5py.Dataset:
         """Dataset ``name`` of pinned shard ``k``, looked up once per process (a lookup per
         batch cost as much as the read of a small batch)."""
         with self._lock:
-            if self._pid == os.getpid():
-                ds = self._datasets.get((k, name))
-                if ds is not None:
-                    return ds
-        ds = self.h5(k)[name]
-        with self._lock:
-            self._datasets[(k, name)] = ds
-        return ds
+            f = self._h5_locked(k)   # first: after a fork it drops the parent's datasets too
+            ds = self._datasets.get((k, name))
+            if ds is None:
+                ds = self._datasets[(k, name)] = f[name]
+            return ds
 
     def _open(self, k: int) -> h5py.File:
         name = self._name(k)
