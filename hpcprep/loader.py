@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, DataError, HpcprepError
-from .output.integrity import check_master, open_shards
+from .output.integrity import open_shards
 from .output.pinned import ShardFiles
 from .output.reader import describe, in_folder, resolve
 
@@ -287,11 +287,7 @@ def _open_part(path, split, verify, rank, size):
         folder, manifest = resolve(path, split)
     except HpcprepError as e:
         return None, None, None, [str(e)], None
-    files, problems = open_shards(folder, manifest, verify, rank, size)
-    if rank == len(manifest["shards"]) % size:
-        problem = check_master(folder, manifest)
-        if problem:
-            problems.append(problem)
+    files, problems, _ = open_shards(folder, manifest, verify, rank, size)
     problems = in_folder(folder, problems)
     digest = zlib.crc32(json.dumps(manifest, sort_keys=True).encode())
     return folder, manifest, files, problems, digest

@@ -98,10 +98,13 @@ def open_shards(folder, man: dict, checksum: bool, rank: int = 0, size: int = 1)
     The manifest is read again after pinning: if it changed, the folder was replaced
     while it was being opened and the pinned files may mix generations.
 
+    The master file is checked too (:func:`check_master`), by one rank.
+
     Returns
     -------
-    (ShardFiles, list of str)
-        The pinned files (close them) and the problems, relative to ``folder``.
+    (ShardFiles, list of str, bool)
+        The pinned files (close them), the problems, relative to ``folder``, and whether
+        the master passed (True where another rank checks it).
     """
     files = ShardFiles(folder, man)
     problems = [p for p in [_layout_problem(man)] if p]
@@ -121,7 +124,8 @@ def open_shards(folder, man: dict, checksum: bool, rank: int = 0, size: int = 1)
             problem = check_shard(files, man, k, checksum)
             if problem:
                 problems.append(problem)
-    return files, problems
+    master = check_master(folder, man) if rank == len(files.rels) % size else None
+    return files, problems + [master] * bool(master), master is None
 
 
 # -- the master ----------------------------------------------------------------------------------

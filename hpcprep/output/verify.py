@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 from ..errors import DataError
-from .integrity import check_master, open_shards
+from .integrity import open_shards
 from .reader import FILE_ERRORS, column_names, describe, in_folder, one_line, read_manifest, resolve
 
 __all__ = ["read_manifest", "verify_dataset", "summarize", "read_all"]
@@ -19,10 +19,9 @@ __all__ = ["read_manifest", "verify_dataset", "summarize", "read_all"]
 
 def _check(folder, man: dict, checksums: bool) -> tuple[list[str], bool]:
     """Problems of a dataset without splits (relative to ``folder``), and whether its master is sound."""
-    files, problems = open_shards(folder, man, checksums)
+    files, problems, master_ok = open_shards(folder, man, checksums)
     files.close()
-    master = check_master(folder, man)
-    return problems + [master] * bool(master), master is None
+    return problems, master_ok
 
 
 def verify_dataset(path, checksums: bool = True) -> dict:
@@ -133,10 +132,8 @@ def read_all(path) -> dict[str, np.ndarray]:
         Naming the file, when the dataset does not pass the checks.
     """
     folder, man = resolve(path)
-    files, problems = open_shards(folder, man, checksum=True)
+    files, problems, _ = open_shards(folder, man, checksum=True)
     try:
-        master = check_master(folder, man)
-        problems += [master] * bool(master)
         if problems:
             raise DataError(describe(in_folder(folder, problems)))
         out = {}
