@@ -69,6 +69,23 @@ def _rows(value):
 SPEED_MAX = 1e15
 
 
+def _deadlines(value):
+    return list_of(int, float)(value) or next(
+        (f"every deadline must be > 0 seconds (inf: none), got {v!r}" for v in value
+         if not v > 0), None)
+
+
+def _non_negative_list(value):
+    return list_of(int, float)(value) or next(
+        (f"every weight must be finite and >= 0, got {v!r}" for v in value
+         if not 0 <= v < float("inf")), None)
+
+
+def _fractions(value):
+    return list_of(int, float)(value) or next(
+        (f"every fraction must lie in (0, 1], got {v!r}" for v in value if not 0 < v <= 1), None)
+
+
 def _speeds(value):
     return list_of(int, float)(value) or next(
         (f"every speed must lie in (0, 1e15], got {v!r}" for v in value if not 0 < v <= SPEED_MAX), None)
@@ -87,6 +104,8 @@ INPUT = {
                             "the label column holds text, else numeric"),
     "weight": Param(str, "", doc="CSV weight column; empty = none"),
     "categorical": Param(list, [], check=list_of(str), doc="CSV categorical columns"),
+    "datetime": Param(dict, {}, doc="date/timestamp columns -> derived features, e.g. "
+                                    "{ ts = [\"epoch\", \"year\", \"hour\"] } (docs/inputs.md)"),
     "delimiter": Param(str, ",", check=lambda v: None if len(v) == 1 else "must be one character",
                        doc="CSV field delimiter"),
     "na_values": Param(list, ["", "NA", "NaN", "null", "None"], check=list_of(str),
@@ -138,6 +157,24 @@ PLAN = {
     "shard_speeds": Param(list, [], check=_speeds,
                           doc="relative speed of each writer rank: shard sizes follow it"),
     "calibration_rows": Param(int, 65536, check=_rows, doc="rows each input rank times at start-up"),
+    "tasks": Param(str, "all", choices=("all", "paths", "files"),
+                   doc="what the plan schedules as tasks: all input as one, one per entry of "
+                       "input.paths, or one per file"),
+    "deadlines": Param(list, [], check=_deadlines, allow_inf=True,
+                       doc="seconds after the plan by which each task must be read (inf: none); "
+                           "speeds are then rows per second"),
+    "task_weights": Param(list, [], check=_non_negative_list,
+                          doc="v_j: weight of each task in the objective (default 1 each)"),
+    "memory": Param(list, [], check=list_of(str, int),
+                    doc="most input bytes each input rank may read (sizes as memory_per_rank)"),
+    "min_fractions": Param(list, [], check=_fractions,
+                           doc="f_min: smallest fraction of each task's rows the plan may keep "
+                               "(default 1: keep all); rows are subsampled by key"),
+    "w1": Param((int, float), 1.0, check=non_negative, doc="objective weight of the makespan"),
+    "w2": Param((int, float), 0.0, check=non_negative,
+                doc="objective weight of accuracy (the learning curve of kept fractions)"),
+    "beta": Param((int, float), 0.3, check=non_negative, doc="learning-curve exponent"),
+    "w3": Param((int, float), 0.0, check=non_negative, doc="objective weight of idle time"),
 }
 
 TOP = {
@@ -285,6 +322,9 @@ def _check_input(inp):
         bad = list_of(str)(inp["features"])
         if bad or not inp["features"]:
             raise ConfigError("input.features: a dataset name, or a non-empty list of column names")
+    from .io.datetimes import check_config
+
+    check_config(inp)
 
 
 def _check_standardize(table, i):
@@ -315,6 +355,17 @@ def _check_plan(cfg, n_input, n_writers, total, world_size):
     for key, n in (("speeds", n_input), ("shard_speeds", n_writers)):
         if plan[key] and len(plan[key]) != n:   # each speed is range-checked by _speeds
             raise ConfigError(f"plan.{key} = {plan[key]}: needs {n} positive speeds")
+    if plan["memory"] and len(plan["memory"]) != n_input:
+        raise ConfigError(f"plan.memory = {plan['memory']}: needs one size per input rank ({n_input})")
+    for size in plan["memory"]:
+        problem = _size_check(size)
+        if problem:
+            raise ConfigError(f"plan.memory: {size!r} {problem}")
+    if plan["balance"] == "equal" and (plan["deadlines"] or plan["memory"] or plan["tasks"] != "all"
+                                       or plan["min_fractions"]):
+        raise ConfigError("plan.tasks, plan.deadlines, plan.min_fractions and plan.memory need "
+                          "plan.balance = "
+                          "\"speeds\" or \"calibrate\" (the equal split plans nothing)")
 
 
 def _check_layout(cfg, world_size):

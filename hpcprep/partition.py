@@ -52,6 +52,43 @@ def balanced_contiguous(sizes, parts: int, weights=None) -> list[tuple[int, int]
     return ranges
 
 
+def nearest_cuts(sizes, loads) -> list[tuple[int, int]]:
+    """Cut an ordered list of items into one contiguous range per load, at the nearest boundaries.
+
+    Range ``k`` ends at the item boundary nearest to the cumulative target
+    ``loads[0] + ... + loads[k]`` (ties to the lower boundary), so every range
+    is within one item of its load at each end; the last range ends at the
+    last item.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Size of each item (rows of each chunk), in order; >= 0.
+    loads : sequence of float
+        Real-valued target of each range (e.g. a plan's rows per worker).
+
+    Returns
+    -------
+    list of (start, stop)
+        Half-open index ranges covering ``0..len(sizes)`` without gaps (a range may be empty).
+    """
+    loads = np.asarray(loads, dtype=np.float64)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    if int(bounds[-1]) == 0:
+        stops = np.full(loads.size, sizes.size)
+        stops[:-1] = 0
+    else:
+        goals = np.cumsum(loads)[:-1]
+        right = np.clip(np.searchsorted(bounds, goals, side="left"), 1, sizes.size)
+        left = right - 1
+        nearer_left = (goals - bounds[left]) <= (bounds[right] - goals)
+        stops = np.where(nearer_left, left, right)
+        stops = np.maximum.accumulate(np.concatenate([stops, [sizes.size]]))
+    starts = np.concatenate([[0], stops[:-1]])
+    return [(int(a), int(b)) for a, b in zip(starts, stops)]
+
+
 def largest_remainder(shares, total: int, lower=None, upper=None) -> np.ndarray:
     """Whole numbers near the real ``shares``, within ``[lower, upper]``, that sum to ``total``.
 

@@ -5,6 +5,7 @@ Usage::
     python scripts/bench_assign.py            # full grid (several minutes at 4096 x 128)
     python scripts/bench_assign.py --quick    # a subset, seconds
     python scripts/bench_assign.py --json out.json
+    python scripts/bench_assign.py --scale    # only the solver-scale cases (item 7 of issue 14)
 
 ``run(quick) -> dict`` returns every number; ``__main__`` prints markdown tables.
 The emulated-ranks part starts ``mpiexec -n 4`` (next to this Python) and
@@ -97,6 +98,74 @@ def pytest_approx(value, rel=1e-6):
     return Approx()
 
 
+def class_instance(n: int, m: int, classes: int, subsample: bool, seed: int = 0) -> AssignProblem:
+    """:func:`instance`, but the workers come in ``classes`` node types (equal speed and overhead)."""
+    base = instance(classes, m, seed, subsample)
+    rng = np.random.default_rng(seed)
+    units = rng.integers(100_000, 1_000_000, m) * max(1, n // 64)
+    k = np.arange(n) % classes
+    speeds, overheads = base.speeds[k], base.overheads[k]
+    deadlines = np.full(m, np.inf)
+    for j in range(0, m, 2):
+        deadlines[j] = 1.5 * water_fill(float(units[: j + 1].sum()), speeds, overheads)[1]
+    return AssignProblem(speeds=speeds, task_units=units, overheads=overheads, deadlines=deadlines,
+                         min_fractions=base.min_fractions, w_accuracy=base.w_accuracy, w_idle=0.1)
+
+
+SCALE_CHILD = """
+import json, os, resource, sys, time
+start = time.perf_counter()
+import cvxpy  # noqa: F401
+imported = time.perf_counter() - start
+sys.path.insert(0, {scripts!r})
+import numpy as np
+from bench_assign import class_instance, instance
+from hpcprep.assign import AssignProblem, solve
+n, m, classes, subsample, solver, repeats = {args!r}
+problem = class_instance(n, m, classes, subsample) if classes else instance(n, m, subsample=subsample)
+start, cpu = time.perf_counter(), time.process_time()
+plan = solve(problem, solver=solver)
+first, first_cpu = time.perf_counter() - start, time.process_time() - cpu
+resolves, resolves_cpu = [], []
+for k in range(repeats):   # new speeds, one factor per node type: the same classes, a DPP re-solve
+    factor = np.random.default_rng(k).lognormal(0.0, 0.05, max(classes, 1) if classes else n)
+    speeds = problem.speeds * factor[np.arange(n) % classes if classes else np.arange(n)]
+    again = AssignProblem(speeds=speeds, task_units=problem.task_units, overheads=problem.overheads,
+                          deadlines=problem.deadlines, min_fractions=problem.min_fractions,
+                          w_accuracy=problem.w_accuracy, w_idle=problem.w_idle)
+    start, cpu = time.perf_counter(), time.process_time()
+    redo = solve(again, solver=solver)
+    resolves.append(time.perf_counter() - start)
+    resolves_cpu.append(time.process_time() - cpu)
+print(json.dumps({{"import_cvxpy_s": imported, "first_s": first, "first_cpu_s": first_cpu,
+                  "resolve_s": float(np.median(resolves)) if resolves else None,
+                  "resolve_cpu_s": float(np.median(resolves_cpu)) if resolves else None,
+                  "load_average": os.getloadavg()[0],
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "method": plan.method, "status": plan.status, "resolve_status": redo.status if resolves else None,
+                  "min_kept_fraction": float(plan.kept_fraction.min()),
+                  "rounding_gap": plan.makespan / plan.makespan_real - 1}}))
+"""
+
+
+def scale_case(n: int, m: int, classes: int = 0, subsample: bool = True, solver: str = "CLARABEL",
+               repeats: int = 3, timeout: float = 900) -> dict:
+    """First solve, median re-solve (new speeds per class) and peak RSS, in a fresh process.
+
+    ``classes = 0``: every worker distinct (lognormal speeds). The child's peak RSS
+    includes Python, NumPy and cvxpy (about 140 MiB before any solve).
+    """
+    scripts = str(Path(__file__).resolve().parent)
+    child = SCALE_CHILD.format(scripts=scripts, args=(n, m, classes, subsample, solver, repeats))
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=timeout,
+                         cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    row = {"workers": n, "tasks": m, "classes": classes or n, "subsample": subsample, "solver": solver}
+    if out.returncode != 0:
+        return {**row, "error": out.stderr.strip().splitlines()[-1][-300:] if out.stderr.strip() else str(out.returncode)}
+    return {**row, **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
 def time_closed_form(n: int, repeats: int = 20) -> dict:
     """Water-filling + whole-row rounding (``rows_by_speed``) for one task."""
     rng = np.random.default_rng(n)
@@ -173,23 +242,17 @@ def run(quick: bool) -> dict:
     workers = [8, 64, 512] if quick else [8, 64, 512, 4096]
     tasks = [1, 16] if quick else [1, 16, 128]
     results = {"solves": [], "solvers": [], "subsample": [], "closed_form": [], "benefit": [], "emulated": [],
-               "skipped": []}
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+               "skipped": [], "scale": scale_cases(quick)}
     for n in workers:
         for m in tasks:
-            if n * m > 100_000 and ram < 48 * 1024**3:
-                # the 4096 x 128 LP peaked above 20 GB in Clarabel (docs/bench/assign.md has the
-                # times measured alone); on a smaller machine it would take others down with it
-                results["skipped"].append({"workers": n, "tasks": m,
-                                           "why": f"needs > 20 GB; this machine has {ram / 1024**3:.0f} GiB"})
-                continue
+            if n * m > 100_000:
+                continue      # 4096 x 128 is in results["scale"] (its own process, peak RSS)
             results["solves"].append(time_solves(n, m, repeats=1 if n * m > 100_000 else 3))
             print(_row(results["solves"][-1]), file=sys.stderr, flush=True)
     for n, m in ([(64, 16)] if quick else [(64, 16), (512, 16)]):
         for solver in ("HIGHS", "SCS"):
             results["solvers"].append(time_solves(n, m, solver=solver))
-    # the power-cone program stops at 1024 workers: at 2048 x 16 Clarabel failed, and at
-    # 4096 x 16 cvxpy's cone formatting ran out of memory (24 GB); see docs/bench/assign.md
+    # distinct workers: Clarabel's power-cone solve failed at 2048 x 16 (see docs/bench/assign.md)
     for n, m in ([(64, 16)] if quick else [(64, 16), (512, 16), (1024, 16)]):
         try:
             results["subsample"].append(time_solves(n, m, subsample=True))
@@ -204,6 +267,33 @@ def run(quick: bool) -> dict:
     return results
 
 
+def scale_cases(quick: bool) -> list:
+    """The solver at scale (issue 14 item 7), each case in a fresh process for its peak RSS."""
+    cases = [(4096, 64, 16, True, 3)]
+    if not quick:
+        cases += [(1024, 64, 0, True, 1), (4096, 64, 0, True, 1), (4096, 128, 16, False, 3),
+                  (4096, 128, 0, False, 1)]
+    out = []
+    for n, m, classes, subsample, repeats in cases:
+        out.append(scale_case(n, m, classes, subsample, repeats=repeats))
+        print(_scale_row(out[-1]), file=sys.stderr, flush=True)
+    return out
+
+
+def _scale_row(r: dict) -> str:
+    kind = "+f (min_fraction 0.5)" if r["subsample"] else "LP"
+    if "error" in r:
+        return f"| {r['workers']} | {r['tasks']} | {r['classes']} | {kind} | error: {r['error']} | | | | |"
+    ms = lambda v: "-" if v is None else f"{v * 1e3:.0f}"   # noqa: E731
+    return (f"| {r['workers']} | {r['tasks']} | {r['classes']} | {kind} | {ms(r['first_s'])} "
+            f"({ms(r['first_cpu_s'])}) | {ms(r['resolve_s'])} ({ms(r['resolve_cpu_s'])}) | "
+            f"{r['peak_rss_mib']:.0f} | {r['status']} | {r['load_average']:.1f} |")
+
+
+SCALE_HEAD = ("| workers | tasks | classes | program | first solve ms (CPU) | re-solve ms (CPU) | "
+              "peak RSS MiB | status | load |\n|---|---|---|---|---|---|---|---|---|")
+
+
 def _row(r: dict) -> str:
     ms = lambda v: "-" if v is None else f"{v * 1e3:.1f}"   # noqa: E731
     return (f"| {r['workers']} | {r['tasks']} | {r['solver']}{' +f' if r['subsample'] else ''} | "
@@ -215,7 +305,8 @@ def _row(r: dict) -> str:
 def markdown(results: dict) -> str:
     head = ("| workers | tasks | solver | first ms | first compile | first solver | re-solve ms | "
             "re-solve compile | re-solve solver | re-solve other | status | auto ms (method) |\n|" + "---|" * 12)
-    lines = ["### Solve times", "", head] + [_row(r) for r in results["solves"]]
+    lines = ["### Solver at scale (fresh process each)", "", SCALE_HEAD] + [_scale_row(r) for r in results["scale"]]
+    lines += ["", "### Solve times", "", head] + [_row(r) for r in results["solves"]]
     lines += ["", "### Other solvers and the subsampling (power-cone) program", "", head]
     lines += [_row(r) for r in results["solvers"] + results["subsample"]]
     lines += ["", "### Closed form (water-filling + whole rows)", "", "| workers | ms |", "|---|---|"]
@@ -239,8 +330,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--scale", action="store_true", help="only the solver-scale cases")
     args = parser.parse_args()
-    results = run(args.quick)
-    print(markdown(results))
+    if args.scale:
+        results = {"scale": scale_cases(args.quick)}
+        print("\n".join([SCALE_HEAD] + [_scale_row(r) for r in results["scale"]]))
+    else:
+        results = run(args.quick)
+        print(markdown(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=float))

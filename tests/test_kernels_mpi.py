@@ -57,11 +57,15 @@ SCRIPT = textwrap.dedent("""
     seen = list(rounds(comm, range(1, rank + 2), 0))
     assert seen == list(range(1, rank + 2)) + [0] * (size - 1 - rank), seen
 
-    for k in (1, 17, N - 1, N):
-        t = global_kth_key(comm, keys, k)
+    blocks = lambda: [keys[i:i + 1000] for i in range(0, len(keys), 1000)]
+    for k in (1, 17, N // 2, N - 1, N):
+        t = global_kth_key(comm, blocks, k)
         assert t == int(np.sort(all_keys)[k - 1]), (k, t)
         assert comm.allreduce(int((keys <= np.uint64(t)).sum())) == k
-    assert global_kth_key(comm, keys, N + 1) is None
+    assert global_kth_key(comm, blocks, N + 1) is None
+    # keys crowded into one bin of the top bits: the second pass still finds the k-th exactly
+    crowded = lambda: [np.uint64(7 << 48) + ids.astype(np.uint64)]
+    assert global_kth_key(comm, crowded, 5000) == (7 << 48) + 4999
 
     info = select_device(comm, "auto")
     assert info.report()["rank"] == rank

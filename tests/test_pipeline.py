@@ -114,6 +114,21 @@ def test_report_and_provenance(layout_runs):
         os.rename(moved, out)
 
 
+def test_report_seconds_are_per_stage(layout_runs):
+    """Every rank's seconds are charged to the stage doing the work (not to the one pulling it)."""
+    fused = json.loads((layout_runs["n2"] / "report.json").read_text())
+    for rank in fused["ranks"]:
+        assert set(rank["seconds"]) == {"read", "standardize", "exchange", "sample", "write"}, rank
+        assert rank["seconds"]["standardize"] > 0 and rank["seconds"]["read"] > 0
+        assert rank["standardize"]["0"]["seconds"]["apply"] > 0
+    layered = json.loads((layout_runs["layered4"] / "report.json").read_text())
+    by_role = {r["roles"][0]: r for r in layered["ranks"]}
+    assert set(by_role["input"]["seconds"]) == {"read", "exchange"}
+    # the producer of sample[0] also routes and packs its rows for the exchange: sample
+    assert set(by_role["standardize[0]"]["seconds"]) == {"standardize", "exchange", "sample"}
+    assert set(layered["ranks"][2]["seconds"]) == {"exchange", "sample", "write"}
+
+
 def test_missing_shard_is_detected(layout_runs, tmp_path):
     import shutil
 

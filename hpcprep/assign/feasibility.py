@@ -13,7 +13,7 @@ import numpy as np
 
 from .closed_form import water_level
 from .problem import AssignError, AssignProblem
-from .rounding import cumulative_upper_bounds
+from .rounding import capacity
 
 
 def late_tasks(problem: AssignProblem) -> tuple[dict, list[str]]:
@@ -31,7 +31,7 @@ def late_tasks(problem: AssignProblem) -> tuple[dict, list[str]]:
     order = problem.deadline_order()
     deadlines = problem.deadlines[order]
     need = np.cumsum(problem.min_units()[order])
-    can = cumulative_upper_bounds(problem, order).sum(axis=0)
+    can = capacity(problem, order)
     caps = problem.unit_caps().astype(np.float64)
     late, lines = {}, []
     m = problem.n_tasks

@@ -8,6 +8,7 @@ deadlines, so no cvxpy import), or cuts chunks from a :class:`.plan.Plan` it mad
 import numpy as np
 
 from ..errors import ConfigError
+from ..partition import nearest_cuts
 from .plan import Plan
 from .problem import AssignProblem
 from .solve import solve
@@ -88,24 +89,10 @@ def contiguous_chunk_ranges(chunk_sizes, plan: Plan) -> list[tuple[int, int]]:
     >>> contiguous_chunk_ranges([100] * 10, plan)
     [(0, 2), (2, 5), (5, 7), (7, 10)]
     """
-    loads = plan.real_units.sum(axis=1)
     sizes = np.asarray(chunk_sizes, dtype=np.int64)
     if sizes.ndim != 1 or np.any(sizes < 0):
         raise ConfigError("chunk_sizes must be a list of integers >= 0")
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    total = int(bounds[-1])
-    if total == 0:
-        stops = np.full(loads.size, sizes.size)
-        stops[:-1] = 0
-    else:
-        goals = np.cumsum(loads)[:-1]
-        right = np.clip(np.searchsorted(bounds, goals, side="left"), 1, sizes.size)
-        left = right - 1
-        nearer_left = (goals - bounds[left]) <= (bounds[right] - goals)
-        stops = np.where(nearer_left, left, right)
-        stops = np.maximum.accumulate(np.concatenate([stops, [sizes.size]]))
-    starts = np.concatenate([[0], stops[:-1]])
-    return [(int(a), int(b)) for a, b in zip(starts, stops)]
+    return nearest_cuts(sizes, plan.real_units.sum(axis=1))
 
 
 def batch_sizes(global_batch: int, seconds_per_sample, overheads=None, max_per_rank=None) -> np.ndarray:

@@ -19,6 +19,7 @@ the rounded plan meets every deadline and cap exactly.
 import numpy as np
 
 from ..partition import largest_remainder
+from .classes import Reduction, reduce_problem
 from .problem import AssignError, AssignProblem
 
 
@@ -49,7 +50,8 @@ def bounded_largest_remainder(target, total: int, lower, upper) -> np.ndarray:
         raise AssignError(str(e)) from None
 
 
-def cumulative_upper_bounds(problem: AssignProblem, order, use_deadlines: bool = True) -> np.ndarray:
+def cumulative_upper_bounds(problem: AssignProblem, order, use_deadlines: bool = True,
+                            workers=None) -> np.ndarray:
     """Most whole units worker ``i`` may have done after task ``order[j]``.
 
     Parameters
@@ -59,23 +61,35 @@ def cumulative_upper_bounds(problem: AssignProblem, order, use_deadlines: bool =
         Task order (deadline order).
     use_deadlines : bool
         False ignores deadlines (the proportional fallback).
+    workers : array of int, optional
+        Only these workers' rows (default: all).
 
     Returns
     -------
     array of int64, shape (n, m)
         ``min(floor(s_i * max(D_j - c_i, 0)), floor(M_i))``, non-decreasing in ``j``.
     """
-    caps = problem.unit_caps()
-    n, m = problem.n_workers, problem.n_tasks
-    bounds = np.broadcast_to(caps[:, None], (n, m)).copy()
-    if use_deadlines:
-        deadlines = problem.deadlines[order]
-        finite = np.isfinite(deadlines)
-        if finite.any():
-            slack = np.maximum(deadlines[None, finite] - problem.overheads[:, None], 0.0)
-            whole = np.floor(problem.speeds[:, None] * slack + 1e-9)
-            bounds[:, finite] = np.minimum(bounds[:, finite], np.minimum(whole, caps[:, None]))
+    rows = slice(None) if workers is None else np.asarray(workers)
+    caps = problem.unit_caps()[rows]
+    speeds, overheads = problem.speeds[rows], problem.overheads[rows]
+    bounds = np.empty((caps.size, problem.n_tasks), dtype=np.int64)
+    bounds[:] = caps[:, None]
+    deadlines = problem.deadlines[order]
+    columns = np.flatnonzero(np.isfinite(deadlines))
+    if use_deadlines and columns.size:
+        # one bound per distinct deadline, then copied to its tasks' columns
+        distinct, which = np.unique(deadlines[columns], return_inverse=True)
+        slack = np.maximum(distinct[None, :] - overheads[:, None], 0.0)
+        whole = np.minimum(np.floor(speeds[:, None] * slack + 1e-9), caps[:, None])
+        bounds[:, columns] = whole.astype(np.int64)[:, which.reshape(-1)]
     return bounds
+
+
+def capacity(problem: AssignProblem, order, use_deadlines: bool = True) -> np.ndarray:
+    """Column sums of :func:`cumulative_upper_bounds`, shape (m,), computed over worker classes."""
+    red = reduce_problem(problem)
+    bounds = cumulative_upper_bounds(problem, order, use_deadlines, red.representative)
+    return red.counts @ bounds
 
 
 def round_plan(units_real, kept_units, problem: AssignProblem, use_deadlines: bool = True,
@@ -109,23 +123,69 @@ def round_plan(units_real, kept_units, problem: AssignProblem, use_deadlines: bo
     """
     order = problem.deadline_order() if use_deadlines else np.arange(problem.n_tasks)
     x = np.asarray(units_real, dtype=np.float64)[:, order]
-    kept = np.asarray(kept_units, dtype=np.int64)[order]
     upper = cumulative_upper_bounds(problem, order, use_deadlines)
     if worker_totals is not None:
         upper = np.minimum(upper, np.asarray(worker_totals, dtype=np.int64)[:, None])
+    Y = round_cumulative(x, np.asarray(kept_units, dtype=np.int64)[order], upper)
+    out = np.empty_like(Y)
+    out[:, order] = np.diff(Y, axis=1, prepend=0)
+    return out
+
+
+def round_cumulative(x, kept, upper) -> np.ndarray:
+    """Whole cumulative units ``Y`` (rows: workers or classes) from real units ``x``, tasks in order.
+
+    Column ``j`` is the largest-remainder rounding of ``cumsum(x)[:, j]`` within
+    ``[Y[:, j-1], upper[:, j]]`` summing to ``sum(kept[:j+1])``.
+    """
     X = np.cumsum(x, axis=1)
     S = np.cumsum(kept)
     Y = np.zeros_like(upper)
-    previous = np.zeros(problem.n_workers, dtype=np.int64)
-    for j in range(problem.n_tasks):
+    previous = np.zeros(upper.shape[0], dtype=np.int64)
+    for j in range(upper.shape[1]):
         target = X[:, j]
         if target.sum() > 0:
             target = target * (S[j] / target.sum())   # remove the solver's last error
         Y[:, j] = bounded_largest_remainder(target, int(S[j]), previous, upper[:, j])
         previous = Y[:, j]
-    y = np.diff(np.concatenate([np.zeros((problem.n_workers, 1), dtype=np.int64), Y], axis=1), axis=1)
-    out = np.empty_like(y)
-    out[:, order] = y
+    return Y
+
+
+def round_by_class(class_units, kept_units, problem: AssignProblem, reduction: Reduction) -> np.ndarray:
+    """Whole units per worker from real units per class (the classes' totals), keeping every bound.
+
+    The classes' cumulative totals are rounded as in :func:`round_plan` within
+    ``n_k`` times one worker's bounds; then each class's cumulative total ``Y``
+    is split evenly: its ``r``-th worker (by index) gets ``Y // n_k + (r < Y % n_k)``.
+    That is non-decreasing in ``Y`` for every ``r`` (no negative units) and at
+    most ``ceil(Y / n_k)``, so within every deadline and cap of one worker.
+
+    Parameters
+    ----------
+    class_units : array of float, shape (K, m)
+        Real units of each task done by each class in all (original task order).
+    kept_units : array of int, shape (m,)
+    problem : AssignProblem
+    reduction : Reduction
+        From :func:`.classes.reduce_problem` (``problem``'s classes).
+
+    Returns
+    -------
+    array of int64, shape (n, m)
+    """
+    order = reduction.order
+    counts = reduction.counts
+    upper = counts[:, None] * cumulative_upper_bounds(problem, order, True, reduction.representative)
+    Y = round_cumulative(np.asarray(class_units, dtype=np.float64)[:, order],
+                         np.asarray(kept_units, dtype=np.int64)[order], upper)
+    k = reduction.worker_class
+    by_class = np.argsort(k, kind="stable")
+    rank = np.empty_like(k)
+    rank[by_class] = np.arange(k.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    even, extra = np.divmod(Y, counts[:, None])
+    cumulative = even[k] + (rank[:, None] < extra[k])
+    out = np.empty_like(cumulative)
+    out[:, order] = np.diff(cumulative, axis=1, prepend=0)
     return out
 
 
@@ -142,12 +202,13 @@ def kept_whole_units(fraction, problem: AssignProblem, use_deadlines: bool = Tru
     """
     W = problem.task_units
     minimum = problem.min_units()
-    kept = np.clip(np.floor(np.asarray(fraction) * W + 1e-6).astype(np.int64), minimum, W)
+    # the solver is accurate to ~1e-8: a fraction within 1e-6 of the next whole unit counts as it
+    kept = np.clip(np.floor(np.asarray(fraction) * W + 1e-6 * np.maximum(W, 1)).astype(np.int64), minimum, W)
     order = problem.deadline_order() if use_deadlines else np.arange(problem.n_tasks)
-    capacity = cumulative_upper_bounds(problem, order, use_deadlines).sum(axis=0)
+    room = capacity(problem, order, use_deadlines)
     k, lo = kept[order].copy(), minimum[order]
     for j in range(k.size):
-        excess = int(k[: j + 1].sum() - capacity[j])
+        excess = int(k[: j + 1].sum() - room[j])
         for i in range(j, -1, -1):
             if excess <= 0:
                 break

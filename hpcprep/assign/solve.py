@@ -8,6 +8,7 @@ Parameters.
 
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,7 +17,10 @@ from .closed_form import water_fill
 from .feasibility import check_feasible
 from .plan import Plan, evaluate
 from .problem import AssignError, AssignProblem
-from .rounding import bounded_largest_remainder, kept_whole_units, round_plan
+from .rounding import bounded_largest_remainder, kept_whole_units, round_by_class, round_plan
+
+if TYPE_CHECKING:
+    from .program import AssignmentProgram
 
 SOLVERS = ("auto", "closed_form", "CLARABEL", "HIGHS", "SCS")
 ACCEPTED = ("optimal", "optimal_inaccurate")
@@ -140,7 +144,7 @@ def _solve(problem: AssignProblem, solver: str) -> Plan:
         raise AssignError(f"solver {solver} returned status {result['status']!r} although the "
                           "whole-unit feasibility check passed (numerical trouble; try another solver)")
     kept = kept_whole_units(result["fraction"], problem)
-    units = round_plan(result["units"], kept, problem)
+    units = round_by_class(result["class_units"], kept, problem, result["reduction"])
     return evaluate(problem, units, result["units"], kept, result["makespan"],
                     "cvxpy", solver, result["status"])
 

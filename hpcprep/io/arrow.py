@@ -25,9 +25,9 @@ SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".feather": "feather", ".ar
 
 
 def wanted_columns(inp: dict) -> list[str]:
-    """The configured columns: features, label, weight, categorical (no duplicates)."""
+    """The configured columns: features, label, weight, categorical, dates (no duplicates)."""
     cols = list(inp["features"]) + [c for c in (inp["label"], inp["weight"]) if c] + \
-        list(inp["categorical"])
+        list(inp["categorical"]) + list(inp.get("datetime") or {})
     return list(dict.fromkeys(cols))
 
 
@@ -105,17 +105,19 @@ def check_schema(path: str, schema: pa.Schema, inp: dict) -> None:
             raise DataError(f"{path}: no column {col!r}; it has: {', '.join(names)}")
         if names.count(col) > 1:
             raise DataError(f"{path}: column {col!r} appears twice")
+    from .plan_formats import role_of
+
     for col in wanted_columns(inp):
         t = schema.field(col).type
         kind = _kind(t)
-        role = "input.categorical" if col in inp["categorical"] else \
-            "input.label" if col == inp["label"] else \
-            "input.weight" if col == inp["weight"] else "input.features"
+        role = role_of(col, inp)
         if kind == "nested":
             raise DataError(f"{path}: column {col!r} ({role}) is a nested column of type {t}; "
                             f"only flat columns of numbers or strings are read: flatten it "
                             f"before hpcprep, or leave it out of {role}")
-        if role == "input.categorical" or (role == "input.label" and inp["label_type"] != "numeric"):
+        if role == "input.datetime":
+            _check_date_type(path, col, t)
+        elif role == "input.categorical" or (role == "input.label" and inp["label_type"] != "numeric"):
             if kind not in ("string", "number"):
                 raise DataError(f"{path}: column {col!r} ({role}) has type {t}; categories "
                                 f"must be strings or numbers")
@@ -125,6 +127,16 @@ def check_schema(path: str, schema: pa.Schema, inp: dict) -> None:
             example = "2020-01-01" if kind == "date" else "text"
             raise DataError(f"{path}: column {col!r} ({role}) has type {t}, not a number; "
                             f"{how_to_read(col, role, example)}")
+
+
+def _check_date_type(path: str, col: str, t: pa.DataType) -> None:
+    """A date column is a timestamp, date32, date64 or string column (dictionary-encoded or not)."""
+    from .datetimes import is_date_type
+
+    value = t.value_type if pa.types.is_dictionary(t) else t
+    if not (is_date_type(value) or _kind(value) == "string" or pa.types.is_null(value)):
+        raise DataError(f"{path}: column {col!r} (input.datetime) has type {t}; dates are read "
+                        f"from timestamp, date32, date64 or string (ISO 8601) columns")
 
 
 def chunk_ranges(group_rows: list[int], chunk_rows: int) -> list[tuple[int, int]]:

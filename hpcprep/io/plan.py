@@ -71,13 +71,18 @@ class InputPlan:
     #: the sorted class vocabulary of a "class" label (collected after planning, see
     #: :func:`hpcprep.io.classes.collect_label_classes`), else None
     label_classes: list[str] | None = None
+    #: chunk indices of each input rank, in the order it reads them, when a plan of several
+    #: tasks gave them (:func:`hpcprep.stages.tasks.assign_chunks`); else ``ranges`` hold
+    assigned: list[list[int]] | None = None
 
     @property
     def total_rows(self) -> int:
         return sum(self.file_rows)
 
     def chunks_of(self, input_index: int) -> list[ChunkDesc]:
-        """Chunks read by input rank ``input_index``."""
+        """Chunks read by input rank ``input_index``, in the order it reads them."""
+        if self.assigned is not None:
+            return [self.chunks[k] for k in self.assigned[input_index]]
         lo, hi = self.ranges[input_index]
         return self.chunks[lo:hi]
 
@@ -317,6 +322,10 @@ def _plan_array(path, fi, fmt, inp, chunks, first_id, first_file, layout) -> tup
 
 def _check_array_input(path, fmt, inp) -> None:
     """Raise for settings of column formats given with an HDF5 or .npy file."""
+    if inp.get("datetime"):
+        raise ConfigError(f"input.datetime: {path} is a {fmt} file, whose features are numbers "
+                          f"already; dates are read from CSV, JSON lines, Parquet or Feather "
+                          f"columns: remove input.datetime")
     if isinstance(inp["features"], list):
         raise DataError(f"{path}: input.features is a list of CSV columns, but this is a "
                         f"{fmt} file; give the dataset name (e.g. \"features\")")

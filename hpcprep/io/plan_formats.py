@@ -8,7 +8,10 @@ that is mostly not numbers) before any work, and the file is cut into chunks;
 import os
 import re
 
+import numpy as np
+
 from ..errors import DataError
+from .datetimes import date_columns
 from .plan import ChunkDesc
 
 #: Bytes of a CSV file sampled to estimate the line length (chunk_rows lines per chunk).
@@ -21,12 +24,14 @@ def _plan_csv(path, fi, inp, names, chunks) -> list[str]:
 
     if not isinstance(inp["features"], list):
         raise DataError(f"{path}: CSV input needs input.features = [\"col\", ...] (column names)")
+    from .arrow import wanted_columns
+    from .datetimes import feature_names
+
     header, data_start = read_header(path, inp["delimiter"])
-    wanted = list(inp["features"]) + [c for c in (inp["label"], inp["weight"]) if c] + list(inp["categorical"])
-    for col in wanted:
+    for col in wanted_columns(inp):
         if col not in header:
             raise DataError(f"{path}: the header has no column {col!r}; it has: {', '.join(header)}")
-    if names is not None and names != list(inp["features"]):
+    if names is not None and names != feature_names(inp):
         raise DataError(f"{path}: features differ from the first file's")
     _probe_csv(path, header, data_start, inp)
     with open(path, "rb") as fh:
@@ -36,7 +41,7 @@ def _plan_csv(path, fi, inp, names, chunks) -> list[str]:
     chunk_bytes = max(1, inp["chunk_rows"] * line_bytes)
     for start, stop in split_byte_ranges(path, chunk_bytes, inp["delimiter"]):
         chunks.append(ChunkDesc(len(chunks), fi, path, "csv", start, stop, -1, -1))
-    return list(inp["features"])
+    return feature_names(inp)
 
 
 #: Records at the start of each CSV file parsed while planning to find columns that are not numbers.
@@ -52,6 +57,50 @@ def _probe_csv(path, header, data_start, inp) -> None:
                                     delimiter=inp["delimiter"], na_values=tuple(inp["na_values"]),
                                     max_records=PROBE_RECORDS)
     _raise_failing(path, failing, inp)
+    if date_columns(inp):
+        from .csv_parse import parse_buffer
+        from .csv_records import QuotedNewlineError
+
+        try:
+            block = parse_buffer(_head_lines(path, data_start), path, header=header, features=[],
+                                 categorical=date_columns(inp), delimiter=inp["delimiter"],
+                                 na_values=tuple(inp["na_values"]), first_line=2)
+        except QuotedNewlineError:
+            return   # reported in file order when the file is counted
+        probe_dates(path, block, inp)
+
+
+def role_of(col: str, inp: dict) -> str:
+    """The config key that names a column: ``input.features``, ``input.label``, ..."""
+    if col in inp["categorical"]:
+        return "input.categorical"
+    if col in (inp.get("datetime") or {}):
+        return "input.datetime"
+    return "input.label" if col == inp["label"] else \
+        "input.weight" if col == inp["weight"] else "input.features"
+
+
+def probe_dates(path, block, inp: dict) -> None:
+    """Raise if a date column of a file's first records (a parsed block) is not a date in most.
+
+    Raises
+    ------
+    DataError
+        Naming the file, the column, how many records failed and the first one.
+    """
+    from .datetimes import parse_text
+
+    for col in date_columns(inp):
+        inst = parse_text(block.categorical[col])
+        bad = inst.bad & ~block.bad
+        n = int((~block.bad).sum())
+        if n and 2 * int(bad.sum()) > n:
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: column {col!r} (input.datetime) is not an ISO 8601 date in "
+                            f"{int(bad.sum())} of the first {n} records (e.g. line "
+                            f"{int(block.lines[i])}: {str(block.categorical[col][i])[:80]!r}); "
+                            f"write dates as 2024-03-01, 2024-03-01T12:34:56 or "
+                            f"2024-03-01T12:34:56+01:00, or leave the column out of input.datetime")
 
 
 def _raise_failing(path, failing: list[dict], inp: dict) -> None:
@@ -63,8 +112,7 @@ def _raise_failing(path, failing: list[dict], inp: dict) -> None:
     f = failing[0]
     others = [g["column"] for g in failing[1:]]
     also = f" (also not numbers: {', '.join(others)})" if others else ""
-    role = "input.label" if f["column"] == inp["label"] else \
-        "input.weight" if f["column"] == inp["weight"] else "input.features"
+    role = role_of(f["column"], inp)
     raise DataError(f"{path}: column {f['column']!r} ({role}) is not a number in {f['bad']} of "
                     f"the first {f['records']} records (e.g. line {f['line']}: {f['value']!r}); "
                     f"{how_to_read(f['column'], role, f['value'])}{also}")
@@ -76,8 +124,8 @@ _DATE = re.compile(r"\s*\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}
 def how_to_read(column: str, role: str, value: str) -> str:
     """What would read a column of text (the end of the probe's error message)."""
     if _DATE.fullmatch(value):
-        return ("it looks like a date: dates are not parsed; convert the column to a number "
-                "(e.g. seconds since 1970) before hpcprep, or leave it out of " + role)
+        return (f"it looks like a date: read it as dates with input.datetime = "
+                f"{{ {column} = [\"epoch\", \"year\", ...] }} (docs/inputs.md) instead of {role}")
     categorical = (f"list it in input.categorical and encode it with "
                    f"{{ op = \"categorical\", columns = [\"{column}\"] }} in a [[standardize]] table")
     if role == "input.label":
@@ -106,9 +154,11 @@ def _header_of(c: ChunkDesc, inp: dict) -> list[str]:
 
 def _plan_columns(path, fi, fmt, compression, inp, names, chunks, first_id) -> list[str]:
     """Plan a Parquet, Feather, JSON lines or compressed CSV file; append its chunks."""
+    from .datetimes import feature_names
+
     if not isinstance(inp["features"], list):
         raise DataError(f"{path}: {fmt} input needs input.features = [\"col\", ...] (column names)")
-    if names is not None and names != list(inp["features"]):
+    if names is not None and names != feature_names(inp):
         raise DataError(f"{path}: features differ from the first file's")
     if fmt in ("parquet", "feather"):
         from .arrow import chunk_ranges, describe
@@ -117,13 +167,13 @@ def _plan_columns(path, fi, fmt, compression, inp, names, chunks, first_id) -> l
         for start, stop in chunk_ranges(describe(path, fmt, inp), inp["chunk_rows"]):
             chunks.append(ChunkDesc(len(chunks), fi, path, fmt, start, stop, at, stop - start))
             at += stop - start
-        return list(inp["features"])
+        return feature_names(inp)
     if compression:
         data_start = _probe_compressed(path, fmt, compression, inp)
         size = os.path.getsize(path)   # only to balance files over ranks until counted
         chunks.append(ChunkDesc(len(chunks), fi, path, fmt, data_start, data_start + max(1, size),
                                 -1, -1, compression=compression))
-        return list(inp["features"])
+        return feature_names(inp)
     _probe_json(path, _head_lines(path, 0), inp)
     from .csv_split import _next_line_start
 
@@ -140,7 +190,7 @@ def _plan_columns(path, fi, fmt, compression, inp, names, chunks, first_id) -> l
     for start, stop in zip(bounds[:-1], bounds[1:]):
         if stop > start:
             chunks.append(ChunkDesc(len(chunks), fi, path, fmt, start, stop, -1, -1))
-    return list(inp["features"])
+    return feature_names(inp)
 
 
 def _line_bytes(sample: bytes) -> int:
@@ -163,16 +213,23 @@ def _probe_json(path, head: bytes, inp) -> None:
     from .lines import nested_column, parse_json_lines
 
     block = parse_json_lines(head, path, features=inp["features"], label=inp["label"] or None,
-                             categorical=inp["categorical"], weight=inp["weight"] or None,
+                             categorical=_text_columns(inp), weight=inp["weight"] or None,
                              na_values=tuple(inp["na_values"]), first_line=1)
     nested = nested_column(block)
     if nested is not None:
-        raise DataError(f"{path}, line {nested[1]}: key {nested[0]!r} holds a list or object; "
-                        f"only flat values (numbers, strings, null) are read: flatten it before "
-                        f"hpcprep, or leave it out of the input columns")
+        role = role_of(nested[0], inp)
+        raise DataError(f"{path}, line {nested[1]}: key {nested[0]!r} holds a list or object (a "
+                        f"nested column, {role}); only flat values (numbers, strings, null) are "
+                        f"read: flatten it before hpcprep, or leave it out of {role}")
     from .csv_records import failing_columns
 
     _raise_failing(path, failing_columns(block, _numeric_names(inp)), inp)
+    probe_dates(path, block, inp)
+
+
+def _text_columns(inp) -> list[str]:
+    """The columns read as text: categorical, then dates (no duplicates)."""
+    return list(dict.fromkeys([*inp["categorical"], *date_columns(inp)]))
 
 
 def _probe_compressed(path, fmt, compression, inp) -> int:
@@ -206,10 +263,11 @@ def _probe_compressed(path, fmt, compression, inp) -> int:
     try:
         block = parse_buffer(head, path, header=header, features=inp["features"],
                              label=inp["label"] or None, weight=inp["weight"] or None,
-                             delimiter=inp["delimiter"], na_values=tuple(inp["na_values"]),
-                             first_line=2)
+                             categorical=date_columns(inp), delimiter=inp["delimiter"],
+                             na_values=tuple(inp["na_values"]), first_line=2)
     except QuotedNewlineError:
         return data_start   # reported in file order when the file is counted
     _raise_failing(path, failing_columns(block, _numeric_names(inp)), inp)
+    probe_dates(path, block, inp)
     return data_start
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..chunk import Chunk
 from .csv_records import BAD_NUMBER
+from .datetimes import BAD_DATE, UNPARSABLE_DATE
 from .lines import BAD_MISSING_KEY, BAD_NESTED
 from .plan import ChunkDesc, npy_label_path
 
@@ -87,6 +88,7 @@ class ChunkReader:
     def _read_arrow(self, desc: ChunkDesc) -> Chunk:
         """Rows of a Parquet or Feather file: only the configured columns are read."""
         from .arrow import ArrowFileReader, to_float, to_text, wanted_columns
+        from .datetimes import date_columns, derived_names, table_dates
 
         inp = self.inp
         cols = wanted_columns(inp)
@@ -95,9 +97,13 @@ class ChunkReader:
         if table.num_rows != desc.rows:
             raise RuntimeError(f"{desc.path}: rows {desc.start}-{desc.stop} read as {table.num_rows}")
         n = table.num_rows
-        x = np.empty((n, len(inp["features"])), dtype=self.fdt)
+        nf = len(inp["features"])
+        x = np.empty((n, nf + len(derived_names(inp))), dtype=self.fdt)
         for j, name in enumerate(inp["features"]):
             x[:, j] = to_float(table.column(name))
+        bad = None
+        if date_columns(inp):
+            x[:, nf:], bad, where = table_dates(table, inp)
         extras = {f"cat:{k}": to_text(table.column(k)) for k in inp["categorical"]}
         if inp["weight"]:
             extras["weight"] = to_float(table.column(inp["weight"]))
@@ -108,10 +114,38 @@ class ChunkReader:
             y = class_codes(to_text(table.column(inp["label"])), self.classes)
         elif inp["label"]:
             y = to_float(table.column(inp["label"])).astype(self.ldt)
-        return Chunk(chunk_id=desc.chunk_id,
-                     ids=np.arange(desc.first_id, desc.first_id + n, dtype=np.int64),
-                     features=x, labels=y, extras=extras, source=desc.path,
-                     source_start=desc.start)
+        chunk = Chunk(chunk_id=desc.chunk_id,
+                      ids=np.arange(desc.first_id, desc.first_id + n, dtype=np.int64),
+                      features=x, labels=y, extras=extras, source=desc.path,
+                      source_start=desc.start)
+        if bad is not None and bad.any():
+            chunk = self._drop_bad_dates(desc, table, chunk, bad, where)
+        return chunk
+
+    def _drop_bad_dates(self, desc: ChunkDesc, table, chunk: Chunk, bad, where) -> Chunk:
+        """Drop and count the rows of a Parquet/Feather chunk whose date does not parse
+        (or raise for the first, with on_bad_row = "error"); rows are 0-based file rows."""
+        from .csv_records import SHOWN_LIMIT
+        from .datetimes import date_columns, date_error
+
+        cols = date_columns(self.inp)
+        hits = np.flatnonzero(bad)
+        rows = desc.start + hits
+        names = [cols[int(k)] for k in where[hits]]
+        values = [str(table.column(c)[int(i)].as_py()) for c, i in zip(names, hits.tolist())]
+        if self.inp["on_bad_row"] == "error":
+            raise date_error(desc.path, f"row {int(rows[0])}", names[0], values[0], hits.size - 1)
+        if desc.chunk_id not in self.bad_samples:   # not when read again in a later pass
+            self.bad_samples[desc.chunk_id] = [
+                {"file_index": desc.file_index, "file": desc.path, "line": int(r),
+                 "reason": UNPARSABLE_DATE, "column": c, "text": v[:SHOWN_LIMIT]}
+                for r, c, v in list(zip(rows.tolist(), names, values))[:SAMPLES_PER_REASON]]
+            if self.rejects is not None:
+                self.rejects.write_records(chunk.ids[hits], rows, [UNPARSABLE_DATE] * hits.size,
+                                           names, desc.path, values)
+        chunk = chunk.take(~bad)
+        chunk.dropped = {UNPARSABLE_DATE: int(hits.size)}
+        return chunk
 
     def _raw_lines(self, desc: ChunkDesc) -> bytes:
         """The bytes of a line chunk: a range of the file, or of its decompressed text."""
@@ -154,15 +188,23 @@ class ChunkReader:
                   na_values=tuple(inp["na_values"]), first_line=desc.first_line)
         if label_only:
             kw.update(features=[], label=None, categorical=[inp["label"]], weight=None)
-        elif self.classes is not None:   # a text label: read as a category, coded below
-            kw.update(label=None, categorical=list(dict.fromkeys([*inp["categorical"], inp["label"]])))
+            return self._parse_with(desc, raw, kw)
+        text = [*inp["categorical"], *(inp.get("datetime") or {})]   # dates: parsed from text
+        if self.classes is not None:   # a text label: read as a category, coded below
+            kw.update(label=None)
+            text.append(inp["label"])
+        kw.update(categorical=list(dict.fromkeys(text)))
+        return self._parse_with(desc, raw, kw)
+
+    def _parse_with(self, desc: ChunkDesc, raw: bytes, kw: dict):
         if desc.format == "jsonl":
             from .lines import parse_json_lines
 
             return parse_json_lines(raw, desc.path, **kw)
         from .csv_parse import parse_buffer
 
-        return parse_buffer(raw, desc.path, header=self._header(desc), delimiter=inp["delimiter"], **kw)
+        return parse_buffer(raw, desc.path, header=self._header(desc),
+                            delimiter=self.inp["delimiter"], **kw)
 
     def _read_lines(self, desc: ChunkDesc) -> Chunk:
         """Parse a CSV or JSON lines chunk; bad records are dropped and counted, or raise (on_bad_row)."""
@@ -175,6 +217,11 @@ class ChunkReader:
         if len(block.lines) != desc.rows:
             raise RuntimeError(f"{desc.path}: bytes {desc.start}-{desc.stop} parsed to "
                                f"{len(block.lines)} records, counted {desc.rows}")
+        features = block.features
+        if inp.get("datetime"):
+            from .datetimes import block_dates
+
+            features = np.hstack([features, block_dates(block, inp)])
         extras = {f"cat:{k}": v for k, v in block.categorical.items() if k in inp["categorical"]}
         if block.weights is not None:
             extras["weight"] = block.weights
@@ -185,13 +232,15 @@ class ChunkReader:
             text = block.categorical[inp["label"]]   # bad records give no class (they are dropped)
             labels = class_codes(np.where(block.bad, "", text) if block.bad.any() else text,
                                  self.classes)
-        chunk = Chunk(chunk_id=desc.chunk_id, ids=ids, features=block.features.astype(self.fdt, copy=False),
+        chunk = Chunk(chunk_id=desc.chunk_id, ids=ids, features=features.astype(self.fdt, copy=False),
                       labels=None if labels is None else labels.astype(self.ldt, copy=False),
                       extras=extras, source=desc.path, source_start=desc.first_line,
                       source_rows=block.lines)
         if block.bad.any():
             if inp["on_bad_row"] == "error":
-                raise first_bad_error(block, desc.path)
+                from .datetimes import block_date_error
+
+                raise block_date_error(block, desc.path) or first_bad_error(block, desc.path)
             codes, n = np.unique(block.bad_reason[block.bad], return_counts=True)
             self._note_bad(desc, block, ids, raw)
             chunk = chunk.take(~block.bad)
@@ -240,8 +289,9 @@ class ChunkReader:
         self._handle, self._path = None, None
 
 
-#: Reason codes whose bad records name a column (unparsable number; JSON: missing key, nested value).
-COLUMN_REASONS = (BAD_NUMBER, BAD_MISSING_KEY, BAD_NESTED)
+#: Reason codes whose bad records name a column (unparsable number or date; JSON: missing key,
+#: nested value).
+COLUMN_REASONS = (BAD_NUMBER, BAD_MISSING_KEY, BAD_NESTED, BAD_DATE)
 
 #: Bad records of each file and reason listed in report.json (the first ones in file order).
 SAMPLES_PER_REASON = 5
@@ -252,6 +302,8 @@ def drop_reason(code: int) -> str:
     from .csv_records import BAD_REASONS
     from .lines import JSON_BAD_REASONS
 
+    if code == BAD_DATE:
+        return UNPARSABLE_DATE
     return f"malformed line: {JSON_BAD_REASONS.get(code) or BAD_REASONS[code]}"
 
 

@@ -40,8 +40,7 @@ def k_smallest(keys, k: int):
 
     Equal to ``argsort(keys, kind="stable")[:k]``, without sorting all keys
     when ``k`` is small: a partition finds the k-th key, then only the rows at
-    or below it are sorted. This is also the local step of a global exact-k
-    selection (each rank's candidates, see :func:`global_kth_key`).
+    or below it are sorted.
 
     Parameters
     ----------
@@ -104,20 +103,27 @@ def k_smallest_per_class(keys, classes, k_per_class):
     return sorted_by_key(keys, sel)
 
 
-def global_kth_key(comm, keys, k: int):
-    """The k-th smallest key over all ranks of ``comm`` (collective).
+#: Bits of the key whose histogram the first pass of :func:`global_kth_key` reduces.
+TOP_BITS = 16
 
-    Each rank contributes its local candidates (its ``k`` smallest keys), the
-    candidates are all-gathered and the k-th smallest is taken; rows with
+
+def global_kth_key(comm, key_blocks, k: int):
+    """The k-th smallest key over all ranks of ``comm`` (collective), with bounded communication.
+
+    Two passes over this rank's keys, neither holding more than a block: the
+    first reduces a histogram of the keys' top 16 bits (one ``Allreduce`` of
+    65,536 counts), which names the bin holding the k-th key; the second keeps
+    only the keys in that bin, which all ranks gather (about ``n / 65536`` keys
+    over all ranks for uniform keys) to take the k-th exactly. Rows with
     ``key <= result`` are then exactly the global ``k`` smallest when keys are
-    distinct. Moves at most ``k * size`` keys: for large ``k`` route by key
-    range and cut the sorted order instead.
+    distinct (keys of distinct ids are, :func:`hpcprep.kernels.keyed.keyed_hash`).
 
     Parameters
     ----------
     comm : mpi4py.MPI.Comm
-    keys : array of uint64, shape (n,)
-        This rank's keys (NumPy or CuPy; candidates go through the host).
+    key_blocks : callable
+        ``key_blocks()`` gives an iterable of this rank's uint64 key arrays
+        (NumPy or CuPy); it is called twice, and must give the same keys both times.
     k : int
 
     Returns
@@ -135,15 +141,24 @@ def global_kth_key(comm, keys, k: int):
 
     if k < 1:
         raise ValueError(f"global_kth_key: k must be at least 1, got {k}")
-    cand = to_host(keys[k_smallest(keys, k)]).astype(np.uint64)
-    counts = np.array(comm.allgather(len(cand)), dtype=np.int64)
-    total = int(counts.sum())
-    if total < k:
+    shift = np.uint64(64 - TOP_BITS)
+    hist = np.zeros(1 << TOP_BITS, dtype=np.int64)
+    for keys in key_blocks():
+        xp = array_module(keys)
+        hist += to_host(xp.bincount((keys >> shift).astype(xp.int64), minlength=1 << TOP_BITS))
+    comm.Allreduce(MPI.IN_PLACE, hist, op=MPI.SUM)
+    cum = np.cumsum(hist)
+    if cum[-1] < k:
         return None
-    allc = np.empty(total, dtype=np.uint64)
+    b = int(np.searchsorted(cum, k))           # the bin of the k-th key
+    need = k - (int(cum[b - 1]) if b else 0)   # its rank within the bin
+    mine = [to_host(keys[(keys >> shift) == np.uint64(b)]) for keys in key_blocks()]
+    cand = np.concatenate(mine).astype(np.uint64) if mine else np.empty(0, np.uint64)
+    counts = np.array(comm.allgather(len(cand)), dtype=np.int64)
+    allc = np.empty(int(counts.sum()), dtype=np.uint64)
     displs = np.concatenate(([0], np.cumsum(counts)[:-1]))
     comm.Allgatherv(cand, [allc, counts, displs, MPI.UINT64_T])
-    return int(np.partition(allc, k - 1)[k - 1])
+    return int(np.partition(allc, need - 1)[need - 1])
 
 
 # ---------------------------------------------------------------- A-ES keys

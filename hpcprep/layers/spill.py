@@ -251,51 +251,45 @@ class RowStore:
         ``bucket_bytes`` each (all rows with equal keys fall in one block). Run
         files are removed as the last block is read. The store is empty after.
         """
-        if not self.runs:
-            if self.n_fine == 1:
-                rec, key = self._take_buffer()
-                self.rows = 0
-                yield rec, key
-                return
-            per_row = self.dtype.itemsize + 8
-            target = max(MIN_BLOCK_BYTES, self.rows * per_row // 16)
-            sizes = np.array([sum(len(p[0]) for p in fb) for fb in self._fb], dtype=np.int64) * per_row
-            yielded, lo = False, 0
-            while lo < self.n_fine:
-                hi, acc = lo, 0
-                while hi < self.n_fine and (acc == 0 or acc + sizes[hi] <= target):
-                    acc += int(sizes[hi])
-                    hi += 1
-                got = self._take_fine(lo, hi)
-                lo = hi
-                if got is not None:
-                    yielded = True
-                    yield got
-                    del got
-            if not yielded:
-                yield np.empty(0, self.dtype), np.empty(0, np.uint64)
-            self._buf_bytes = 0
+        if self.runs:
+            yield from self._spilled_buckets(bucket_bytes)
+        elif self.n_fine == 1:
+            rec, key = self._take_buffer()
             self.rows = 0
-            return
+            yield rec, key
+        else:
+            yield from self._fine_buckets()
+
+    def _fine_buckets(self):
+        """In memory, by fine key range: consecutive ranges of about 1/16 of the rows each."""
+        per_row = self.dtype.itemsize + 8
+        target = max(MIN_BLOCK_BYTES, self.rows * per_row // 16)
+        sizes = np.array([sum(len(p[0]) for p in fb) for fb in self._fb], dtype=np.int64) * per_row
+        yielded, lo = False, 0
+        while lo < self.n_fine:
+            hi, acc = lo, 0
+            while hi < self.n_fine and (acc == 0 or acc + sizes[hi] <= target):
+                acc += int(sizes[hi])
+                hi += 1
+            got = self._take_fine(lo, hi)
+            lo = hi
+            if got is not None:
+                yielded = True
+                yield got
+                del got
+        if not yielded:
+            yield np.empty(0, self.dtype), np.empty(0, np.uint64)
+        self._buf_bytes = 0
+        self.rows = 0
+
+    def _spilled_buckets(self, bucket_bytes: int):
+        """From the sorted runs on disk: a merge of every run's rows between consecutive bounds."""
         if self._buf:
             self._spill()
         runs, self.runs = self.runs, []
-        per_row = self.dtype.itemsize + 8
-        target = max(1, int(bucket_bytes) // per_row)
-        # each fence stands for `step` rows of its run; a bucket ends where the fences' rows
-        # reach `target`, so it holds at most target + sum of the runs' steps rows
-        fences = np.concatenate([r.fences for r in runs])
-        weight = np.concatenate([np.full(len(r.fences), r.step, np.int64) for r in runs])
-        order = np.argsort(fences, kind="stable")
-        fences, cum = fences[order], np.cumsum(weight[order])
-        bounds, last = [], 0
-        for i in np.flatnonzero(np.diff(cum // target, prepend=0) > 0).tolist():
-            b = int(fences[i])
-            if i > 0 and b > last:
-                bounds.append(b)
-                last = b
+        target = max(1, int(bucket_bytes) // (self.dtype.itemsize + 8))
         lows = [0] * len(runs)
-        for b in bounds + [None]:
+        for b in _bucket_bounds(runs, target) + [None]:
             pieces_r, pieces_k = [], []
             for i, run in enumerate(runs):
                 hi = run.n if b is None else run.position(b)
@@ -321,6 +315,26 @@ class RowStore:
         self.runs = []
         self._fb = [[] for _ in range(self.n_fine)]
         self._buf_bytes = 0
+
+
+def _bucket_bounds(runs, target: int) -> list[int]:
+    """Keys that cut the runs' rows into buckets of about ``target`` rows.
+
+    Each fence stands for ``step`` rows of its run; a bucket ends where the
+    fences' rows reach ``target``, so it holds at most target + the sum of the
+    runs' steps rows.
+    """
+    fences = np.concatenate([r.fences for r in runs])
+    weight = np.concatenate([np.full(len(r.fences), r.step, np.int64) for r in runs])
+    order = np.argsort(fences, kind="stable")
+    fences, cum = fences[order], np.cumsum(weight[order])
+    bounds, last = [], 0
+    for i in np.flatnonzero(np.diff(cum // target, prepend=0) > 0).tolist():
+        b = int(fences[i])
+        if i > 0 and b > last:
+            bounds.append(b)
+            last = b
+    return bounds
 
 
 class BlockSeq:

@@ -125,7 +125,6 @@ class StandardizeLayer:
                 self.log(f"warning: standardize[{self.index}] {w.message}")
             self.passes.append(f"fit {self.labels[j]}")
             self.seconds[f"fit {self.labels[j]}"] = time.perf_counter() - t0
-        self.passes.append("apply")
 
     def _advanced(self, stream, upto: int):
         """The chunks of a non-final pass with steps ``< upto`` applied, kept back in ``stream``."""
@@ -202,5 +201,7 @@ class StandardizeLayer:
         return {label: step.stats() for label, step in zip(self.labels, self.steps) if step.stats()}
 
     def report(self) -> dict:
-        return {"rows_in": self.rows_in, "rows_out": self.rows_out, "passes": len(self.passes),
-                "pass_reasons": self.passes, "dropped": self.counts, "seconds": self.seconds}
+        """Rows in and out, drops by step and reason, and the passes: each fit, then the apply pass."""
+        passes = self.passes + ["apply"]
+        return {"rows_in": self.rows_in, "rows_out": self.rows_out, "passes": len(passes),
+                "pass_reasons": passes, "dropped": self.counts, "seconds": self.seconds}

@@ -12,6 +12,7 @@ instead of re-applying every earlier step to the rows as read.
 """
 
 import os
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -145,15 +146,19 @@ class ChunkStore(ChunkStream):
 class ReceiveStream(ChunkStream):
     """Chunks arriving from the peer rank of the previous layer; can be iterated once."""
 
-    def __init__(self, comm, source: int):
-        self.comm, self.source = comm, source
+    def __init__(self, comm, source: int, clock):
+        self.comm, self.source, self.clock = comm, source, clock
         self._used = False
 
     def iterate(self, final):
         if self._used or not final:
             raise RuntimeError("a ReceiveStream is read once, in the final pass")
         self._used = True
-        while (chunk := recv_chunk(self.comm, self.source)) is not None:
+        while True:
+            with self.clock("exchange"):
+                chunk = recv_chunk(self.comm, self.source)
+            if chunk is None:
+                return
             yield chunk
 
     def drain_into(self, store: ChunkStore) -> ChunkStore:
@@ -164,14 +169,28 @@ class ReceiveStream(ChunkStream):
 
 
 class AppliedStream(ChunkStream):
-    """The output of a standardization layer: its steps applied to its input stream."""
+    """The output of a standardization layer: its steps applied to its input stream.
 
-    def __init__(self, upstream: ChunkStream, layer):
-        self.upstream, self.layer = upstream, layer
+    The final pass is the layer's apply pass: its time is charged to
+    ``standardize`` on the run's clock and to the layer's ``seconds["apply"]``
+    (a fit pass is timed as a whole by the layer).
+    """
+
+    def __init__(self, upstream: ChunkStream, layer, clock):
+        self.upstream, self.layer, self.clock = upstream, layer, clock
 
     def iterate(self, final):
+        if not final:
+            for chunk in self.upstream.iterate(final):
+                yield self.layer.apply_all(chunk, count=False)
+            return
+        seconds = self.layer.seconds
         for chunk in self.upstream.iterate(final):
-            yield self.layer.apply_all(chunk, count=final)
+            t0 = time.perf_counter()
+            with self.clock("standardize"):
+                chunk = self.layer.apply_all(chunk, count=True)
+            seconds["apply"] = seconds.get("apply", 0.0) + time.perf_counter() - t0
+            yield chunk
 
     def keep(self, chunk):
         # the chunk carries how far each layer got (chunk.stage), so upstream may keep it as is

@@ -1,0 +1,178 @@
+"""The read stage: which input rank reads which chunks (by speed), and this rank's chunk stream."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from ..io.readers import ChunkReader
+from ..layers.streams import ReaderStream
+from ..mpi.agree import root_decides
+from ..steps import STEPS
+from .subsample import SubsampledReader
+
+
+class TimedReader:
+    """A reader whose reads are charged to ``read`` on the run's clock (``report.json``: ``seconds.read``)."""
+
+    def __init__(self, reader, clock):
+        self.reader, self.clock = reader, clock
+
+    def read(self, desc):
+        with self.clock("read"):
+            return self.reader.read(desc)
+
+    def __getattr__(self, name):
+        return getattr(self.reader, name)
+
+
+def open_input(ctx, subsample: dict[int, int]) -> ReaderStream | None:
+    """This input rank's planned chunks as a stream (None on a rank that reads no input).
+
+    In a fused layout whose layers fit statistics, the chunks of the first pass
+    are kept in memory for the later passes when they take at most half the
+    memory budget. ``subsample``: the threshold keys of subsampled tasks by file
+    index (:func:`hpcprep.stages.subsample.thresholds`).
+    """
+    topo, cfg, plan = ctx.topo, ctx.cfg, ctx.plan
+    if ctx.rank not in topo.input_ranks:
+        return None
+    descs = plan.chunks_of(ctx.index_in(topo.input_ranks))
+    planned = sum(d.rows for d in descs) * plan.bytes_per_row
+    fits = topo.fused and any(layer_fits(t) for t in cfg["standardize"])
+    reader = TimedReader(ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype,
+                                     rejects=_input_rejects(ctx), label_classes=plan.label_classes),
+                         ctx.clock)
+    ctx.report["input"] = {"chunks": len(descs), "rows": sum(d.rows for d in descs),
+                           "bad_records": reader.bad_samples}
+    if subsample:
+        reader = SubsampledReader(reader, ctx.seed, subsample, ctx.report["input"])
+    stream = ReaderStream(descs, reader, cache=fits and planned <= ctx.budget // 2,
+                          progress=ctx.progress if ctx.rank == 0 else None)
+    ctx.report["input"]["dropped"] = stream.dropped
+    ctx.progress.phase("read")
+    ctx.clock.seconds.setdefault("read", 0.0)
+    return stream
+
+
+def layer_fits(table: dict) -> bool:
+    """True if a standardization layer has a step that fits statistics (more than one pass)."""
+    return any(STEPS[s["op"]].needs_fit for s in table["steps"])
+
+
+def _input_rejects(ctx):
+    """The writer of the records this input rank drops (None without rejects)."""
+    from ..steps.rejects import RejectsWriter, input_part_path, rejects_enabled
+
+    if not rejects_enabled(ctx.cfg):
+        return None
+    return RejectsWriter(input_part_path(ctx.location.join, ctx.rank))
+
+
+# ---- which input rank reads what ------------------------------------------------------
+
+def balance_input(ctx) -> dict:
+    """Give chunks to input ranks by speed (plan.balance); every rank gets the same ranges.
+
+    Rank 0 gathers the calibration speeds, solves the assignment program
+    (:func:`hpcprep.assign.solve`) and broadcasts the chunk ranges with the plan's
+    summary (``report.json``'s ``input_plan``); ``plan.speeds`` overrides measurements.
+    """
+    cfg, comm, topo, plan = ctx.cfg, ctx.comm, ctx.topo, ctx.plan
+    mode = cfg["plan"]["balance"]
+    if mode == "equal":
+        return {"balance": "equal", "ranges": plan.ranges}
+    measured = None
+    if mode == "calibrate" and not cfg["plan"]["speeds"]:
+        mine = _calibrate(cfg, plan, ctx.index_in(topo.input_ranks)) \
+            if ctx.rank in topo.input_ranks else None
+        everyone = comm.gather(mine, root=0)
+        measured = [everyone[r] for r in topo.input_ranks] if ctx.rank == 0 else None
+    source = "calibration" if measured is not None else "config"   # read on rank 0 only
+    report = root_decides(comm, plan_input, cfg, plan, cfg["plan"]["speeds"] or measured, source)
+    if "assigned" in report:
+        plan.assigned = report["assigned"]
+    else:
+        plan.ranges = [tuple(r) for r in report["ranges"]]
+    ctx.progress.log(f"plan: input rows per rank {report['rows']} for speeds "
+                     f"{[round(s, 1) for s in report['speeds']]} ({mode}; {report['method']}, "
+                     f"{report['status']}, {report['solve_time_s'] * 1e3:.1f} ms)")
+    return report
+
+
+def _calibrate(cfg, plan, input_index: int, min_seconds: float = 0.1) -> float:
+    """Rows per second this input rank reads and converts.
+
+    Reads (part of) its first chunk again and again for at least ``min_seconds``:
+    shorter timings were too noisy to plan with (docs/assign.md).
+    """
+    descs = plan.chunks_of(input_index) or plan.chunks[:1]
+    if not descs or descs[0].rows <= 0:
+        return 1.0
+    d = descs[0]
+    rows = d.rows if d.by_bytes else min(d.rows, cfg["plan"]["calibration_rows"])
+    probe = d if d.by_bytes else replace(d, stop=d.start + rows, rows=rows)
+    reader = ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype,
+                         label_classes=plan.label_classes)
+    try:
+        reader.read(probe)  # opens the file: not timed
+        done, t0 = 0, time.perf_counter()
+        while True:
+            reader.read(probe)
+            done += rows
+            elapsed = time.perf_counter() - t0
+            if elapsed >= min_seconds:
+                return done / elapsed
+    finally:
+        reader.close()
+
+
+def plan_input(cfg: dict, plan, speeds, source: str) -> dict:
+    """Rank 0: solve for the rows of each task on each input rank, and give out the chunks.
+
+    One task: contiguous chunk ranges (``ranges``); several (``plan.tasks``):
+    each rank's share of every task, tasks in deadline order (``assigned``,
+    chunk indices). ``predicted_finish_s`` is for the rows of whole chunks, in
+    seconds when ``speeds`` are rows per second (calibration), relative otherwise;
+    the plan's own ``worker_finish_s`` is for its whole-row shares.
+    """
+    from ..assign import solve
+    from .tasks import assign_chunks, chunks_of_ranks, input_problem, row_caps, task_of_files
+
+    chunk_rows = np.array([c.rows for c in plan.chunks], dtype=np.int64)
+    task_of_file, names = task_of_files(cfg["plan"], cfg["input"], plan.files)
+    chunk_task = np.array([task_of_file[c.file_index] for c in plan.chunks], dtype=np.int64)
+    task_rows = np.bincount(chunk_task, weights=chunk_rows, minlength=len(names)).astype(np.int64)
+    problem = input_problem(cfg, speeds, task_rows.tolist(), names, plan.bytes_per_row)
+    solved = solve(problem)
+    task_ranges = assign_chunks(chunk_rows, chunk_task, solved, problem.deadlines,
+                                row_caps(cfg["plan"], len(speeds), plan.bytes_per_row))
+    out = {"balance": cfg["plan"]["balance"], "speeds": [float(s) for s in speeds],
+           "speeds_from": source}
+    if len(names) == 1:
+        out["ranges"] = task_ranges[0][1]
+        mine = [np.arange(lo, hi) for lo, hi in out["ranges"]]
+    else:
+        out["assigned"] = chunks_of_ranks(task_ranges, chunk_task, len(speeds))
+        mine = [np.asarray(a, dtype=np.int64) for a in out["assigned"]]
+    rows = [int(chunk_rows[k].sum()) for k in mine]
+    out.update(rows=rows, **solved.summary(),
+               predicted_finish_s=[r / float(s) for r, s in zip(rows, speeds)])
+    if len(names) > 1 or cfg["plan"]["deadlines"] or cfg["plan"]["min_fractions"]:
+        out["tasks"] = _task_report(solved, problem, task_rows)
+        out["task_rows"] = [np.bincount(chunk_task[k], weights=chunk_rows[k],
+                                        minlength=len(names)).astype(np.int64).tolist() for k in mine]
+    if np.any(solved.kept_units < task_rows):
+        out["file_task"] = list(task_of_file)   # for the subsampling thresholds; not reported
+    return out
+
+
+def _task_report(solved, problem, task_rows) -> list[dict]:
+    """Each task's rows, deadline and predicted finish (``report.json``: ``input_plan.tasks``)."""
+    return [{"name": name, "rows": int(rows), "kept_rows": int(kept), "kept_fraction": float(kept) / max(int(rows), 1),
+             "deadline_s": float(deadline) if np.isfinite(deadline) else None,
+             "predicted_finish_s": float(finish)}
+            for name, rows, kept, deadline, finish in zip(problem.task_names, task_rows, solved.kept_units,
+                                                          problem.deadlines, solved.task_finish)]

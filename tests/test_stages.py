@@ -1,0 +1,62 @@
+"""The stages' own bookkeeping: the clock that splits a rank's time, and the passes a layer reports."""
+
+import time
+
+from hpcprep.layers.standardize import StandardizeLayer
+from hpcprep.stages.context import Clock
+
+
+def test_clock_charges_each_second_to_the_innermost_key():
+    clock = Clock()
+    with clock("sample"):
+        time.sleep(0.02)
+        with clock("read"):
+            time.sleep(0.05)
+        with clock("exchange"):
+            time.sleep(0.01)
+            with clock("read"):
+                time.sleep(0.03)
+    s = clock.seconds
+    assert 0.08 <= s["read"] < 0.08 + 0.05
+    assert 0.02 <= s["sample"] < s["read"]
+    assert 0.01 <= s["exchange"] < 0.03
+
+
+def test_clock_closes_keys_on_error():
+    clock = Clock()
+    try:
+        with clock("write"):
+            raise ValueError("boom")
+    except ValueError:
+        pass
+    with clock("sample"):
+        pass
+    assert set(clock.seconds) == {"write", "sample"}
+
+
+def test_a_layer_without_fitting_steps_reports_its_apply_pass():
+    from mpi4py import MPI
+
+    layer = StandardizeLayer(0, {"steps": [{"op": "dropna"}], "rejects": False}, ["a", "b"],
+                             MPI.COMM_SELF, 1, lambda m: None)
+    assert not layer.needs_passes
+    assert layer.report()["passes"] == 1 and layer.report()["pass_reasons"] == ["apply"]
+
+
+def test_a_run_removes_what_it_spilled_and_nothing_else(small_raw, tmp_path):
+    """resources.spill_dir given: the run's spill files and rank folders go, a user's file stays."""
+    import json
+    import os
+
+    from conftest import BASE_CONFIG, mpirun, write_config
+
+    os.symlink(small_raw, tmp_path / "raw")
+    spill = tmp_path / "scratch"
+    (spill / "rank-00000").mkdir(parents=True)
+    (spill / "rank-00000" / "notes.txt").write_text("the user's")
+    cfg = write_config(tmp_path / "cfg.toml", BASE_CONFIG.format(chunk_rows=250))
+    mpirun(2, ["run", cfg, "--quiet", f"--set=resources.spill_dir={json.dumps(str(spill))}",
+               '--set=resources.memory_per_rank="64KiB"'], cwd=tmp_path)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert sum(r["sample"]["0"]["bytes_spilled"] for r in report["ranks"]) > 0
+    assert sorted(p.name for p in spill.rglob("*")) == ["notes.txt", "rank-00000"]
