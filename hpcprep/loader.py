@@ -14,6 +14,11 @@ Examples
 >>> ds = open_dataset("out", split="train", comm=MPI.COMM_WORLD)   # doctest: +SKIP
 >>> for x, y in ds.batches(256, shuffle_seed=1, epoch=0):           # doctest: +SKIP
 ...     ...
+
+A dataset with category codes (``categorical`` with ``encoding = "codes"`` or
+``"hash"``, docs/FORMAT.md) gives ``(x, y, codes)`` wherever others give
+``(x, y)``: ``codes`` is int64 of shape (rows, ``len(ds.code_names)``), -1 for a
+missing value, ready for embedding tables.
 """
 
 import json
@@ -86,6 +91,9 @@ class Dataset:
     n_features : int
     feature_names : list of str
     has_labels : bool
+    code_names : list of str
+        Columns of the int64 ``codes`` (empty without codes: rows are ``(x, y)``,
+        else ``(x, y, codes)``).
     counts : tuple of int
         Rows of each rank of the communicator.
     start, stop : int
@@ -99,6 +107,8 @@ class Dataset:
         self.n_features = int(manifest["n_features"])
         self.feature_names = list(manifest.get("feature_names") or [])
         self.has_labels = bool(manifest.get("label"))
+        self.code_names = list(manifest.get("code_names") or [])
+        self._has_codes = "code_names" in manifest
         self.comm = comm
         self.rank = 0 if comm is None else comm.Get_rank()
         self.size = 1 if comm is None else comm.Get_size()
@@ -127,17 +137,28 @@ class Dataset:
 
     # -- reading -------------------------------------------------------------------------------
     def read_ranges(self, ranges, dtype=None):
-        """Read global row ranges ``[(a, b), ...]`` and concatenate them: ``(x, y)`` NumPy arrays.
+        """Read global row ranges ``[(a, b), ...]`` and concatenate them: ``(x, y)`` NumPy
+        arrays, or ``(x, y, codes)`` for a dataset with codes (int64, one column per
+        ``code_names``).
 
         ``y`` is None for a dataset without labels. Each overlap of a range with a shard
         is one hyperslab read straight into the output array.
         """
         total = sum(b - a for a, b in ranges)
         fdtype = np.dtype(self.manifest.get("feature_dtype") or "float32")
-        x = np.empty((total, self.n_features), dtype=fdtype)
-        y = None
+        out = {"features": np.empty((total, self.n_features), dtype=fdtype)}
         if self.has_labels:
-            y = np.empty(total, dtype=np.dtype(self.manifest.get("label_dtype") or "int64"))
+            out["labels"] = np.empty(total, dtype=np.dtype(self.manifest.get("label_dtype") or "int64"))
+        if self._has_codes:
+            out["codes"] = np.empty((total, len(self.code_names)), dtype=np.int64)
+        self._read_into(ranges, out)
+        x, y, codes = out["features"], out.get("labels"), out.get("codes")
+        if dtype is not None:
+            x = x.astype(dtype, copy=False)
+        return (x, y) if codes is None else (x, y, codes)
+
+    def _read_into(self, ranges, arrays: dict) -> None:
+        """Read the ranges of each shard dataset ``name`` into ``arrays[name]``, one after another."""
         out = 0
         ends = self._shard_start + self._shard_rows
         for a, b in ranges:
@@ -151,14 +172,10 @@ class Dataset:
                 hi = min(b, int(ends[k])) - int(self._shard_start[k])
                 dest = np.s_[out:out + hi - lo]
                 if hi > lo:
-                    self._shards.dataset(k, "features").read_direct(x, np.s_[lo:hi], dest)
-                    if y is not None:
-                        self._shards.dataset(k, "labels").read_direct(y, np.s_[lo:hi], dest)
+                    for name, arr in arrays.items():
+                        self._shards.dataset(k, name).read_direct(arr, np.s_[lo:hi], dest)
                 out += hi - lo
                 a += hi - lo
-        if dtype is not None:
-            x = x.astype(dtype, copy=False)
-        return x, y
 
     def read_labels(self, start: int, stop: int):
         """Only the labels of global rows ``[start, stop)`` (hyperslab reads per shard)."""
@@ -175,13 +192,12 @@ class Dataset:
         return y
 
     def read(self, start: int, stop: int, dtype=None):
-        """Read global rows ``[start, stop)``: ``(x, y)``."""
+        """Read global rows ``[start, stop)``: ``(x, y)`` (``(x, y, codes)`` with codes)."""
         return self.read_ranges([(start, stop)], dtype)
 
     def load(self, xp=np, dtype=None):
-        """All of this rank's rows at once: ``(x, y)`` as ``xp`` arrays."""
-        x, y = self.read(self.start, self.stop, dtype)
-        return to_xp(xp, x, y)
+        """All of this rank's rows at once: ``(x, y)`` (``(x, y, codes)``) as ``xp`` arrays."""
+        return to_xp(xp, *self.read(self.start, self.stop, dtype))
 
     # -- batches ------------------------------------------------------------------------------
     def _executor(self):
@@ -197,7 +213,8 @@ class Dataset:
 
     def batches(self, batch_size: int, xp=np, shuffle_seed=None, epoch: int = 0,
                 drop_last: bool = False, dtype=None, prefetch: bool = True):
-        """Yield ``(x, y)`` batches of this rank's rows as ``xp`` (NumPy or CuPy) arrays.
+        """Yield ``(x, y)`` batches (``(x, y, codes)`` with codes) of this rank's rows as ``xp``
+        (NumPy or CuPy) arrays.
 
         Parameters
         ----------

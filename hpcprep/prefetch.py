@@ -45,9 +45,9 @@ class Prefetcher:
         self._key = self._future = None
 
 
-def to_xp(xp, x, y):
-    """``(x, y)`` as arrays of ``xp`` (copied to the GPU for CuPy; ``y`` may be None)."""
+def to_xp(xp, x, y, *more):
+    """``(x, y, *more)`` as arrays of ``xp`` (copied to the GPU for CuPy; ``y`` may be None;
+    ``more``: the int64 codes of a dataset that has them)."""
     if xp is np:
-        return x, y
-    x = xp.asarray(x)
-    return x, (None if y is None else xp.asarray(y))
+        return (x, y, *more)
+    return tuple(None if a is None else xp.asarray(a) for a in (x, y, *more))

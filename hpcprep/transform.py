@@ -12,6 +12,7 @@ Examples
 >>> from hpcprep.transform import Transform
 >>> t = Transform.load("out")                       # doctest: +SKIP
 >>> x_model = t.transform(x_raw, categorical={"color": colors})   # doctest: +SKIP
+>>> codes = t.codes({"url": urls})          # int64, as the dataset's codes   # doctest: +SKIP
 """
 
 import os
@@ -20,7 +21,8 @@ import h5py
 import numpy as np
 
 from .errors import DataError
-from .steps.categorical import codes_to_features, encode_codes
+from .steps.categorical import codes_to_features, encode_codes, encode_index
+from .steps.vocab import hash_codes
 
 VALUE_OPS = ("impute", "scale", "outliers", "categorical", "select", "reduce")
 
@@ -130,22 +132,72 @@ class Transform:
     def _reduce(x, p, cats, label):
         return (x - p["mean"]) @ p["components"].T
 
+    def codes(self, categorical: dict) -> np.ndarray:
+        """The int64 codes of raw categorical values, as the dataset's ``codes`` (-1 = missing).
+
+        Parameters
+        ----------
+        categorical : dict of str -> array of str
+            Raw values of each column a ``categorical`` step with ``encoding = "codes"``
+            or ``"hash"`` encodes.
+
+        Returns
+        -------
+        ndarray of int64, shape (n, len(code_names))
+            One column per code column of the dataset, in its order.
+        """
+        cols = []
+        for label, op, p in self.steps_:
+            if op == "categorical" and _int_codes(p):
+                cols += [_column_codes(p, name, _values(categorical, name, label))
+                         for name in _columns(p, categorical)]
+        n = len(next(iter(categorical.values()))) if categorical else 0
+        return np.stack(cols, axis=1) if cols else np.zeros((n, 0), dtype=np.int64)
+
     @staticmethod
     def _categorical(x, p, cats, label):
-        parts = [x]
-        columns = list(np.atleast_1d(p.get("columns", np.array([], dtype=str))))
-        for name in columns:
-            if name not in cats:
-                raise DataError(f"Transform: step {label} needs categorical column {name!r} "
-                                f"(pass categorical={{{name!r}: values}})")
-            kept = np.array(list(np.atleast_1d(p.get(f"categories/{name}", np.array([], dtype=str)))),
-                            dtype=str)
-            other = bool(p[f"other/{name}"])
-            v = np.asarray(cats[name], dtype=str)
-            codes = encode_codes(v, kept, other)
-            parts.append(codes_to_features(codes, len(kept) + other,
-                                           "onehot" if bool(p["onehot"]) else "codes", np.float64))
+        if _int_codes(p):
+            return x   # int64 codes, not features: see :meth:`codes`
+        encoding, parts = _encoding(p), [x]
+        for name in _columns(p, cats):
+            kept, other = _vocabulary(p, name)
+            codes = encode_codes(_values(cats, name, label), kept, other)
+            parts.append(codes_to_features(codes, len(kept) + other, encoding, np.float64))
         return np.hstack(parts)
+
+
+def _encoding(p: dict) -> str:
+    """A categorical step's encoding (datasets written before ``encoding`` was stored: from ``onehot``)."""
+    return str(p.get("encoding", "onehot" if bool(p["onehot"]) else "codes"))
+
+
+def _int_codes(p: dict) -> bool:
+    """Whether a categorical step wrote int64 codes (older datasets: codes as a float feature)."""
+    return "encoding" in p and _encoding(p) in ("codes", "hash")
+
+
+def _columns(p: dict, cats: dict) -> list:
+    """The step's columns; a hash step with none configured hashes every raw column, sorted."""
+    columns = [str(c) for c in np.atleast_1d(p.get("columns", np.array([], dtype=str)))]
+    return columns or (sorted(cats) if _encoding(p) == "hash" else [])
+
+
+def _values(cats: dict, name: str, label: str) -> np.ndarray:
+    if name not in cats:
+        raise DataError(f"Transform: step {label} needs categorical column {name!r} "
+                        f"(pass categorical={{{name!r}: values}})")
+    return np.asarray(cats[name], dtype=str)
+
+
+def _vocabulary(p: dict, name: str):
+    kept = np.array(list(np.atleast_1d(p.get(f"categories/{name}", np.array([], dtype=str)))), dtype=str)
+    return kept, bool(p[f"other/{name}"])
+
+
+def _column_codes(p: dict, name: str, values: np.ndarray) -> np.ndarray:
+    if _encoding(p) == "hash":
+        return hash_codes(values, int(p["buckets"]), int(p["hash_key"]))
+    return encode_index(values, *_vocabulary(p, name))
 
 
 __all__ = ["Transform"]

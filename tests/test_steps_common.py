@@ -171,16 +171,17 @@ def _categorical_layer(comm, work, out_name):
     outs = [layer.apply_all(c, count=True) for c in Listed().iterate(True)]
     ids = np.concatenate([c.ids for c in outs])
     feats = np.concatenate([c.features for c in outs])
-    got = comm.gather((ids, feats, layer.counts), root=0)
+    codes = np.concatenate([c.extras["codes"] for c in outs])   # encoding = "codes": int64
+    got = comm.gather((ids, feats, layer.counts, codes), root=0)
     if comm.Get_rank() == 0:
         counts = {}
-        for _, _, c in got:
+        for _, _, c, _ in got:
             for label, reasons in c.items():
                 for r, n in reasons.items():
                     counts.setdefault(label, {}).setdefault(r, 0)
                     counts[label][r] += n
         np.savez(Path(work) / out_name, ids=np.concatenate([g[0] for g in got]),
-                 features=np.concatenate([g[1] for g in got]),
+                 features=np.concatenate([g[1] for g in got]), codes=np.concatenate([g[3] for g in got]),
                  names=np.array(layer.feature_names_out), counts=json.dumps(counts))
 
 
@@ -497,12 +498,13 @@ def test_categorical_layer_matches_pandas(runs, small_raw):
         z = np.load(work / f"cat-{lname}.npz")
         o = np.argsort(z["ids"])
         got = {"ids": z["ids"][o], "x": z["features"][o], "names": list(z["names"]),
-               "counts": json.loads(str(z["counts"]))}
+               "counts": json.loads(str(z["counts"])), "codes": z["codes"][o]}
         if base is None:
             base = got
             continue
         assert np.array_equal(got["ids"], base["ids"]), lname
         assert np.array_equal(got["x"], base["x"], equal_nan=True), lname
+        assert np.array_equal(got["codes"], base["codes"]), lname
         assert got["names"] == base["names"] and got["counts"] == base["counts"], lname
     # pandas reference
     allowed = ["red", "green", "blue", "teal", "ochre"]
@@ -517,11 +519,12 @@ def test_categorical_layer_matches_pandas(runs, small_raw):
     onehot = pd.DataFrame({f"color={v}": (color == v).astype(float) for v in vocab})
     if rare:
         onehot["color=other"] = ((color != "") & ~color.isin(vocab)).astype(float)
-    codes = size.map({v: i for i, v in enumerate(sorted(size.unique()))}).astype(float)
-    full = np.hstack([xk.astype(np.float32).astype(np.float64), onehot.to_numpy(), codes.to_numpy()[:, None]])
+    codes = size.map({v: i for i, v in enumerate(sorted(size.unique()))}).astype(np.int64)
+    assert base["codes"].dtype == np.int64 and np.array_equal(base["codes"][:, 0], codes.to_numpy())
+    full = np.hstack([xk.astype(np.float32).astype(np.float64), onehot.to_numpy()])
     full = full.astype(np.float32).astype(np.float64)
     from sklearn.preprocessing import StandardScaler
 
     want = StandardScaler().fit_transform(full).astype(np.float32)
-    assert base["names"] == NAMES + list(onehot.columns) + ["size"]
+    assert base["names"] == NAMES + list(onehot.columns)   # codes are not features
     np.testing.assert_allclose(base["x"], want, rtol=1e-6, atol=1e-6)

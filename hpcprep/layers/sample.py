@@ -19,6 +19,7 @@ from ..mpi.exchange import Exchanger, rounds
 from ..kernels.active import host_keys
 from ..sampling import SamplingError, SelectContext, make_mode
 from ..sampling.modes import SampleMode
+from ..steps._columns import CODES
 from .spill import BlockSeq, RowStore, take_rows
 
 #: Random streams of sampling layers start here (other purposes use smaller numbers).
@@ -52,16 +53,35 @@ def fine_ranges(keys: np.ndarray, n_fine: int) -> np.ndarray:
 
 
 def record_dtype(n_features: int, feature_dtype: str, label_dtype: str | None,
-                 weights: bool = False, copies: bool = False) -> np.dtype:
-    """The packed row record that travels between ranks: id, features, [label], [weight], [copy tag]."""
+                 weights: bool = False, copies: bool = False, codes: int = 0) -> np.dtype:
+    """The packed row record that travels between ranks: id, features, [label], [weight],
+    [``codes`` int64 category codes, field ``k``], [copy tag]."""
     fields = [("id", "<i8"), ("x", np.dtype(feature_dtype).str, (n_features,))]
     if label_dtype is not None:
         fields.append(("y", np.dtype(label_dtype).str))
     if weights:
         fields.append(("w", "<f8"))
+    if codes:
+        fields.append(("k", "<i8", (codes,)))
     if copies:
         fields.append(("c", "<u8"))
     return np.dtype(fields)
+
+
+def _extra_columns(chunk, dtype: np.dtype) -> list:
+    """``(field, column)`` of the record fields that come from ``chunk.extras``: weight, codes."""
+    cols = []
+    if "w" in dtype.names:
+        if "weight" not in chunk.extras:
+            raise RuntimeError("input.weight is set but the reader gave no weight column")
+        cols.append(("w", chunk.extras["weight"]))
+    if "k" in dtype.names:
+        codes = chunk.extras.get(CODES)
+        if codes is None or codes.shape[1:] != dtype["k"].shape:
+            raise RuntimeError(f"{chunk.source}: {dtype['k'].shape[0]} code column(s) expected, the "
+                               f"steps gave {None if codes is None else codes.shape[1]}")
+        cols.append(("k", codes))
+    return cols
 
 
 def chunk_to_records(chunk, dtype: np.dtype) -> np.ndarray:
@@ -71,10 +91,8 @@ def chunk_to_records(chunk, dtype: np.dtype) -> np.ndarray:
     rec["x"] = chunk.features
     if "y" in dtype.names:
         rec["y"] = chunk.labels
-    if "w" in dtype.names:
-        if "weight" not in chunk.extras:
-            raise RuntimeError("input.weight is set but the reader gave no weight column")
-        rec["w"] = chunk.extras["weight"]
+    for name, col in _extra_columns(chunk, dtype):
+        rec[name] = col
     if "c" in dtype.names:
         rec["c"] = 0
     return rec
@@ -207,10 +225,7 @@ class SampleLayer:
         cols = [("id", ids), ("x", chunk.features)]
         if "y" in dtype.names:
             cols.append(("y", chunk.labels))
-        if "w" in dtype.names:
-            if "weight" not in chunk.extras:
-                raise RuntimeError("input.weight is set but the reader gave no weight column")
-            cols.append(("w", chunk.extras["weight"]))
+        cols += _extra_columns(chunk, dtype)
         buf = np.empty(n, dtype)
         for name, col in cols:
             dst, col = buf[name], np.asarray(col)

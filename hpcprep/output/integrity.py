@@ -53,7 +53,9 @@ def _plain(f: h5py.File, virtual=()) -> str | None:
 def _columns_problem(f: h5py.File, man: dict, rows: int) -> str | None:
     """The shard's datasets against the manifest: names, rows, columns, dtypes."""
     dtypes = {"ids": ("iu", None), "features": ("fiu", man["feature_dtype"]),
-              "labels": ("biuf", man["label_dtype"]), "weights": ("f", None)}
+              "labels": ("biuf", man["label_dtype"]), "weights": ("f", None),
+              "codes": ("i", "int64")}
+    widths = {"features": man["n_features"], "codes": len(man.get("code_names", []))}
     for name in column_names(man):
         ds = f.get(name)
         if not isinstance(ds, h5py.Dataset):
@@ -61,7 +63,7 @@ def _columns_problem(f: h5py.File, man: dict, rows: int) -> str | None:
         shape = ds.shape or ()
         if shape[:1] != (rows,):
             return f"'{name}' has {shape[0] if shape else 'no'} rows, the manifest says {rows}"
-        want = (rows, man["n_features"]) if name == "features" else (rows,)
+        want = (rows, widths[name]) if name in widths else (rows,)
         if shape != want:
             return f"'{name}' has shape {shape}, expected {want}"
         kinds, dtype = dtypes[name]

@@ -7,19 +7,18 @@ import h5py
 import numpy as np
 
 from .. import __version__
-
-_NAMES = {"id": "ids", "x": "features", "y": "labels", "w": "weights"}
+from .shards import DATASETS
 
 
 def write_master(location, record_dtype: np.dtype, shards: list[dict], feature_names: list[str],
-                 attrs: dict, stats: dict, step_stats: dict) -> None:
+                 attrs: dict, stats: dict, step_stats: dict, code_names=None) -> None:
     """Write ``data.h5`` in the temporary folder.
 
     Parameters
     ----------
     location : OutputLocation
     record_dtype : numpy dtype
-        The row record (fields id, x, [y], [w]).
+        The row record (fields id, x, [y], [w], [k]: the int64 codes).
     shards : list of dict
         ``{"path", "start", "rows"}`` per shard in order (paths relative to the dataset folder).
     feature_names : list of str
@@ -30,14 +29,16 @@ def write_master(location, record_dtype: np.dtype, shards: list[dict], feature_n
         of str, is stored as strings).
     step_stats : dict of str -> dict of str -> ndarray
         Fitted parameters per step label, stored as ``/stats/<label>/<name>``.
+    code_names : list of str, optional
+        Names of the code columns (attribute ``code_names`` of ``codes``).
     """
     total = sum(s["rows"] for s in shards)
     with h5py.File(location.join("data.h5"), "w") as f:
         for field in record_dtype.names:
-            if field not in _NAMES:
+            if field not in DATASETS:
                 continue  # transit-only fields (bootstrap copy tags) are not part of the format
             sub = record_dtype[field]
-            name = _NAMES[field]
+            name = DATASETS[field]
             shape, base = (total, *sub.shape), sub.base
             nonempty = [s for s in shards if s["rows"]]
             if not nonempty:
@@ -47,8 +48,11 @@ def write_master(location, record_dtype: np.dtype, shards: list[dict], feature_n
             for s in nonempty:
                 src = h5py.VirtualSource(s["path"], name, shape=(s["rows"], *sub.shape))
                 layout[s["start"]:s["start"] + s["rows"]] = src
-            f.create_virtual_dataset(name, layout, fillvalue=np.nan if base.kind == "f" else 0)
+            fill = np.nan if base.kind == "f" else -1 if field == "k" else 0
+            f.create_virtual_dataset(name, layout, fillvalue=fill)
         f["features"].attrs["feature_names"] = np.array(feature_names, dtype=h5py.string_dtype())
+        if "k" in record_dtype.names:
+            f["codes"].attrs["code_names"] = np.array(list(code_names or []), dtype=h5py.string_dtype())
         for key, value in attrs.items():
             f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
         g = f.create_group("stats")
@@ -80,8 +84,10 @@ def _jsonable(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def manifest(record_dtype, shards, feature_names, seed, splits=None, label_classes=None) -> dict:
-    """The manifest dict of docs/FORMAT.md (``label_classes`` only for class labels)."""
+def manifest(record_dtype, shards, feature_names, seed, splits=None, label_classes=None,
+             code_names=None) -> dict:
+    """The manifest dict of docs/FORMAT.md (``label_classes`` only for class labels,
+    ``code_names`` only when the records carry codes)."""
     has_y = "y" in record_dtype.names
     out = {
         "format": "hpcprep-dataset",
@@ -102,4 +108,6 @@ def manifest(record_dtype, shards, feature_names, seed, splits=None, label_class
     }
     if label_classes is not None:
         out["label_classes"] = list(label_classes)
+    if "k" in record_dtype.names:
+        out["code_names"] = list(code_names or [])
     return out

@@ -104,6 +104,9 @@ def check_manifest(man, mpath) -> dict:
     names = man["feature_names"]
     if len(names) != man["n_features"] or not all(isinstance(n, str) for n in names):
         raise DataError(f"{where}'feature_names' must be {man['n_features']} strings")
+    codes = man.get("code_names", [])
+    if not isinstance(codes, list) or not all(isinstance(n, str) for n in codes):
+        raise DataError(f"{where}'code_names' must be a list of strings")
     _dtype(man["feature_dtype"], "fiu", "feature_dtype", where)
     if man["label"]:
         if not isinstance(man["label_dtype"], str):
@@ -211,8 +214,9 @@ def confined(folder, rel, what: str, source) -> Path:
 
 
 def column_names(man: dict) -> list[str]:
-    """The datasets of each shard, in checksum order: ids, features, [labels], [weights]."""
-    return ["ids", "features"] + ["labels"] * bool(man["label"]) + ["weights"] * bool(man["weights"])
+    """The datasets of each shard, in checksum order: ids, features, [labels], [weights], [codes]."""
+    return ["ids", "features"] + ["labels"] * bool(man["label"]) + ["weights"] * bool(man["weights"]) \
+        + ["codes"] * ("code_names" in man)
 
 
 def one_line(exc) -> str:

@@ -9,7 +9,11 @@ _SLICE_ROWS = 1 << 16
 _CRC_SLICE_BYTES = 1 << 24
 
 
-def shard_crc32(source, names=("ids", "features", "labels", "weights")) -> tuple[int, int]:
+#: Record field -> shard dataset, in checksum order (docs/FORMAT.md).
+DATASETS = {"id": "ids", "x": "features", "y": "labels", "w": "weights", "k": "codes"}
+
+
+def shard_crc32(source, names=tuple(DATASETS.values())) -> tuple[int, int]:
     """Recompute ``(rows, crc32)`` of a shard as :class:`ShardWriter` writes it (docs/FORMAT.md).
 
     Parameters
@@ -84,21 +88,20 @@ class ShardWriter:
     rows : int
         Rows the shard will hold.
     dtype : numpy dtype
-        Record dtype (fields id, x, [y], [w]; other fields are not written).
+        Record dtype (fields id, x, [y], [w], [k]; other fields are not written).
     feature_names : list of str
     """
 
     def __init__(self, path: str, rows: int, dtype: np.dtype, feature_names: list[str]):
         self.path, self.rows = path, int(rows)
-        self.fields = [f for f in ("id", "x", "y", "w") if f in dtype.names]
+        self.fields = [f for f in DATASETS if f in dtype.names]
         self._f = h5py.File(path, "w")
-        names = {"id": "ids", "x": "features", "y": "labels", "w": "weights"}
         self._ds = {}
         self._buf = {}
         self._row_bytes = {f: dtype[f].itemsize for f in self.fields}
         for field in self.fields:
             sub = dtype[field]
-            ds = self._f.create_dataset(names[field], shape=(self.rows, *sub.shape), dtype=sub.base)
+            ds = self._f.create_dataset(DATASETS[field], shape=(self.rows, *sub.shape), dtype=sub.base)
             if field == "x":
                 ds.attrs["feature_names"] = np.array(feature_names, dtype=h5py.string_dtype())
             self._ds[field] = ds
@@ -167,7 +170,7 @@ class ShardWriter:
 
     def close(self) -> dict:
         """Close the file; return ``{"rows", "crc32", "moments"}`` (the checksum chains the raw
-        bytes of ids, features, labels, weights in that order, docs/FORMAT.md) and ``nan_count``, ``inf_count``: per feature, the NaN and ±inf values written."""
+        bytes of ids, features, labels, weights, codes in that order, docs/FORMAT.md) and ``nan_count``, ``inf_count``: per feature, the NaN and ±inf values written."""
         self._f.close()
         self._buf = {}
         if self.written != self.rows:

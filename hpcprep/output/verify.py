@@ -86,6 +86,10 @@ def _describe(folder, man: dict, master_ok: bool) -> list[str]:
     """Rows, features, shards and, from a sound master, statistics and drop counts."""
     lines = [f"  rows: {man['rows']:,}   features: {man['n_features']} ({man['feature_dtype']})"
              f"   label: {man['label_dtype'] or 'none'}   seed: {man.get('seed')}"]
+    if "code_names" in man:
+        codes = man["code_names"]
+        lines.append(f"  codes: {len(codes)} int64 column(s) ({', '.join(codes[:8])}"
+                     f"{', ...' if len(codes) > 8 else ''})")
     sizes = [s["rows"] for s in man["shards"]]
     lines.append(f"  shards: {len(sizes)} (rows min {min(sizes, default=0):,} / "
                  f"max {max(sizes, default=0):,})")
@@ -120,7 +124,7 @@ def _master_lines(master: str, man: dict) -> list[str]:
 
 
 def read_all(path) -> dict[str, np.ndarray]:
-    """``ids``, ``features``, ``labels`` (and ``weights``) of a (small) dataset, whole.
+    """``ids``, ``features``, ``labels`` (and ``weights``, ``codes``) of a (small) dataset, whole.
 
     Read from the shards after checking them as :func:`hpcprep.open_dataset` does,
     CRC-32 included, and never through the master's virtual datasets (HDF5 reads a
@@ -148,4 +152,6 @@ def read_all(path) -> dict[str, np.ndarray]:
 def _empty(man: dict, name: str) -> np.ndarray:
     if name == "features":
         return np.empty((0, man["n_features"]), dtype=man["feature_dtype"])
+    if name == "codes":
+        return np.empty((0, len(man["code_names"])), dtype=np.int64)
     return np.empty(0, dtype={"ids": "int64", "labels": man["label_dtype"], "weights": "float64"}[name])

@@ -12,6 +12,7 @@ from .. import __version__
 from ..mpi.agree import AgreedError
 from ..output.checks import nonfinite_of, output_problem, sum_drops
 from ..output.master import manifest, write_json, write_master
+from ..steps.categorical import code_columns
 from ..steps.moments import Moments
 
 
@@ -91,7 +92,7 @@ def _write_metadata(ctx, gathered, sample_layers, seconds: float) -> dict:
     names, rdt = next((g[3], g[4]) for g in gathered if g[1] is not None)
     counts = sum_drops(reports)
     total = sum(s["rows"] for shards in by_output.values() for s in shards)
-    classes = ctx.plan.label_classes
+    classes, codes = ctx.plan.label_classes, code_columns(ctx.cfg)
     sampling = _sampling_modes(sample_layers, reports)
     attrs = {"hpcprep_version": __version__, "seed": ctx.seed, "config": ctx.cfg["_text"],
              "rows_in": ctx.plan.total_rows, "feature_names": names, "counts": counts,
@@ -100,12 +101,13 @@ def _write_metadata(ctx, gathered, sample_layers, seconds: float) -> dict:
     for name, shards in by_output.items():
         where = ctx.location if name is None else _SubLocation(ctx.location, name)
         _write_dataset(where, rdt, shards, names, attrs if name is None else dict(attrs, split=name),
-                       stats, ctx.seed, write_manifest=name is not None, label_classes=classes)
+                       stats, ctx.seed, write_manifest=name is not None, label_classes=classes,
+                       code_names=codes)
     summary = _summary(ctx, reports, counts, total, seconds, sampling)
     write_json(ctx.location.join("report.json"), summary)
     _merge_rejects(ctx, counts)
     top = manifest(rdt, by_output.get(None, []), names, ctx.seed, label_classes=classes,
-                   splits={n: n for n in split_names} if split_names else None)
+                   splits={n: n for n in split_names} if split_names else None, code_names=codes)
     if split_names:
         top["rows"] = int(total)
         top["master"] = None
@@ -150,9 +152,10 @@ class _SubLocation:
 
 
 def _write_dataset(location, rdt, shards, names, attrs, step_stats, seed,
-                   write_manifest: bool = True, label_classes=None) -> None:
+                   write_manifest: bool = True, label_classes=None, code_names=None) -> None:
     """Master file (and manifest) of one dataset from its shards' descriptions
-    (``label_classes``: the vocabulary of class labels, or None)."""
+    (``label_classes``: the vocabulary of class labels, or None; ``code_names``: the
+    columns of the int64 codes)."""
     moments = None
     for s in shards:
         if s["moments"] is not None:
@@ -163,10 +166,11 @@ def _write_dataset(location, rdt, shards, names, attrs, step_stats, seed,
     stats = {"mean": moments.mean, "std": moments.std}
     if label_classes is not None:
         stats["label_classes"] = label_classes
-    write_master(location, rdt, shards, names, attrs, stats, step_stats)
+    write_master(location, rdt, shards, names, attrs, stats, step_stats, code_names)
     if write_manifest:
         write_json(location.join("manifest.json"),
-                   manifest(rdt, shards, names, seed, label_classes=label_classes))
+                   manifest(rdt, shards, names, seed, label_classes=label_classes,
+                            code_names=code_names))
 
 
 def _input_summary(reports, counts) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 from ..io.readers import ChunkReader
 from ..layers.streams import ReaderStream
 from ..mpi.agree import root_decides
-from ..steps import STEPS
+from ..steps import make_step
 from .subsample import SubsampledReader
 
 
@@ -58,8 +58,9 @@ def open_input(ctx, subsample: dict[int, int]) -> ReaderStream | None:
 
 
 def layer_fits(table: dict) -> bool:
-    """True if a standardization layer has a step that fits statistics (more than one pass)."""
-    return any(STEPS[s["op"]].needs_fit for s in table["steps"])
+    """True if a standardization layer has a step that fits statistics (more than one pass);
+    a step's configuration may decide it (a hashed ``categorical`` fits nothing)."""
+    return any(make_step(spec, "").needs_fit for spec in table["steps"])
 
 
 def _input_rejects(ctx):

@@ -61,10 +61,13 @@ class SampleStage:
             + (f", {spilled / 2**20:,.1f} MiB spilled" if spilled else ""))
 
     def _record_dtype(self, names) -> np.dtype:
+        from ..steps.categorical import code_columns
+
         cfg = self.ctx.cfg
         copies = any(t["op"] == "bootstrap" for t in cfg["sample"])
         return record_dtype(len(names), cfg["output"]["dtype"], self.ctx.plan.label_dtype,
-                            weights=bool(cfg["input"].get("weight")), copies=copies)
+                            weights=bool(cfg["input"].get("weight")), copies=copies,
+                            codes=len(code_columns(cfg)))
 
     def _exchange_into_first(self, stream) -> None:
         """One round per chunk of the producers (until every producer has run out)."""

@@ -1,7 +1,9 @@
 """Resolving the ``columns`` of a step: numeric features by name or index, categorical by name.
 
 Raw categorical columns travel in ``chunk.extras["cat:<name>"]`` as arrays of
-str, ``""`` marking a missing value (the CSV reader's convention).
+str, ``""`` marking a missing value (the CSV reader's convention). Category codes
+(``categorical`` with ``encoding = "codes"`` or ``"hash"``) travel in
+``chunk.extras["codes"]``, int64 of shape (n, code columns so far).
 """
 
 import numpy as np
@@ -9,6 +11,8 @@ import numpy as np
 from ..errors import ConfigError, DataError
 
 CAT_PREFIX = "cat:"
+#: The extras key of the int64 category codes (one column per encoded column, in chain order).
+CODES = "codes"
 
 
 def split_columns(columns, feature_names, op):

@@ -97,7 +97,7 @@ class ColumnSketch:
 
     def _to_buckets(self) -> None:
         keys = self._bucket(self.keys)
-        self.keys, self.counts = _sum_by_key(keys, self.counts)
+        self.keys, self.counts = sum_by_key(keys, self.counts)
         self.exact = False
 
     def representatives(self) -> np.ndarray:
@@ -115,7 +115,7 @@ class ColumnSketch:
         a, b = self, other
         if a.exact != b.exact:
             a, b = (a._copy_as_buckets() if a.exact else a), (b._copy_as_buckets() if b.exact else b)
-        keys, counts = _sum_by_key(np.concatenate([a.keys, b.keys]),
+        keys, counts = sum_by_key(np.concatenate([a.keys, b.keys]),
                                    np.concatenate([a.counts, b.counts]))
         return ColumnSketch(keys, counts, a.exact, self.limit, self.error)
 
@@ -143,7 +143,7 @@ class ColumnSketch:
         return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
 
 
-def _sum_by_key(keys: np.ndarray, counts: np.ndarray):
+def sum_by_key(keys: np.ndarray, counts: np.ndarray):
     """Sorted distinct keys and the sum of the counts of each."""
     if len(keys) == 0:
         return keys, counts.astype(np.int64)

@@ -313,12 +313,12 @@ class TorchBatches(IterableDataset):
         reader = self.dataset.read_plan(plan, self.xp, self.dtype,
                                         prefetch=self.prefetch and info is None)
         try:
-            for k, (x, y) in zip(steps, reader):
+            for k, batch in zip(steps, reader):
                 if info is None:
                     self.offset, self.skip = k + 1, 0
                 else:
                     self.skip += 1
-                yield to_torch(x), to_torch(y)
+                yield tuple(map(to_torch, batch))   # (x, y), or (x, y, int64 codes)
         finally:
             reader.close()
         if info is None:
