@@ -69,14 +69,14 @@ def run_pipeline(cfg: dict, comm, progress, cleanups: list | None = None) -> dic
     topo = build_topology(comm, cfg["layout"], len(cfg["standardize"]), len(cfg["sample"]))
     plan, location = root_decides(comm, _prepare, cfg, len(topo.input_ranks), progress)
     location.track(cleanups)
-    if not plan.counted:
-        count_csv_chunks(plan, comm, topo.input_ranks, cfg["input"])
-    collect_label_classes(plan, comm, topo.input_ranks, cfg["input"])
-    device = _select_device(comm, cfg["resources"]["device"])
-    kernels_active.use(device.xp)
     ctx = RunContext(cfg, comm, topo, plan, location, progress)
     if cleanups is not None:
         cleanups.append(ctx.remove_spill)
+    if not plan.counted:   # compressed files' text is kept in the spill folder: read once
+        count_csv_chunks(plan, comm, topo.input_ranks, cfg["input"], keep_dir=ctx.spill_dir)
+    collect_label_classes(plan, comm, topo.input_ranks, cfg["input"])
+    device = _select_device(comm, cfg["resources"]["device"])
+    kernels_active.use(device.xp)
     ctx.report["device"] = device.report()
     ctx.report["input_plan"] = balance_input(ctx)
     progress.log(f"input: {plan.total_rows:,} rows x {plan.n_features} features in "
@@ -86,9 +86,8 @@ def run_pipeline(cfg: dict, comm, progress, cleanups: list | None = None) -> dic
     standardized = standardize(ctx, open_input(ctx, thresholds(ctx, ctx.report["input_plan"])))
     sampled = SampleStage(ctx).run(standardized)
     shard = write(ctx, sampled)
-    summary = commit(ctx, standardized, sampled, shard, t_start)
-    ctx.remove_spill()
-    return summary
+    ctx.remove_spill()   # before the commit moves a spill folder inside the output
+    return commit(ctx, standardized, sampled, shard, t_start)
 
 
 def _select_device(comm, requested: str):

@@ -87,7 +87,7 @@ REF1_STEPS = [
 MODULE_CASES = {
     "sampling": ("bench_sampling", "shuffle exchange vs bare Alltoallv of the same bytes; "
                                    "out of core (spilled) vs in memory"),
-    "csv": ("bench_csv", "CSV parse rows/s vs pandas.read_csv"),
+    "csv": ("bench_csv", "whole runs on CSV, .csv.gz and Parquet vs pandas (pyarrow engine), Polars, pyarrow"),
     "assign": ("bench_assign", "assignment program solve times; equal split vs plan makespan"),
     "train": ("bench_train", "seconds per epoch and Allreduce share, equal vs adaptive batches"),
 }

@@ -60,3 +60,37 @@ def test_a_run_removes_what_it_spilled_and_nothing_else(small_raw, tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert sum(r["sample"]["0"]["bytes_spilled"] for r in report["ranks"]) > 0
     assert sorted(p.name for p in spill.rglob("*")) == ["notes.txt", "rank-00000"]
+
+
+def test_a_compressed_input_is_read_once_and_leaves_nothing_behind(tmp_path):
+    """The text decompressed while counting is read back from the spill folder and removed
+    before the commit: the dataset equals the one from the plain file, and holds no spill."""
+    import gzip
+
+    import numpy as np
+
+    from conftest import mpirun, write_config
+    from hpcprep.output.verify import read_all
+
+    rng = np.random.default_rng(3)
+    rows = "\n".join(f"{a:.6f},{b:.6f},{int(c)}" for a, b, c in rng.normal(size=(3000, 3)))
+    text = "a,b,y\n" + rows + "\n"
+    (tmp_path / "plain.csv").write_text(text)
+    (tmp_path / "packed.csv.gz").write_bytes(gzip.compress(text.encode()))
+    for name in ("plain.csv", "packed.csv.gz"):
+        write_config(tmp_path / f"{name}.toml", f"""seed = 3
+[input]
+paths = ["{name}"]
+features = ["a", "b"]
+label = "y"
+chunk_rows = 700
+[[standardize]]
+steps = [{{ op = "scale" }}]
+[output]
+path = "out-{name}"
+""")
+        mpirun(2, ["run", f"{name}.toml", "--quiet"], cwd=tmp_path)
+    plain, packed = read_all(str(tmp_path / "out-plain.csv")), read_all(str(tmp_path / "out-packed.csv.gz"))
+    assert all(np.array_equal(plain[k], packed[k]) for k in plain)
+    assert sorted(p.name for p in (tmp_path / "out-packed.csv.gz").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "out-plain.csv").iterdir())

@@ -1,7 +1,8 @@
 """CSV field conversion: fields gathered into fixed-width arrays, converted to float or text.
 
 Used by :mod:`hpcprep.io.csv_parse` on the fast path (NumPy byte searches)
-and the slow path (lines with quotes, through Python's ``csv`` module) alike.
+and the slow path (lines with quotes, through Python's ``csv`` module) alike,
+and by :mod:`hpcprep.io.csv_arrow` for the values Arrow does not convert.
 """
 
 from __future__ import annotations
@@ -140,18 +141,34 @@ class _Builder:
 
     def put(self, rows: np.ndarray, numeric: list, cats: list, na_s, na_u):
         """Store converted columns for ``rows`` (string arrays, one per column)."""
-        first_bad = np.full(rows.shape[0], np.iinfo(np.int32).max, np.int64)
-        for j, (hidx, raw) in enumerate(zip(self.cols.numeric, numeric)):
+        first_bad = self.no_bad(rows)
+        for j, raw in enumerate(numeric):
             vals, bad = _to_float(raw, na_u if raw.dtype.kind == "U" else na_s)
             self.values[rows, j] = vals
-            if bad.any():
-                first_bad[bad] = np.minimum(first_bad[bad], hidx)
-                self._note_column(j, rows, raw, bad)
+            self.note_bad(j, rows, raw, bad, first_bad)
         for j, raw in enumerate(cats):
-            s = _to_str(raw, na_u)
-            if s.dtype.itemsize > self.cats[j].dtype.itemsize:
-                self.cats[j] = self.cats[j].astype(s.dtype)
-            self.cats[j][rows] = s
+            self.put_text(j, rows, _to_str(raw, na_u))
+        self.mark_bad_numbers(rows, first_bad)
+
+    @staticmethod
+    def no_bad(rows: np.ndarray) -> np.ndarray:
+        """Per row of ``rows``: the header index of its first unparsable column, none yet."""
+        return np.full(rows.shape[0], np.iinfo(np.int32).max, np.int64)
+
+    def note_bad(self, j: int, rows, raw, bad, first_bad) -> None:
+        """Numeric column ``j`` failed to parse where ``bad`` (a mask over ``rows``)."""
+        if bad.any():
+            first_bad[bad] = np.minimum(first_bad[bad], self.cols.numeric[j])
+            self._note_column(j, rows, raw, bad)
+
+    def put_text(self, j: int, rows, s: np.ndarray) -> None:
+        """Store text column ``j`` (unicode, ``""`` = missing) for ``rows``."""
+        if s.dtype.itemsize > self.cats[j].dtype.itemsize:
+            self.cats[j] = self.cats[j].astype(s.dtype)
+        self.cats[j][rows] = s
+
+    def mark_bad_numbers(self, rows, first_bad) -> None:
+        """Flag the rows with an unparsable number (``first_bad`` from :meth:`note_bad`)."""
         hit = first_bad != np.iinfo(np.int32).max
         if hit.any():
             self.reason[rows[hit]] = BAD_NUMBER

@@ -1,26 +1,16 @@
 """CSV parsing: byte ranges of records into a :class:`~hpcprep.io.csv_records.CsvBlock`.
 
-A CSV file is read as a header line followed by data lines. Ranks read
-disjoint byte ranges that start at line starts and count their records
-cheaply (:mod:`hpcprep.io.csv_split`) so that global row ids can be assigned
-by an exclusive scan, and parse them into a :class:`CsvBlock` (:func:`parse_range`).
-
-Conventions (see ``docs/csv.md``):
-
-- Line ends are ``\\n`` or ``\\r\\n``; a missing final newline is fine.
-- A *blank line* (empty, or only ``\\r``) is not a record: it is skipped by
-  :func:`parse_range` and not counted by
-  :func:`~hpcprep.io.csv_split.count_records`, but it still
-  counts as a physical line, so line numbers are those an editor shows.
-  Every other line is one record, valid or flagged bad.
-- The quote character is ``"``; quoted fields may contain the delimiter and
-  doubled quotes ``""``. A quoted field containing a newline is unsupported
-  and raises :class:`~hpcprep.errors.DataError`.
-- Numbers follow Python's ``float()`` syntax (surrounding spaces allowed).
-  A field equal to one of ``na_values`` is missing: NaN in numeric columns,
-  ``""`` in categorical columns.
-- Bytes that are not valid UTF-8 make their line a bad record (reason
-  ``BAD_ENCODING``); the header must be valid UTF-8 (a leading BOM is skipped).
+Ranks read disjoint byte ranges that start at line starts and count their
+records cheaply (:mod:`hpcprep.io.csv_split`) so that global row ids can be
+assigned by an exclusive scan, and parse them into a :class:`CsvBlock`
+(:func:`parse_range`). A block is parsed by Apache Arrow
+(:mod:`hpcprep.io.csv_arrow`) where Arrow gives the same result, else by the
+hand-written parser here (NumPy byte searches; lines with quotes through
+Python's ``csv`` module), which defines the semantics (``docs/csv.md``):
+line ends ``\\n`` or ``\\r\\n``; blank lines are not records but count as
+lines; quoted fields hold the delimiter and ``""`` but no newline (a
+:class:`~hpcprep.errors.DataError`); numbers in Python's ``float()`` syntax;
+``na_values`` missing; a line that is not valid UTF-8 a bad record.
 """
 
 from __future__ import annotations
@@ -30,6 +20,7 @@ import csv as _pycsv
 import numpy as np
 
 from ..errors import DataError
+from .csv_arrow import parse_arrow, quotes_well_formed
 from .csv_convert import _Builder, _as_bytes, _gather, _resolve_columns
 from .csv_records import (BAD_ENCODING, BAD_FIELD_COUNT, BAD_NONE, BAD_QUOTING, DEFAULT_NA_VALUES,
                           BadRecord, CsvBlock, QuotedNewlineError, block_first_bad, failing_columns,
@@ -100,21 +91,9 @@ def parse_buffer(raw: bytes, path, *, header, features, label=None, categorical=
     na_s = np.array([v.encode("utf-8") for v in na_values], dtype="S") if len(na_values) \
         else np.array([], "S1")
     buf = _normalize(raw)
-
-    # Large ranges are parsed in pieces of whole lines: the temporaries of a
-    # piece stay in cache, which is faster than one pass over a big buffer.
-    parts, lines, pos, line = [], [], 0, first_line
-    while pos < len(buf):
-        cut = buf.find(b"\n", pos + _PIECE - 1) + 1 or len(buf)
-        piece = buf[pos:cut] if (pos, cut) != (0, len(buf)) else buf
-        builder, rec_lines = _parse_piece(path, piece, line, cols, dbyte, delimiter, na_s, na_u)
-        parts.append(builder)
-        lines.append(rec_lines)
-        line += piece.count(b"\n")
-        pos = cut
-    if not parts:
-        parts.append(_Builder(0, cols))
-        lines.append(np.empty(0, np.int64))
+    arrow = parse_arrow(buf, header, cols, delimiter, na_values, na_s, first_line)
+    parts, lines = ([arrow[0]], [arrow[1]]) if arrow is not None else \
+        _parse_pieces(path, buf, first_line, cols, dbyte, delimiter, na_s, na_u)
     if len(parts) == 1:
         values, cats, reason, bad_column = parts[0].values, parts[0].cats, parts[0].reason, \
             parts[0].bad_column
@@ -140,6 +119,25 @@ def parse_buffer(raw: bytes, path, *, header, features, label=None, categorical=
         column_bad=column_bad,
         column_example=column_example,
     )
+
+
+def _parse_pieces(path, buf, first_line, cols, dbyte, delimiter, na_s, na_u):
+    """The hand-written parser over ``buf``: (builders, record lines), one per piece."""
+    # Large ranges are parsed in pieces of whole lines: the temporaries of a
+    # piece stay in cache, which is faster than one pass over a big buffer.
+    parts, lines, pos, line = [], [], 0, first_line
+    while pos < len(buf):
+        cut = buf.find(b"\n", pos + _PIECE - 1) + 1 or len(buf)
+        piece = buf[pos:cut] if (pos, cut) != (0, len(buf)) else buf
+        builder, rec_lines = _parse_piece(path, piece, line, cols, dbyte, delimiter, na_s, na_u)
+        parts.append(builder)
+        lines.append(rec_lines)
+        line += piece.count(b"\n")
+        pos = cut
+    if not parts:
+        parts.append(_Builder(0, cols))
+        lines.append(np.empty(0, np.int64))
+    return parts, lines
 
 
 def _merge_column_notes(parts):
@@ -298,13 +296,20 @@ def _read_quoted(texts, delimiter) -> list:
 def open_quote_line(path, start: int, end: int, delimiter: str = ",") -> int | None:
     """Relative line (0 = first of the range) of the first quoted newline in ``[start, end)``.
 
-    The check :func:`parse_range` makes, without converting anything: only
-    lines holding a ``"`` (and valid UTF-8) go through the csv module; a range
-    without a quote costs one byte search.
+    The check :func:`parse_range` makes, without converting anything: a range
+    without a quote costs one byte search, one whose quotes are all plain quoted
+    fields (:func:`~hpcprep.io.csv_arrow.quotes_well_formed`) a few vectorized
+    passes; otherwise its lines holding a ``"`` (and valid UTF-8) go through the
+    csv module.
     """
+    return open_quote_in(_read_range(path, start, end), delimiter)
+
+
+def open_quote_in(raw: bytes, delimiter: str = ",") -> int | None:
+    """:func:`open_quote_line` of bytes already read (whole lines)."""
     _check_delimiter(delimiter)
-    buf = _normalize(_read_range(path, start, end))
-    if b'"' not in buf:
+    buf = _normalize(raw)
+    if b'"' not in buf or quotes_well_formed(buf, delimiter):
         return None
     a = np.frombuffer(buf, np.uint8)
     nl = np.flatnonzero(a == 10)

@@ -210,7 +210,12 @@ def range_counts(path, start: int, end: int) -> tuple[int, int]:
     lines : int
         What :func:`count_lines` returns.
     """
-    nbuf = _normalize(_read_range(path, start, end))
+    return buffer_counts(_read_range(path, start, end))
+
+
+def buffer_counts(raw: bytes) -> tuple[int, int]:
+    """:func:`range_counts` of bytes already read (whole lines)."""
+    nbuf = _normalize(raw)
     lines = nbuf.count(b"\n")
     return lines - _count_blank(nbuf), lines
 

@@ -171,6 +171,54 @@ def pieces(stream: Decompressed, data_start: int, chunk_lines: int):
             return
 
 
+# --------------------------------------------------------------------------- kept text
+
+class KeptText:
+    """Write a compressed file's decompressed text to ``keep_dir`` as it is counted.
+
+    The kept file holds the text at the same offsets (bytes before ``data_start``
+    are not written, but the one before it is a newline, so a range there starts at
+    a line start). :meth:`done` gives the entry :func:`kept_range` reads it by
+    (the counting pass keeps them in ``InputPlan.kept_text``, per process).
+    """
+
+    def __init__(self, keep_dir: str, path: str, file_index: int, data_start: int):
+        os.makedirs(keep_dir, exist_ok=True)
+        self.source, self.path = path, os.path.join(keep_dir, f"inflated-{file_index:06d}.txt")
+        self._f = open(self.path, "wb")
+        if data_start:
+            self._f.seek(data_start - 1)
+            self._f.write(b"\n")
+
+    def write(self, buf: bytes) -> None:
+        self._f.write(buf)
+
+    def done(self) -> tuple[str, int, int]:
+        """Close the kept file; its entry: (kept path, source size, source mtime)."""
+        self._f.close()
+        st = os.stat(self.source)
+        return self.path, st.st_size, st.st_mtime_ns
+
+    def discard(self) -> None:
+        self._f.close()
+        os.unlink(self.path)
+
+
+def kept_range(kept_text: dict, path: str, start: int, stop: int) -> bytes | None:
+    """Decompressed bytes ``[start, stop)`` of ``path`` from its kept text, or None if not kept
+    (or the file changed, or its kept text is gone). ``kept_text``: source path -> the
+    entry of :meth:`KeptText.done`."""
+    kept = kept_text.get(path)
+    if kept is None or not os.path.exists(kept[0]):
+        return None
+    st = os.stat(path)
+    if (st.st_size, st.st_mtime_ns) != kept[1:]:
+        return None
+    from .csv_split import _read_range
+
+    return _read_range(kept[0], start, stop)
+
+
 # --------------------------------------------------------------------------- JSON lines
 
 class JsonBlock(CsvBlock):
@@ -227,11 +275,10 @@ def parse_json_lines(raw: bytes, path, *, features, label=None, categorical=(), 
     keys = numeric + list(categorical)
     na = frozenset(na_values)
     buf = _normalize(raw)
-    texts = buf.split(b"\n")[:-1]
-    rec_line = [k for k, t in enumerate(texts) if t]
-    out = _JsonArrays.empty(len(rec_line), len(numeric), len(categorical))
-    for r, k in enumerate(rec_line):
-        _read_record(texts[k], r, keys, len(numeric), na, out)
+    from .json_arrow import parse_json_arrow
+
+    parsed = parse_json_arrow(buf, keys, len(numeric), na)
+    out, rec_line = parsed if parsed is not None else _parse_lines(buf, keys, len(numeric), na)
     values, cats, reason = out.values, out.cats, out.reason
     nf = len(features)
     return JsonBlock(
@@ -248,6 +295,16 @@ def parse_json_lines(raw: bytes, path, *, features, label=None, categorical=(), 
         column_bad=out.column_bad,
         column_example=out.example,
     )
+
+
+def _parse_lines(buf: bytes, keys: list, n_numeric: int, na: frozenset):
+    """The line-by-line parser: (``_JsonArrays``, each record's line index in ``buf``)."""
+    texts = buf.split(b"\n")[:-1]
+    rec_line = [k for k, t in enumerate(texts) if t]
+    out = _JsonArrays.empty(len(rec_line), n_numeric, len(keys) - n_numeric)
+    for r, k in enumerate(rec_line):
+        _read_record(texts[k], r, keys, n_numeric, na, out)
+    return out, np.asarray(rec_line, dtype=np.int64)
 
 
 @dataclass

@@ -74,6 +74,9 @@ class InputPlan:
     #: chunk indices of each input rank, in the order it reads them, when a plan of several
     #: tasks gave them (:func:`hpcprep.stages.tasks.assign_chunks`); else ``ranges`` hold
     assigned: list[list[int]] | None = None
+    #: this process's decompressed texts kept while counting: source path -> (kept path,
+    #: source size, source mtime) (:class:`hpcprep.io.lines.KeptText`); never broadcast
+    kept_text: dict = field(default_factory=dict)
 
     @property
     def total_rows(self) -> int:

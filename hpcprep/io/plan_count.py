@@ -10,7 +10,8 @@ import numpy as np
 from .plan import ChunkDesc, InputPlan
 from .plan_formats import PROBE_RECORDS, _header_of
 
-def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: dict | None = None) -> None:
+def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: dict | None = None,
+                     keep_dir: str | None = None) -> None:
     """Count the records of every line chunk (each input rank its own) and assign global ids.
 
     Line chunks are those of CSV and JSON lines files. Collective over ``comm``
@@ -26,6 +27,11 @@ def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: dict | 
     in any mode). The first finding of the whole input in file order is raised
     on every rank as the same :class:`~hpcprep.mpi.agree.AgreedError`, whatever
     the layout.
+
+    Given ``keep_dir`` (a folder of this rank's that the run removes, e.g. its
+    spill folder), the decompressed text of each compressed file is kept there
+    as it is counted (:class:`hpcprep.io.lines.KeptText`), so that the reader
+    reads it back instead of decompressing the file a second time.
     """
     from dataclasses import replace
 
@@ -34,7 +40,9 @@ def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: dict | 
     if rank in input_ranks:
         for c in plan.chunks_of(input_ranks.index(rank)):
             if c.rows < 0:
-                mine[c.chunk_id] = _count_chunk(c, inp)
+                mine[c.chunk_id], kept = _count_chunk(c, inp, keep_dir)
+                if kept is not None:
+                    plan.kept_text[c.path] = kept
     counts = {}
     for part in comm.allgather(mine):
         counts.update(part)
@@ -62,32 +70,41 @@ def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: dict | 
         raise AgreedError(f"{first_bad} (the first bad record in file order{hint})")
 
 
-def _count_chunk(c: ChunkDesc, inp: dict | None) -> list[tuple]:
+def _count_chunk(c: ChunkDesc, inp: dict | None, keep_dir: str | None = None) -> tuple[list, tuple | None]:
     """``[(start, stop, records, lines, first bad record or None)]`` of one line chunk:
-    itself, or the pieces of a compressed file."""
-    from .csv_split import range_counts
+    itself, or the pieces of a compressed file; and the entry of its kept text (or None)."""
+    from .csv_split import _read_range, buffer_counts
 
     if not c.compression:
-        records, lines = range_counts(c.path, c.start, c.stop)
-        bad = None
-        if inp is not None:
-            if c.format == "csv":
-                bad = _first_bad(c, inp)
-            elif inp["on_bad_row"] == "error":
-                from .csv_split import _read_range
-
-                bad = _first_bad_in(_read_range(c.path, c.start, c.stop), c, inp)
-        return [(c.start, c.stop, records, lines, bad)]
-    from .lines import Decompressed, pieces
+        raw = _read_range(c.path, c.start, c.stop)   # read once: counted, and checked
+        records, lines = buffer_counts(raw)
+        return [(c.start, c.stop, records, lines, _check(raw, c, inp))], None
+    from .lines import Decompressed, KeptText, pieces
 
     out, stream = [], Decompressed(c.path, c.compression)
+    keep = KeptText(keep_dir, c.path, c.file_index, c.start) if keep_dir else None
     try:
         for p, buf in pieces(stream, c.start, inp["chunk_rows"] if inp else PROBE_RECORDS):
-            bad = _first_bad_in(buf, c, inp) if inp is not None else None
-            out.append((p.start, p.stop, p.records, p.lines, bad))
+            if keep is not None:
+                keep.write(buf)
+            out.append((p.start, p.stop, p.records, p.lines, _check(buf, c, inp)))
+    except BaseException:
+        if keep is not None:
+            keep.discard()
+        raise
     finally:
         stream.close()
-    return out
+    return out, (keep.done() if keep is not None else None)
+
+
+def _check(raw: bytes, c: ChunkDesc, inp: dict | None):
+    """The first bad record of the lines ``raw`` to report while counting (see
+    :func:`count_csv_chunks`), or None."""
+    if inp is None:
+        return None
+    if c.format == "csv" and inp["on_bad_row"] != "error":
+        return _open_quote(raw, inp)
+    return _first_bad_in(raw, c, inp)
 
 
 def _first_bad_in(buf: bytes, c: ChunkDesc, inp: dict):
@@ -129,18 +146,12 @@ def _line_offset(buf: bytes, line: int) -> int:
     return int(np.flatnonzero(np.frombuffer(buf, np.uint8) == 10)[line - 1]) + 1
 
 
-def _first_bad(c: ChunkDesc, inp: dict):
-    """The chunk's first bad record (on_bad_row = "error"), or its first quoted newline."""
-    from .csv_parse import first_bad_record, open_quote_line
-    from .csv_records import BadRecord, QuotedNewlineError, raw_lines
-    from .csv_split import read_header
+def _open_quote(raw: bytes, inp: dict):
+    """The first quoted newline of the CSV lines ``raw`` as a BadRecord (relative line), or None."""
+    from .csv_parse import open_quote_in
+    from .csv_records import BadRecord, QuotedNewlineError, buffer_lines
 
-    if inp["on_bad_row"] != "error":
-        line = open_quote_line(c.path, c.start, c.stop, inp["delimiter"])
-        if line is None:
-            return None
-        return BadRecord(line, QuotedNewlineError.reason, raw_lines(c.path, c.start, c.stop, [line])[0])
-    return first_bad_record(c.path, c.start, c.stop, header=read_header(c.path, inp["delimiter"])[0],
-                            features=inp["features"], label=inp["label"] or None,
-                            categorical=inp["categorical"], weight=inp["weight"] or None,
-                            delimiter=inp["delimiter"], na_values=tuple(inp["na_values"]))
+    line = open_quote_in(raw, inp["delimiter"])
+    if line is None:
+        return None
+    return BadRecord(line, QuotedNewlineError.reason, buffer_lines(raw, [line])[0])

@@ -31,8 +31,9 @@ class ChunkReader:
     """
 
     def __init__(self, inp: dict, feature_dtype: str, label_dtype: str | None, rejects=None,
-                 label_classes=None):
+                 label_classes=None, kept_text: dict | None = None):
         self.inp = inp
+        self.kept_text = kept_text or {}   # compressed files' text kept while counting
         self.fdt = np.dtype(feature_dtype)
         self.ldt = None if label_dtype is None else np.dtype(label_dtype)
         self.classes = None
@@ -153,8 +154,11 @@ class ChunkReader:
             from .csv_split import _read_range
 
             return _read_range(desc.path, desc.start, desc.stop)
-        from .lines import Decompressed
+        from .lines import Decompressed, kept_range
 
+        kept = kept_range(self.kept_text, desc.path, desc.start, desc.stop)   # decompressed while counted
+        if kept is not None:
+            return kept
         return self._open_stream(desc, lambda: Decompressed(desc.path, desc.compression)) \
             .range(desc.start, desc.stop)
 

@@ -11,10 +11,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..mpi.agree import write_line
-
-#: Names of the files the stages spill (sorted runs, record blocks, stored chunks).
-SPILL_FILE = re.compile(r"s\d+(r|o\d+)?-(run\d{5}\.(rec|key)|block\d{6}-[0-9a-f]+\.rec)|chunk-\d{9}\.npz")
 from ..mpi.exchange import Exchanger
+
+#: Names of the files the stages spill (sorted runs, record blocks, stored chunks, the text
+#: of compressed inputs kept while counting).
+SPILL_FILE = re.compile(r"s\d+(r|o\d+)?-(run\d{5}\.(rec|key)|block\d{6}-[0-9a-f]+\.rec)"
+                        r"|chunk-\d{9}\.npz|inflated-\d{6}\.txt")
 
 
 class Clock:

@@ -43,8 +43,8 @@ def open_input(ctx, subsample: dict[int, int]) -> ReaderStream | None:
     planned = sum(d.rows for d in descs) * plan.bytes_per_row
     fits = topo.fused and any(layer_fits(t) for t in cfg["standardize"])
     reader = TimedReader(ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype,
-                                     rejects=_input_rejects(ctx), label_classes=plan.label_classes),
-                         ctx.clock)
+                                     rejects=_input_rejects(ctx), label_classes=plan.label_classes,
+                                     kept_text=plan.kept_text), ctx.clock)
     ctx.report["input"] = {"chunks": len(descs), "rows": sum(d.rows for d in descs),
                            "bad_records": reader.bad_samples}
     if subsample:
@@ -116,7 +116,7 @@ def _calibrate(cfg, plan, input_index: int, min_seconds: float = 0.1) -> float:
     rows = d.rows if d.by_bytes else min(d.rows, cfg["plan"]["calibration_rows"])
     probe = d if d.by_bytes else replace(d, stop=d.start + rows, rows=rows)
     reader = ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype,
-                         label_classes=plan.label_classes)
+                         label_classes=plan.label_classes, kept_text=plan.kept_text)
     try:
         reader.read(probe)  # opens the file: not timed
         done, t0 = 0, time.perf_counter()
