@@ -11,7 +11,8 @@ import tomllib
 from pathlib import Path
 
 from .errors import ConfigError
-from .schema import Param, between, list_of, non_negative, positive, validate_table
+from .config_plan import PLAN, check_plan
+from .schema import Param, between, list_of, non_negative, read_rows, validate_table
 
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 1000**2, "MB": 1000**2,
                "MIB": 1024**2, "G": 1000**3, "GB": 1000**3, "GIB": 1024**3, "T": 1000**4,
@@ -57,39 +58,6 @@ def _size_check(value):
         return str(e)
 
 
-#: Rows per read (chunks, calibration): at most 2**31 - 1, the largest MPI count.
-ROWS_MAX = 2**31 - 1
-
-
-def _rows(value):
-    return positive(value) or (None if value <= ROWS_MAX else "must be <= 2**31 - 1")
-
-
-#: Largest relative speed: speeds are summed and divided in the plan, and stay far from overflow.
-SPEED_MAX = 1e15
-
-
-def _deadlines(value):
-    return list_of(int, float)(value) or next(
-        (f"every deadline must be > 0 seconds (inf: none), got {v!r}" for v in value
-         if not v > 0), None)
-
-
-def _non_negative_list(value):
-    return list_of(int, float)(value) or next(
-        (f"every weight must be finite and >= 0, got {v!r}" for v in value
-         if not 0 <= v < float("inf")), None)
-
-
-def _fractions(value):
-    return list_of(int, float)(value) or next(
-        (f"every fraction must lie in (0, 1], got {v!r}" for v in value if not 0 < v <= 1), None)
-
-
-def _speeds(value):
-    return list_of(int, float)(value) or next(
-        (f"every speed must lie in (0, 1e15], got {v!r}" for v in value if not 0 < v <= SPEED_MAX), None)
-
 
 INPUT = {
     "paths": Param(list, check=list_of(str), doc="globs; files in sorted order define global row ids"),
@@ -113,7 +81,7 @@ INPUT = {
     "on_bad_row": Param(str, "drop", choices=("drop", "error"), doc="malformed CSV lines"),
     "rejects": Param(bool, False, doc="write the CSV records the reader drops to rejects.h5 "
                                       "(also on when a [[standardize]] table has rejects = true)"),
-    "chunk_rows": Param(int, 262144, check=_rows, doc="rows per chunk read"),
+    "chunk_rows": Param(int, 262144, check=read_rows, doc="rows per chunk read"),
 }
 
 LAYOUT = {
@@ -146,35 +114,6 @@ RESOURCES = {
     "spill_dir": Param(str, "", doc="where to spill; empty = inside the output's temporary folder"),
     "device": Param(str, "auto", choices=("auto", "cpu", "gpu"),
                     doc="auto: a GPU where CuPy imports and a device answers, else the CPU"),
-}
-
-PLAN = {
-    "balance": Param(str, "equal", choices=("equal", "speeds", "calibrate"),
-                     doc="how chunks are given to input ranks: equal rows, by given speeds, or by "
-                         "speeds measured in a calibration read"),
-    "speeds": Param(list, [], check=_speeds,
-                    doc="relative speed of each input rank (overrides the calibration's)"),
-    "shard_speeds": Param(list, [], check=_speeds,
-                          doc="relative speed of each writer rank: shard sizes follow it"),
-    "calibration_rows": Param(int, 65536, check=_rows, doc="rows each input rank times at start-up"),
-    "tasks": Param(str, "all", choices=("all", "paths", "files"),
-                   doc="what the plan schedules as tasks: all input as one, one per entry of "
-                       "input.paths, or one per file"),
-    "deadlines": Param(list, [], check=_deadlines, allow_inf=True,
-                       doc="seconds after the plan by which each task must be read (inf: none); "
-                           "speeds are then rows per second"),
-    "task_weights": Param(list, [], check=_non_negative_list,
-                          doc="v_j: weight of each task in the objective (default 1 each)"),
-    "memory": Param(list, [], check=list_of(str, int),
-                    doc="most input bytes each input rank may read (sizes as memory_per_rank)"),
-    "min_fractions": Param(list, [], check=_fractions,
-                           doc="f_min: smallest fraction of each task's rows the plan may keep "
-                               "(default 1: keep all); rows are subsampled by key"),
-    "w1": Param((int, float), 1.0, check=non_negative, doc="objective weight of the makespan"),
-    "w2": Param((int, float), 0.0, check=non_negative,
-                doc="objective weight of accuracy (the learning curve of kept fractions)"),
-    "beta": Param((int, float), 0.3, check=non_negative, doc="learning-curve exponent"),
-    "w3": Param((int, float), 0.0, check=non_negative, doc="objective weight of idle time"),
 }
 
 TOP = {
@@ -343,31 +282,6 @@ def _check_sample(table, i):
     return check_mode(table, f"sample[{i}]")
 
 
-def _check_plan(cfg, n_input, n_writers, total, world_size):
-    if total != world_size:
-        return  # the layout error comes first
-    plan = cfg["plan"]
-    if plan["balance"] == "speeds" and len(plan["speeds"]) != n_input:
-        raise ConfigError(f"plan.speeds = {plan['speeds']}: needs one speed per input rank ({n_input})")
-    if plan["balance"] == "equal" and plan["speeds"]:
-        raise ConfigError("plan.speeds is used only with plan.balance = \"speeds\" or "
-                          "\"calibrate\" (where it overrides the measured speeds)")
-    for key, n in (("speeds", n_input), ("shard_speeds", n_writers)):
-        if plan[key] and len(plan[key]) != n:   # each speed is range-checked by _speeds
-            raise ConfigError(f"plan.{key} = {plan[key]}: needs {n} positive speeds")
-    if plan["memory"] and len(plan["memory"]) != n_input:
-        raise ConfigError(f"plan.memory = {plan['memory']}: needs one size per input rank ({n_input})")
-    for size in plan["memory"]:
-        problem = _size_check(size)
-        if problem:
-            raise ConfigError(f"plan.memory: {size!r} {problem}")
-    if plan["balance"] == "equal" and (plan["deadlines"] or plan["memory"] or plan["tasks"] != "all"
-                                       or plan["min_fractions"]):
-        raise ConfigError("plan.tasks, plan.deadlines, plan.min_fractions and plan.memory need "
-                          "plan.balance = "
-                          "\"speeds\" or \"calibrate\" (the equal split plans nothing)")
-
-
 def _check_layout(cfg, world_size):
     lay = cfg["layout"]
     n_std, n_smp = len(cfg["standardize"]), len(cfg["sample"])
@@ -375,7 +289,7 @@ def _check_layout(cfg, world_size):
         if lay["input"] or lay["standardize"] or lay["sample"]:
             raise ConfigError("layout: input/standardize/sample rank counts apply only with "
                               "layout.fused = false")
-        _check_plan(cfg, world_size, world_size, world_size, world_size)
+        check_plan(cfg, world_size, world_size, world_size, world_size)
         return
     if lay["input"] < 1:
         raise ConfigError("layout.input: with layout.fused = false give the number of input ranks (>= 1)")
@@ -394,7 +308,7 @@ def _check_layout(cfg, world_size):
         if n < 1:
             raise ConfigError(f"layout.sample[{i}] = {n}: must be >= 1")
     total = lay["input"] + sum(lay["standardize"]) + sum(lay["sample"])
-    _check_plan(cfg, lay["input"], lay["sample"][-1] if lay["sample"] else 0, total, world_size)
+    check_plan(cfg, lay["input"], lay["sample"][-1] if lay["sample"] else 0, total, world_size)
     if total != world_size:
         raise ConfigError(f"layout: input + standardize + sample = {total} ranks, but the job has "
                           f"{world_size} (mpiexec -n {total}, or use layout.fused = true)")

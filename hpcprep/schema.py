@@ -179,6 +179,15 @@ def fraction(value) -> str | None:
     return None if 0 <= value <= 1 else "must be between 0 and 1"
 
 
+#: Rows per read (chunks, calibration): at most 2**31 - 1, the largest MPI count.
+ROWS_MAX = 2**31 - 1
+
+
+def read_rows(value) -> str | None:
+    """Rows of one read (``input.chunk_rows``, ``plan.calibration_rows``): 1 .. 2**31 - 1."""
+    return positive(value) or (None if value <= ROWS_MAX else "must be <= 2**31 - 1")
+
+
 def between(lo, hi, text: str | None = None) -> Callable[[Any], str | None]:
     """A check that ``lo <= value <= hi`` (``text``: how the range is written in messages)."""
     shown = text or f"[{lo}, {hi}]"

@@ -89,7 +89,10 @@ MODULE_CASES = {
                                    "out of core (spilled) vs in memory"),
     "csv": ("bench_csv", "whole runs on CSV, .csv.gz and Parquet vs pandas (pyarrow engine), Polars, pyarrow"),
     "assign": ("bench_assign", "assignment program solve times; equal split vs plan makespan"),
-    "train": ("bench_train", "seconds per epoch and Allreduce share, equal vs adaptive batches"),
+    "input_plan": ("bench_input_plan", "input stage makespan, equal split vs plan, ranks slowed "
+                                       "1x / 1.5x / 2x (real hpcprep runs)"),
+    "train": ("bench_train", "equal / ideal / adaptive batch sizes with a 2x straggler; transient "
+                             "interference"),
 }
 
 ALL_CASES = ["ref1", "memory", "loader", *MODULE_CASES, "gpu"]

@@ -264,3 +264,11 @@ def test_codes_are_verified_like_features(runs, tmp_path):
 
 if __name__ == "__main__" and sys.argv[1:] == ["vocab"]:
     _vocab_check(MPI.COMM_WORLD)
+
+
+def test_train_refuses_a_dataset_with_codes_naming_the_way_out(runs):
+    work, _ = runs
+    proc = mpirun(2, ["train", str(work / "n1"), "--out", str(work / "model")], cwd=work, check=False)
+    assert proc.returncode == 2, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert out.count("int64 categorical codes") == 1 and "Dataset.torch" in out

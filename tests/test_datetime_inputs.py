@@ -15,7 +15,7 @@ from mpi4py import MPI
 
 from conftest import mpirun, write_config
 from hpcprep.config import parse_config
-from hpcprep.errors import ConfigError, DataError
+from hpcprep.errors import ConfigError, DataError, HpcprepError
 from hpcprep.io.datetimes import PARTS, derive, from_arrow, parse_text
 from hpcprep.io.plan import build_input_plan
 from hpcprep.io.plan_count import count_csv_chunks
@@ -206,8 +206,9 @@ def read_in_process(inp):
 def test_on_bad_row_error_names_file_line_column_and_value(tmp_path, path, where):
     write_all(tmp_path)
     inp = _inp(tmp_path, paths=[path], on_bad_row="error")
-    with pytest.raises(DataError, match=rf"{path}, {where}: unparsable date in column 's': "
-                                        rf"'2024-02-30T10:00:00'"):
+    # text formats: found by the counting pass (agreed, the first in file order); Parquet: by the reader
+    with pytest.raises(HpcprepError, match=rf"{path}, {where}: unparsable date in column 's': "
+                                           rf"'2024-02-30T10:00:00'"):
         read_in_process(inp)
     plan, chunks = read_in_process(dict(inp, on_bad_row="drop"))
     assert plan.feature_names == ["a"] + [f"{c}.{p}" for c in ("ts", "d", "s") for p in PARTS_OF[c]]
@@ -325,3 +326,35 @@ def test_a_timestamp_given_as_a_feature_points_to_input_datetime(tmp_path):
     with pytest.raises(DataError, match=r"column 'a' \(input.features\) has type timestamp\[\w+\].*"
                                         r"input.datetime = \{ a = "):
         build_input_plan(inp, 1)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_on_bad_row_error_names_the_first_bad_date_in_file_order_at_any_layout(tmp_path, suffix):
+    """Two bad dates in different chunks: the counting pass finds the first in file order, so
+    every layout prints the same one (was: whichever rank's reader met one first)."""
+    n = 3000
+    dates = pd.date_range("2024-01-01", periods=n, freq="h").strftime("%Y-%m-%dT%H:%M:%S").tolist()
+    dates[1234], dates[2500] = "2024-02-30", "not a date"
+    df = pd.DataFrame({"a": np.arange(n, dtype=float), "ts": dates})
+    path = tmp_path / f"d.{suffix}"
+    if suffix == "csv":
+        df.to_csv(path, index=False)
+    else:
+        path.write_text(json_text(df))
+    write_config(tmp_path / "cfg.toml", f"""[input]
+paths = ["d.{suffix}"]
+features = ["a"]
+datetime = {{ ts = ["year"] }}
+on_bad_row = "error"
+chunk_rows = 400
+[output]
+path = "out"
+""")
+    messages = set()
+    for k in (1, 3):
+        proc = mpirun(k, ["run", "cfg.toml", "--quiet"], cwd=tmp_path, check=False)
+        assert proc.returncode == 2, proc.stderr
+        messages.add(proc.stdout.strip() + proc.stderr.strip())
+    (message,) = messages
+    line = 1234 + (2 if suffix == "csv" else 1)
+    assert f"line {line}" in message and "unparsable date" in message and "2024-02-30" in message

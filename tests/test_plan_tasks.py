@@ -86,6 +86,8 @@ def test_a_deadline_no_plan_meets_fails_before_the_data_pass(work):
     (TASKS + ["plan.deadlines=[1.0,2.0]"], "plan.deadlines"),
     (['plan.tasks="files"'], "plan.balance"),
     (['plan.balance="speeds"', "plan.speeds=[1.0,1.0]", 'plan.memory=["1GiB"]'], "plan.memory"),
+    (['plan.balance="calibrate"', "plan.emulate_slowdown={2=1.5}"], "plan.emulate_slowdown.2"),
+    (['plan.balance="calibrate"', "plan.emulate_slowdown={1=0.5}"], "plan.emulate_slowdown"),
 ])
 def test_task_config_errors_name_the_key(work, sets, key):
     proc = run(work, 2, "bad", sets, check=False)

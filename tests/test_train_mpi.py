@@ -60,12 +60,16 @@ EXACT_SCRIPT = textwrap.dedent("""
             out[f"{name}{classes}-{mode}"] = params.tolist()
             ds.close()
     cfg = dict(spec["train"])
-    for mode, extra in (("shares", {"shares": spec["shares"][str(n)]}),
-                        ("adaptive", {"balance": "adaptive", "rebalance_every": 1,
-                                      "emulate_slowdown": {str(n - 1): 3.0}})):
+    replan = {"balance": "adaptive", "rebalance_every": 1, "rebalance_window": 2,
+              "rebalance_patience": 1, "rebalance_threshold": 0.0, "rebalance_max_change": 4.0,
+              "emulate_slowdown": {str(n - 1): 3.0}}
+    fullbatch = {"model": "logreg", "optimizer": "sgd", "momentum": 0.0, "lr": lr, "epochs": steps,
+                 "batch_size": spec["rows"], **replan}
+    for mode, extra in (("shares", {"shares": spec["shares"][str(n)]}), ("adaptive", replan),
+                        ("fullbatch", fullbatch)):
         res = train(f"{work}/ds2", {**cfg, **extra}, comm, stream=None)
         out[f"train-{mode}"] = res["params"].tolist()
-        out[f"train-{mode}-balance"] = [h[1] for h in res["balance"]]
+        out[f"train-{mode}-balance"] = res["balance"]
     if comm.Get_rank() == 0:
         open(f"{work}/out{n}.json", "w").write(json.dumps(out))
 """)
@@ -96,7 +100,7 @@ def reference(work, name, classes, hidden):
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_full_batch_gd_is_exact_at_any_rank_count(work, n):
-    spec = {"cases": CASES, "uneven": UNEVEN, "shares": SHARES, "train": TRAIN_CFG}
+    spec = {"cases": CASES, "uneven": UNEVEN, "shares": SHARES, "train": TRAIN_CFG, "rows": N}
     proc = mpirun(n, [work / "exact.py", work, STEPS, LR, json.dumps(spec)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads((work / f"out{n}.json").read_text())
@@ -113,9 +117,18 @@ def test_full_batch_gd_is_exact_at_any_rank_count(work, n):
     for mode in ("shares", "adaptive"):
         np.testing.assert_allclose(np.array(got[f"train-{mode}"]), ref, rtol=1e-10,
                                    atol=1e-10 * np.abs(ref).max(), err_msg=f"trainer {mode} at {n} ranks")
-    sizes = got["train-adaptive-balance"]
-    assert len(sizes) == 2 * -(-N // TRAIN_CFG["batch_size"])          # one rebalance per step
-    assert all(sum(s) == TRAIN_CFG["batch_size"] and len(s) == n for s in sizes)
+    # full-batch gradient descent through the trainer, re-planning the batch sizes after each step
+    ref = reference(work, "logreg", 2, [])
+    np.testing.assert_allclose(np.array(got["train-fullbatch"]), ref, rtol=1e-10,
+                               atol=1e-10 * np.abs(ref).max(), err_msg=f"full-batch GD at {n} ranks")
+    assert (n == 1) == (not got["train-fullbatch-balance"]["replans"])
+    # re-planning after every step (no threshold, no patience): the sizes moved, the gradient did not
+    bal = got["train-adaptive-balance"]
+    assert bal["checks"] == 2 * -(-N // TRAIN_CFG["batch_size"])       # one check per step
+    for rec in bal["replans"]:
+        assert sum(rec["new_sizes"]) == TRAIN_CFG["batch_size"] and len(rec["new_sizes"]) == n
+        assert all(o / 4 <= b <= max(4 * o, 1) for o, b in zip(rec["old_sizes"], rec["new_sizes"]))
+    assert (n == 1) == (not bal["replans"])
 
 
 # ------------------------------------------------------------------ checkpoint / resume via the CLI

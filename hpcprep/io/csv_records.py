@@ -21,6 +21,9 @@ BAD_FIELD_COUNT = 1
 BAD_NUMBER = 2
 BAD_ENCODING = 3
 BAD_QUOTING = 4
+#: A date of ``input.datetime`` that does not parse (:mod:`hpcprep.io.datetimes`); codes
+#: 5-8 are JSON lines' (:data:`hpcprep.io.lines.JSON_BAD_REASONS`).
+BAD_DATE = 9
 
 #: Text of each ``CsvBlock.bad_reason`` code.
 BAD_REASONS = {
@@ -29,6 +32,7 @@ BAD_REASONS = {
     BAD_NUMBER: "unparsable number",
     BAD_ENCODING: "bytes that are not valid UTF-8",
     BAD_QUOTING: "malformed quoting",
+    BAD_DATE: "unparsable date",
 }
 
 
@@ -87,7 +91,7 @@ class CsvBlock:
         code = int(self.bad_reason[i])
         text = BAD_REASONS[code]
         col = int(self.bad_column[i])
-        if code == BAD_NUMBER and col >= 0:
+        if code in (BAD_NUMBER, BAD_DATE) and col >= 0:
             text += f" in column {self.header[col]!r}"
         return text
 

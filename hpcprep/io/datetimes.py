@@ -27,14 +27,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import ConfigError, DataError
+from .csv_records import BAD_DATE, BAD_REASONS
 
 #: The parts a date column can give, in the order the docs list them.
 PARTS = ("epoch", "year", "month", "day", "hour", "minute", "second", "weekday", "dayofyear")
 
-#: Reason code of a record whose date does not parse (beside the CSV and JSON lines codes).
-BAD_DATE = 9
-#: The reason under which such records are counted.
-UNPARSABLE_DATE = "unparsable date"
+#: The reason under which records whose date does not parse (code ``BAD_DATE``) are counted.
+UNPARSABLE_DATE = BAD_REASONS[BAD_DATE]
 
 #: ISO 8601: a date, optionally a time (``T`` or a space; hours, optional minutes, seconds
 #: and fraction) with optionally ``Z`` or an offset ``+hh:mm`` / ``+hhmm`` / ``+hh``; spaces around.

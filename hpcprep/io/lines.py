@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DataError
-from .csv_records import BAD_ENCODING, BAD_NONE, BAD_NUMBER, BAD_REASONS, CsvBlock
+from .csv_records import BAD_DATE, BAD_ENCODING, BAD_NONE, BAD_NUMBER, BAD_REASONS, CsvBlock
 from .csv_split import _count_blank, _normalize
 
 #: Compression of a file, by its last suffix.
@@ -228,7 +228,7 @@ class JsonBlock(CsvBlock):
         code = int(self.bad_reason[i])
         text = JSON_BAD_REASONS.get(code) or BAD_REASONS[code]
         col = int(self.bad_column[i])
-        if code in (BAD_NUMBER, BAD_MISSING_KEY, BAD_NESTED) and col >= 0:
+        if code in (BAD_NUMBER, BAD_MISSING_KEY, BAD_NESTED, BAD_DATE) and col >= 0:
             text += f" {'in column' if code != BAD_MISSING_KEY else ''} {self.header[col]!r}"
             text = text.replace("  ", " ")
         return text

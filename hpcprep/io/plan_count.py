@@ -113,21 +113,23 @@ def _first_bad_in(buf: bytes, c: ChunkDesc, inp: dict):
     quoted newline of CSV."""
     from .csv_parse import parse_buffer
     from .csv_records import BadRecord, QuotedNewlineError, block_first_bad, buffer_lines
+    from .datetimes import block_dates, date_columns
 
+    text = list(dict.fromkeys([*inp["categorical"], *date_columns(inp)]))   # dates: as text
     if c.format == "jsonl":
         if inp["on_bad_row"] != "error":
             return None
         from .lines import parse_json_lines
 
         block = parse_json_lines(buf, c.path, features=inp["features"], label=inp["label"] or None,
-                                 categorical=inp["categorical"], weight=inp["weight"] or None,
+                                 categorical=text, weight=inp["weight"] or None,
                                  na_values=tuple(inp["na_values"]), first_line=0)
     else:
         if inp["on_bad_row"] != "error" and b'"' not in buf:
             return None
         try:
             block = parse_buffer(buf, c.path, header=_header_of(c, inp), features=inp["features"],
-                                 label=inp["label"] or None, categorical=inp["categorical"],
+                                 label=inp["label"] or None, categorical=text,
                                  weight=inp["weight"] or None, delimiter=inp["delimiter"],
                                  na_values=tuple(inp["na_values"]), first_line=0)
         except QuotedNewlineError as e:
@@ -136,7 +138,24 @@ def _first_bad_in(buf: bytes, c: ChunkDesc, inp: dict):
             return earlier or BadRecord(e.line, e.reason, buffer_lines(buf, [e.line])[0])
         if inp["on_bad_row"] != "error":
             return None
+    if date_columns(inp):
+        block_dates(block, inp)   # flags the records whose date does not parse
+        date = _first_bad_date(block)
+        if date is not None:
+            return date
     return block_first_bad(block, lambda line: buffer_lines(buf, [line])[0])
+
+
+def _first_bad_date(block):
+    """The first bad record of ``block`` if it is a date that does not parse, shown by its value."""
+    from .csv_records import BAD_DATE, BadRecord
+
+    hits = np.flatnonzero(block.bad)
+    if hits.size == 0 or block.bad_reason[hits[0]] != BAD_DATE:
+        return None
+    i = int(hits[0])
+    value = str(block.categorical[block.header[int(block.bad_column[i])]][i])
+    return BadRecord(int(block.lines[i]), block.reason_text(i), value.encode())
 
 
 def _line_offset(buf: bytes, line: int) -> int:

@@ -14,6 +14,28 @@ from ..steps import make_step
 from .subsample import SubsampledReader
 
 
+class SlowedReader:
+    """A reader made ``factor`` times slower: after each read it sleeps ``factor - 1`` times the
+    read's time (``plan.emulate_slowdown``: heterogeneous ranks on one machine, for benchmarks)."""
+
+    def __init__(self, reader, factor: float):
+        self.reader, self.factor = reader, factor
+
+    def read(self, desc):
+        t0 = time.perf_counter()
+        chunk = self.reader.read(desc)
+        time.sleep((self.factor - 1.0) * (time.perf_counter() - t0))
+        return chunk
+
+    def __getattr__(self, name):
+        return getattr(self.reader, name)
+
+
+def _slowed(reader, cfg: dict, input_index: int):
+    factor = float(cfg["plan"]["emulate_slowdown"].get(str(input_index), 1.0))
+    return reader if factor == 1.0 else SlowedReader(reader, factor)
+
+
 class TimedReader:
     """A reader whose reads are charged to ``read`` on the run's clock (``report.json``: ``seconds.read``)."""
 
@@ -39,12 +61,14 @@ def open_input(ctx, subsample: dict[int, int]) -> ReaderStream | None:
     topo, cfg, plan = ctx.topo, ctx.cfg, ctx.plan
     if ctx.rank not in topo.input_ranks:
         return None
-    descs = plan.chunks_of(ctx.index_in(topo.input_ranks))
+    index = ctx.index_in(topo.input_ranks)
+    descs = plan.chunks_of(index)
     planned = sum(d.rows for d in descs) * plan.bytes_per_row
     fits = topo.fused and any(layer_fits(t) for t in cfg["standardize"])
-    reader = TimedReader(ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype,
-                                     rejects=_input_rejects(ctx), label_classes=plan.label_classes,
-                                     kept_text=plan.kept_text), ctx.clock)
+    reader = ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype,
+                         rejects=_input_rejects(ctx), label_classes=plan.label_classes,
+                         kept_text=plan.kept_text)
+    reader = TimedReader(_slowed(reader, cfg, index), ctx.clock)
     ctx.report["input"] = {"chunks": len(descs), "rows": sum(d.rows for d in descs),
                            "bad_records": reader.bad_samples}
     if subsample:
@@ -115,8 +139,9 @@ def _calibrate(cfg, plan, input_index: int, min_seconds: float = 0.1) -> float:
     d = descs[0]
     rows = d.rows if d.by_bytes else min(d.rows, cfg["plan"]["calibration_rows"])
     probe = d if d.by_bytes else replace(d, stop=d.start + rows, rows=rows)
-    reader = ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype,
-                         label_classes=plan.label_classes, kept_text=plan.kept_text)
+    reader = _slowed(ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype,
+                                 label_classes=plan.label_classes, kept_text=plan.kept_text),
+                     cfg, input_index)
     try:
         reader.read(probe)  # opens the file: not timed
         done, t0 = 0, time.perf_counter()

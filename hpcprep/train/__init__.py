@@ -3,7 +3,8 @@
 Modules: ``models`` (logreg, softmax, mlp with explicit backward passes),
 ``optim`` (SGD with momentum, Adam), ``metrics`` (loss, accuracy, exact AUC),
 ``parallel`` (the fused-Allreduce step, adaptive communication), ``balance``
-(equal / worker-adaptive batch sizes), ``checkpoint`` (HDF5), ``trainer`` (the
+(equal / worker-adaptive batch sizes), ``replan`` (when and how to re-plan them),
+``emulate`` (emulated slow ranks), ``checkpoint`` (HDF5), ``trainer`` (the
 loop), ``cli`` (``hpcprep train``), ``synth`` (small synthetic datasets).
 """
 

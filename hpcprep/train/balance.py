@@ -1,98 +1,55 @@
 """Per-rank batch sizes: equal (or fixed shares) or worker-adaptive (LB-BSP).
 
 The global batch size ``B`` is fixed; rank i takes ``b_i`` of its samples with
-``Σ b_i = B``. With ``balance = "adaptive"``, every ``rebalance_every`` steps each
-rank reports its measured seconds per sample over the last window (lowercase
-``gather``: a few floats), rank 0 computes new sizes — with
-``hpcprep.assign.batch_sizes`` when that module provides it, else a split
-proportional to measured speed — and broadcasts them. Since the data-parallel
-step is exact for any split, changing the sizes changes only how fast a step is,
-not what it computes.
+``Σ b_i = B``. Every rank keeps its last step timings (:class:`.replan.RankTimings`).
+With ``balance = "adaptive"``, every ``rebalance_every`` steps each rank reports
+its median seconds per sample and step seconds (lowercase ``gather``: two floats),
+rank 0 decides through the assignment program whether and how to re-plan
+(:class:`.replan.Replanner`) and broadcasts the decision. Since the
+data-parallel step is exact for any split, changing the sizes changes only how
+fast a step is, not what it computes.
 """
 
-import numpy as np
-
-from ..errors import ConfigError, HpcprepError
+from ..errors import HpcprepError
 from ..mpi.agree import root_decides
 from ..partition import proportional_counts
-
-
-def proportional_sizes(global_batch: int, seconds_per_sample) -> list[int]:
-    """Batch sizes proportional to speed (1 / seconds per sample), every rank at least 1
-    sample when ``global_batch >= ranks`` so that every rank keeps being measured."""
-    s = np.asarray(seconds_per_sample, dtype=np.float64)
-    speed = 1.0 / np.maximum(s, 1e-12)
-    n = s.size
-    if global_batch >= n:
-        return [1 + b for b in proportional_counts(global_batch - n, speed).tolist()]
-    return proportional_counts(global_batch, speed).tolist()
-
-
-def compute_sizes(global_batch: int, seconds_per_sample) -> tuple[list[int], str]:
-    """New per-rank batch sizes and the name of the method used.
-
-    Uses ``hpcprep.assign.batch_sizes(global_batch, seconds_per_sample)`` (the
-    assignment program) when it is importable, else :func:`proportional_sizes`.
-    """
-    try:
-        from ..assign import batch_sizes
-    except ImportError:
-        return proportional_sizes(global_batch, seconds_per_sample), "proportional"
-    sizes = [int(b) for b in batch_sizes(global_batch, list(map(float, seconds_per_sample)))]
-    if len(sizes) != len(seconds_per_sample) or sum(sizes) != global_batch or min(sizes) < 0:
-        raise HpcprepError(f"hpcprep.assign.batch_sizes returned {sizes} for a global batch of "
-                           f"{global_batch} over {len(seconds_per_sample)} ranks")
-    return sizes, "assign"
-
-
-def parse_slowdown(table: dict, size: int | None = None) -> dict[int, float]:
-    """``{"1": 2.0}`` -> ``{1: 2.0}``; checks ranks (when ``size`` is known) and factors >= 1."""
-    out = {}
-    for key, factor in table.items():
-        try:
-            rank = int(key)
-        except ValueError:
-            raise ConfigError(f"train.emulate_slowdown.{key}: keys are rank numbers") from None
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:
-            raise ConfigError(f"train.emulate_slowdown.{key} = {factor!r}: expected a number >= 1")
-        if rank < 0 or (size is not None and rank >= size):
-            raise ConfigError(f"train.emulate_slowdown.{key}: no rank {rank} "
-                              f"(ranks 0..{(size or 1) - 1})")
-        out[rank] = float(factor)
-    return out
+from .replan import RankTimings, ReplanSettings, Replanner
 
 
 class Balancer:
-    """The per-rank batch sizes of a training run.
+    """The per-rank batch sizes of a training run, and their report.
 
     Parameters
     ----------
     comm : mpi4py communicator
     global_batch : int
     mode : "equal" or "adaptive"
-    every : int
-        Rebalance every ``every`` steps (adaptive).
+    settings : ReplanSettings
+        When and how far to re-plan (adaptive).
     shares : list of float, optional
         Fixed relative shares per rank (default equal); also the adaptive start.
     """
 
-    def __init__(self, comm, global_batch: int, mode: str = "equal", every: int = 20, shares=None):
+    def __init__(self, comm, global_batch: int, mode: str = "equal",
+                 settings: ReplanSettings = ReplanSettings(), shares=None):
         self.comm = comm
         self.rank, self.nranks = comm.Get_rank(), comm.Get_size()
         self.global_batch = int(global_batch)
-        self.mode = mode
-        self.every = int(every)
+        self.mode, self.settings = mode, settings
         self.sizes = proportional_counts(self.global_batch, shares if shares else [1.0] * self.nranks).tolist()
+        self.initial_sizes = list(self.sizes)
         self.method = "equal" if not shares else "shares"
-        self.history = []          # (step, sizes, seconds per sample)
-        self._samples = 0
-        self._seconds = 0.0
-        self._last_sps = [None] * self.nranks
-        if mode == "adaptive" and self.rank == 0:
-            try:  # import the assignment program (cvxpy) now, not inside a timed window
-                from .. import assign  # noqa: F401
-            except ImportError:
-                pass
+        self.replans = []          # re-plan records (rank 0's decisions, on every rank)
+        self.timings = RankTimings(settings.window)
+        self.replanner = Replanner(self.global_batch, self.nranks, settings) if self.rank == 0 else None
+        self.final = None          # set by finish()
+
+    def set_sizes(self, sizes) -> None:
+        """Continue with ``sizes`` (a resumed run's)."""
+        if list(sizes) != self.sizes:
+            self.method = "checkpoint"
+        self.sizes = [int(b) for b in sizes]
+        self.timings.sizes_changed()
 
     def block(self, length: int) -> list[int]:
         """Sizes for a global batch of ``length`` samples (the last batch of an epoch is
@@ -102,37 +59,57 @@ class Balancer:
         return proportional_counts(length, self.sizes).tolist()
 
     def record(self, samples: int, seconds: float) -> None:
-        """Add one step's local work to the current measurement window."""
-        self._samples += samples
-        self._seconds += seconds
+        """Add one step's local work (samples, compute seconds) to this rank's window."""
+        self.timings.record(samples, seconds)
 
-    def _decide(self, reports) -> tuple:
-        """Rank 0: new ``(sizes, method, estimates)`` from the ranks' seconds per sample."""
+    def _decide(self, step: int, reports) -> dict | None:
+        """Rank 0: the re-plan record, or None."""
         try:
-            for r, s in enumerate(reports):
-                if s is not None:
-                    self._last_sps[r] = s
-            known = [s for s in self._last_sps if s is not None]
-            if not known:
-                return list(self.sizes), self.method, [None] * self.nranks
-            fill = float(np.median(known))
-            est = [fill if s is None else s for s in self._last_sps]
-            sizes, method = compute_sizes(self.global_batch, est)
-            return sizes, method, est
+            return self.replanner.check(step, list(self.sizes), [r[0] for r in reports])
         except Exception as e:  # noqa: BLE001 - reported on every rank by root_decides
-            raise HpcprepError(f"rebalancing batch sizes failed on rank 0: "
+            raise HpcprepError(f"re-planning batch sizes at step {step} failed on rank 0: "
                                f"{type(e).__name__}: {e}") from None
 
-    def after_step(self, step: int) -> bool:
-        """Rebalance when due (adaptive mode, every ``every`` steps). Collective; every rank
-        calls it after every step with the same ``step``. Returns whether sizes changed."""
-        if self.mode != "adaptive" or step % self.every != 0:
-            return False
-        sps = self._seconds / self._samples if self._samples else None
-        self._samples, self._seconds = 0, 0.0
-        reports = self.comm.gather(sps, root=0)
-        sizes, method, est = root_decides(self.comm, self._decide, reports)
-        changed = sizes != self.sizes
-        self.sizes, self.method = sizes, method
-        self.history.append((step, list(sizes), est))
-        return changed
+    def after_step(self, step: int) -> dict | None:
+        """Check when due (adaptive mode, every ``rebalance_every`` steps). Collective; every
+        rank calls it after every step with the same ``step``. Returns the re-plan record
+        when the sizes changed, else None."""
+        if self.mode != "adaptive" or step % self.settings.every != 0:
+            return None
+        reports = self.comm.gather(self.timings.report(), root=0)
+        rec = root_decides(self.comm, self._decide, step, reports)
+        if rec is not None:
+            self.sizes, self.method = list(rec["new_sizes"]), "assign"
+            self.timings.sizes_changed()
+            self.replans.append(rec)
+        return rec
+
+    def finish(self) -> None:
+        """Gather every rank's last timings for :meth:`report`. Collective."""
+        reports = self.comm.gather(self.timings.report(), root=0)
+        if self.rank != 0:
+            return
+        per_sample = [r[0] for r in reports]
+        est = self.replanner.estimates(per_sample)
+        self.final = {
+            "seconds_per_sample": est,
+            "predicted_step_s": None if est is None else [b * p for b, p in zip(self.sizes, est)],
+            "measured_step_s": [r[1] for r in reports],
+        }
+
+    def report(self) -> dict:
+        """What the summary says about the batch sizes: mode, settings, sizes, the last
+        plan, predicted vs measured step seconds per rank (rank 0, after :meth:`finish`),
+        and every re-plan."""
+        st = self.settings
+        out = {"mode": self.mode, "method": self.method, "initial_sizes": self.initial_sizes,
+               "sizes": list(self.sizes), "replans": list(self.replans)}
+        if self.mode == "adaptive":
+            out["settings"] = {"every": st.every, "window": st.window, "threshold": st.threshold,
+                               "patience": st.patience, "max_change": st.max_change}
+            out["plan"] = self.replans[-1]["plan"] if self.replans else None
+            if self.replanner is not None:
+                out["checks"], out["last_check"] = self.replanner.checks, self.replanner.last
+        if self.final is not None:
+            out.update(self.final)
+        return out

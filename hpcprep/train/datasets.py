@@ -40,6 +40,12 @@ def open_train_val(dataset, cfg, comm):
     # rank 0 decides, so every rank makes the same collective open_dataset calls
     train_split, val_path, val_split = root_decides(comm, train_val_names, dataset, cfg)
     train = open_dataset(dataset, split=train_split, comm=comm)
+    if train.code_names:   # the same manifest on every rank: every rank raises it
+        train.close()
+        raise agreed(DataError, f"{dataset}: the dataset has int64 categorical codes "
+                                f"({', '.join(train.code_names)}), which hpcprep train's models do "
+                                f"not read: train on it through the PyTorch loader "
+                                f"(Dataset.torch, docs/train.md) or encode them as onehot")
     if val_path is None:
         return train, None
     try:

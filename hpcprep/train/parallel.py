@@ -48,7 +48,8 @@ class DataParallel:
         (pip's MPICH is not CUDA-aware).
     slowdown : float
         Emulate a slower rank: after computing, sleep ``(slowdown - 1) ×`` the
-        compute time (``train.emulate_slowdown``).
+        compute time. The trainer sets it before each step
+        (``train.emulate_slowdown``, ``train.emulate_episodes``: :mod:`.emulate`).
     """
 
     def __init__(self, comm, model, xp=np, slowdown: float = 1.0):

@@ -3,7 +3,7 @@
 from ..config import seed_check
 from ..errors import ConfigError
 from ..schema import Param, between, fraction, list_of, non_negative, positive, validate_table
-from .balance import parse_slowdown
+from .emulate import parse_episodes, parse_slowdown
 from .models import MODELS
 
 
@@ -27,12 +27,15 @@ def _shares(value):
     return None
 
 
-def _slowdown(value):
-    try:
-        parse_slowdown(value)
-    except ConfigError as e:
-        return str(e).split(": ", 1)[-1] if ": " in str(e) else str(e)
-    return None
+def _problem(parse):
+    """A check that runs ``parse`` and returns its error without the key (validate_value adds it)."""
+    def check(value):
+        try:
+            parse(value)
+        except ConfigError as e:
+            return str(e).split(": ", 1)[-1] if ": " in str(e) else str(e)
+        return None
+    return check
 
 
 TRAIN_SPEC = {
@@ -46,11 +49,24 @@ TRAIN_SPEC = {
     "batch_size": Param(int, 256, check=_batch, doc="global batch size (all ranks together)"),
     "seed": Param(int, 0, check=seed_check, doc="initial parameters and batch order"),
     "balance": Param(str, "equal", choices=("equal", "adaptive"), doc="per-rank batch sizes"),
-    "rebalance_every": Param(int, 20, check=positive, doc="adaptive: steps between rebalances"),
+    "rebalance_every": Param(int, 20, check=positive, doc="adaptive: steps between re-plan checks"),
+    "rebalance_window": Param(int, 20, check=between(1, 10**6, "[1, 10**6]"),
+                              doc="adaptive: a rank's speed is its median seconds per sample over its "
+                                  "last this many steps"),
+    "rebalance_threshold": Param(float, 0.05, check=between(0, 100, "[0, 100]"),
+                                 doc="adaptive: least predicted relative speed-up of a step that "
+                                     "counts as a change"),
+    "rebalance_patience": Param(int, 2, check=between(1, 10**6, "[1, 10**6]"),
+                                doc="adaptive: consecutive checks that see a change before a re-plan"),
+    "rebalance_max_change": Param(float, 2.0, check=between(1, 1e6, "[1, 1e6]"),
+                                  doc="adaptive: one re-plan changes a rank's batch by at most this factor"),
     "shares": Param(list, [], check=_shares,
                     doc="fixed relative per-rank batch shares (default equal; adaptive start)"),
-    "emulate_slowdown": Param(dict, {}, check=_slowdown,
+    "emulate_slowdown": Param(dict, {}, check=_problem(parse_slowdown),
                               doc='make ranks slower, e.g. { 1 = 2.0 } (rank 1 takes 2x as long)'),
+    "emulate_episodes": Param(list, [],
+                              doc="slow ranks for some steps: [{ rank = 1, factor = 4.0, start = 10, "
+                                  "steps = 3 }] (steps 0: to the end)"),
     "split": Param(str, "train", doc="training split when DATASET is a split dataset"),
     "val": Param(str, "", doc="validation: a split name of DATASET or a dataset path; "
                               "'' = the split 'val' if any; 'none' = no validation"),
@@ -66,6 +82,7 @@ TRAIN_SPEC = {
 def validate_config(table: dict) -> dict:
     """Validate a ``[train]`` table and fill in defaults (raises ConfigError naming the key)."""
     cfg = validate_table(table, TRAIN_SPEC, "train")
+    parse_episodes(cfg["emulate_episodes"])       # its errors name the item's key
     cfg["emulate_slowdown"] = {str(k): float(v) for k, v in cfg["emulate_slowdown"].items()}
     cfg["shares"] = [float(v) for v in cfg["shares"]]
     return cfg

@@ -28,13 +28,15 @@ from ..errors import ConfigError, DataError, HpcprepError
 from ..loader import block_ranges, epoch_blocks
 from ..mpi.agree import agreed, root_decides
 from . import checkpoint
-from .balance import Balancer, parse_slowdown
+from .balance import Balancer
+from .emulate import Emulation, parse_episodes, parse_slowdown
 from .datasets import count_classes, open_train_val
 from .log import TrainLog
 from .metrics import evaluate
 from .models import make_model
 from .optim import make_optimizer
 from .parallel import AdaptiveComm, DataParallel
+from .replan import ReplanSettings, replan_line
 from .spec import validate_config
 
 
@@ -89,11 +91,11 @@ def _stop_unless_finite(xp, where: str, loss: float, vector, what: str) -> None:
 class _Run:
     """The state of one training run on this rank: what :func:`train`'s phases share."""
 
-    def __init__(self, comm, cfg: dict, slow: dict, out, stream):
+    def __init__(self, comm, cfg: dict, emulation: Emulation, out, stream):
         self.comm, self.cfg, self.out = comm, cfg, out
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.xp = select_xp(cfg["device"], comm)
-        self.slow, self.stream = slow, stream
+        self.emulation, self.stream = emulation, stream
         self.start_epoch, self.step, self.history = 0, 0, []
 
     def build(self, dataset) -> None:
@@ -110,9 +112,9 @@ class _Run:
         comm.Bcast(host, root=0)
         self.params[...] = xp.asarray(host) if xp is not np else host
         self.opt = make_optimizer(cfg["optimizer"], self.model.size, cfg["lr"], cfg["momentum"], xp)
-        self.balancer = Balancer(comm, cfg["batch_size"], cfg["balance"], cfg["rebalance_every"],
-                                 cfg["shares"])
-        self.dp = DataParallel(comm, self.model, xp, self.slow.get(self.rank, 1.0))
+        self.balancer = Balancer(comm, cfg["batch_size"], cfg["balance"],
+                                 ReplanSettings.from_config(cfg), cfg["shares"])
+        self.dp = DataParallel(comm, self.model, xp)
         self.ac = AdaptiveComm(comm, self.model.size, cfg["threshold"], cfg["max_interval"], xp) \
             if cfg["adaptive_comm"] else None
         self.rng = np.random.default_rng(cfg["seed"])
@@ -133,7 +135,7 @@ class _Run:
         opt.load_state_vector(xp.asarray(state) if xp is not np else state)
         self.start_epoch, self.step = ck["epoch"], ck["step"]
         if len(ck["batch_sizes"]) == self.size and sum(ck["batch_sizes"]) == self.cfg["batch_size"]:
-            self.balancer.sizes = list(ck["batch_sizes"])
+            self.balancer.set_sizes(ck["batch_sizes"])
         if ac is not None and ck["adaptive_comm"]:
             ac.load_state(ck["adaptive_comm"])
         self.rng.bit_generator.state = ck["rng_state"]
@@ -167,7 +169,7 @@ class _Run:
     def result(self) -> dict:
         ac = self.ac
         return {"params": np.array(_host(self.params)), "model": self.model.spec(),
-                "history": self.history, "balance": self.balancer.history,
+                "history": self.history, "balance": self.balancer.report(),
                 "adaptive_comm": None if ac is None else ac.report(),
                 "prefetch": {"hits": self.pref.hits, "misses": self.pref.misses}}
 
@@ -219,6 +221,7 @@ def _epoch_steps(run: _Run, epoch: int, rot, blocks) -> tuple[float, float]:
             run.pref.want(run.piece(blocks, rot, k + 1)[0])
         if y is not None:
             y = y.astype(np.int64, copy=False) if xp is np else y.astype(xp.int64)
+        run.dp.slowdown = run.emulation.factor(run.step)
         if ac is None:
             compute, loss, seen = _sync_step(run, epoch, x, y)
             epoch_loss += loss
@@ -227,7 +230,9 @@ def _epoch_steps(run: _Run, epoch: int, rot, blocks) -> tuple[float, float]:
             compute = _local_step(run, epoch, x, y, b, loss_sum)
         run.balancer.record(b, compute)
         run.step += 1
-        run.balancer.after_step(run.step)
+        rec = run.balancer.after_step(run.step)
+        if rec is not None:
+            run.log.line(replan_line(rec))
     if ac is not None:
         if ac.since:
             ac.average(run.params)
@@ -255,6 +260,7 @@ def _epoch_record(run: _Run, epoch: int, n_blocks: int, loss: float, seen, ranks
         "allreduce_seconds": [r["allreduce"] for r in ranks],
         "allreduce_share": ranks[slowest]["allreduce"] / secs if secs > 0 else 0.0,
         "batch_sizes": list(run.balancer.sizes), "balance_method": run.balancer.method,
+        "replans": [r for r in run.balancer.replans if r["step"] > run.step - n_blocks],
     }
     if run.ac is not None:
         rec["adaptive_comm"] = run.ac.report()
@@ -292,17 +298,19 @@ def _finish(run: _Run) -> None:
     if run.rank == 0:
         ac = run.ac
         summary = {"model": run.model.spec(), "config": run.cfg, "ranks": run.size,
-                   "epochs": run.history, "balance": run.balancer.history,
+                   "epochs": run.history, "balance": run.balancer.report(),
                    "adaptive_comm": None if ac is None else ac.report(),
                    "prefetch": {"hits": run.pref.hits, "misses": run.pref.misses}}
         (run.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
-def _checked_config(config: dict, size: int) -> tuple[dict, dict]:
-    """The validated ``[train]`` table and the emulated slowdowns, or an agreed ConfigError."""
+def _checked_config(config: dict, comm) -> tuple[dict, Emulation]:
+    """The validated ``[train]`` table and this rank's emulated slowdowns, or an agreed ConfigError."""
+    size = comm.Get_size()
     try:  # the same config on every rank: the same error on every rank
         cfg = validate_config(config)
-        slow = parse_slowdown(cfg["emulate_slowdown"], size)
+        slow = Emulation(comm.Get_rank(), parse_slowdown(cfg["emulate_slowdown"], size),
+                         parse_episodes(cfg["emulate_episodes"], size))
         if cfg["shares"] and len(cfg["shares"]) != size:
             raise ConfigError(f"train.shares has {len(cfg['shares'])} entries for {size} ranks")
     except ConfigError as e:
@@ -334,9 +342,11 @@ def train(dataset, config: dict, comm, out=None, resume=None, stream=sys.stdout)
     -------
     dict
         ``params`` (flat NumPy float64 vector), ``model`` (spec), ``history`` (the
-        per-epoch log records), ``balance`` (rebalance history), ``adaptive_comm``.
+        per-epoch log records), ``balance`` (the batch sizes: mode, sizes, the last plan,
+        every re-plan; on rank 0 also predicted vs measured step seconds per rank),
+        ``adaptive_comm``.
     """
-    cfg, slow = _checked_config(config, comm.Get_size())
+    cfg, slow = _checked_config(config, comm)
     out = Path(out) if out is not None else None
     if out is not None:
         root_decides(comm, _make_out, out)
@@ -348,6 +358,7 @@ def train(dataset, config: dict, comm, out=None, resume=None, stream=sys.stdout)
     try:
         for epoch in range(run.start_epoch, cfg["epochs"]):
             _epoch(run, epoch)
+        run.balancer.finish()
         _finish(run)
     finally:
         run.close()
