@@ -124,3 +124,14 @@ def test_a_task_subsampled_to_meet_its_deadline_keeps_exactly_its_planned_rows(w
         assert np.array_equal(got["labels"], ref["labels"][mask]), name
     # the scale step fits on the kept rows: features differ from ref's, not between layouts
     assert_same_rows(work / "sub2", work / "sub3")
+
+
+def test_cuts_move_down_to_the_last_chunk_that_fits_a_cap():
+    from hpcprep.stages.tasks import _within_caps
+
+    sizes = np.array([250, 250, 0, 250, 250, 250])
+    # rank 0 would take 4 chunks (750 rows) but may hold 600: it keeps 2 (the empty one too: 3)
+    assert _within_caps([(0, 4), (4, 6)], sizes, np.array([600.0, np.inf])) == [(0, 3), (3, 6)]
+    assert _within_caps([(0, 4), (4, 6)], sizes, np.array([np.inf, np.inf])) == [(0, 4), (4, 6)]
+    assert _within_caps([(0, 2), (2, 4), (4, 6)], sizes, np.array([100.0, 1e9, 0.0])) == \
+        [(0, 0), (0, 4), (4, 6)]

@@ -1,25 +1,33 @@
 """The stages' own bookkeeping: the clock that splits a rank's time, and the passes a layer reports."""
 
-import time
-
 from hpcprep.layers.standardize import StandardizeLayer
 from hpcprep.stages.context import Clock
 
 
+class FakeTime:
+    """A time source the test moves by hand (no wall-clock timing in tests)."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
 def test_clock_charges_each_second_to_the_innermost_key():
-    clock = Clock()
+    now = FakeTime()
+    clock = Clock(now)
     with clock("sample"):
-        time.sleep(0.02)
+        now.t += 2
         with clock("read"):
-            time.sleep(0.05)
+            now.t += 5
         with clock("exchange"):
-            time.sleep(0.01)
+            now.t += 1
             with clock("read"):
-                time.sleep(0.03)
-    s = clock.seconds
-    assert 0.08 <= s["read"] < 0.08 + 0.05
-    assert 0.02 <= s["sample"] < s["read"]
-    assert 0.01 <= s["exchange"] < 0.03
+                now.t += 3
+        now.t += 4
+    assert clock.seconds == {"sample": 6, "read": 8, "exchange": 1}
+    assert sum(clock.seconds.values()) == now.t
 
 
 def test_clock_closes_keys_on_error():

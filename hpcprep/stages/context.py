@@ -28,10 +28,11 @@ class Clock:
     inside a ``with clock(...)`` block: the keys must nest.
     """
 
-    def __init__(self):
+    def __init__(self, now=time.perf_counter):
         self.seconds: dict[str, float] = {}
         self._open: list[str] = []
         self._since = 0.0
+        self._now = now   # the time source (a fake one in tests)
 
     @contextmanager
     def __call__(self, key: str):
@@ -42,7 +43,7 @@ class Clock:
             self._switch(None)
 
     def _switch(self, key: str | None) -> None:
-        now = time.perf_counter()
+        now = self._now()
         if self._open:
             top = self._open[-1]
             self.seconds[top] = self.seconds.get(top, 0.0) + now - self._since

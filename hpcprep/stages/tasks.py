@@ -104,13 +104,14 @@ def assign_chunks(chunk_rows, chunk_task, solved, deadlines, caps) -> list[list[
 
 
 def _within_caps(ranges, sizes, room) -> list[tuple[int, int]]:
-    """Move each range's end down, a chunk at a time, until its rows fit the rank's room."""
+    """Move each range's end down to the last chunk boundary where its rows fit the rank's room
+    (the last range takes what is left)."""
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
     out, start = [], 0
     for k, (_, stop) in enumerate(ranges):
-        stop = max(stop, start)
         if k + 1 < len(ranges):
-            while stop > start and sizes[start:stop].sum() > room[k]:
-                stop -= 1
+            fits = int(np.searchsorted(bounds, bounds[start] + room[k], side="right")) - 1
+            stop = min(max(stop, start), max(fits, start))
         else:
             stop = len(sizes)
         out.append((start, stop))
