@@ -112,6 +112,8 @@ def test_a_task_subsampled_to_meet_its_deadline_keeps_exactly_its_planned_rows(w
     assert task["kept_rows"] == 500 and task["kept_fraction"] == 0.5
     assert [t["kept_rows"] for t in rep["input_plan"]["tasks"][1:]] == [1000, 1000]
     assert sum(r["input"]["subsampled"] for r in rep["ranks"]) == 500
+    dropped = sum(n for reasons in rep["dropped"].values() for n in reasons.values())
+    assert rep["rows_out"] + 500 + dropped == rep["rows_in"] == 3000   # every row counted once
     assert "file_task" not in rep["input_plan"]
     # exactly the 500 smallest keys of the first file's ids, and the same rows at any layout
     first = np.arange(1000)
