@@ -282,6 +282,14 @@ def _check_sample(table, i):
     return check_mode(table, f"sample[{i}]")
 
 
+def _check_shard_sizes(sizes: list, n_writers: int) -> None:
+    """``output.shard_sizes``: one non-negative size per writer (their sum is checked when the
+    rows are known, :func:`hpcprep.stages.write.shard_targets`)."""
+    if sizes and (len(sizes) != n_writers or min(sizes) < 0):
+        raise ConfigError(f"output.shard_sizes = {sizes}: needs {n_writers} non-negative sizes "
+                          f"(one per rank of the last sampling layer)")
+
+
 def _check_layout(cfg, world_size):
     lay = cfg["layout"]
     n_std, n_smp = len(cfg["standardize"]), len(cfg["sample"])
@@ -290,6 +298,7 @@ def _check_layout(cfg, world_size):
             raise ConfigError("layout: input/standardize/sample rank counts apply only with "
                               "layout.fused = false")
         check_plan(cfg, world_size, world_size, world_size, world_size)
+        _check_shard_sizes(cfg["output"]["shard_sizes"], world_size)
         return
     if lay["input"] < 1:
         raise ConfigError("layout.input: with layout.fused = false give the number of input ranks (>= 1)")
@@ -309,6 +318,7 @@ def _check_layout(cfg, world_size):
             raise ConfigError(f"layout.sample[{i}] = {n}: must be >= 1")
     total = lay["input"] + sum(lay["standardize"]) + sum(lay["sample"])
     check_plan(cfg, lay["input"], lay["sample"][-1] if lay["sample"] else 0, total, world_size)
+    _check_shard_sizes(cfg["output"]["shard_sizes"], lay["sample"][-1])
     if total != world_size:
         raise ConfigError(f"layout: input + standardize + sample = {total} ranks, but the job has "
                           f"{world_size} (mpiexec -n {total}, or use layout.fused = true)")

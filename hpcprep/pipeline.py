@@ -12,7 +12,7 @@ from .mpi.agree import AgreedError, root_decides
 from .io.classes import collect_label_classes
 from .io.plan import build_input_plan, check_input_columns, expand_paths
 from .io.plan_count import count_csv_chunks
-from .kernels import active as kernels_active
+from .kernels.active import Kernels
 from .output.location import OutputLocation
 from .stages.commit import commit
 from .stages.context import RunContext
@@ -76,7 +76,7 @@ def run_pipeline(cfg: dict, comm, progress, cleanups: list | None = None) -> dic
         count_csv_chunks(plan, comm, topo.input_ranks, cfg["input"], keep_dir=ctx.spill_dir)
     collect_label_classes(plan, comm, topo.input_ranks, cfg["input"])
     device = _select_device(comm, cfg["resources"]["device"])
-    kernels_active.use(device.xp)
+    ctx.kernels = Kernels(device.xp)
     ctx.report["device"] = device.report()
     ctx.report["input_plan"] = balance_input(ctx)
     progress.log(f"input: {plan.total_rows:,} rows x {plan.n_features} features in "

@@ -232,3 +232,20 @@ def test_generate_seed_outside_its_range(tmp_path, seed):
     with pytest.raises(AgreedError, match=r"0 <= --seed <= 2\*\*63 - 1"):
         cmd_generate(args, MPI.COMM_SELF)
     assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("overrides, world, n_writers", [
+    (["output.shard_sizes=[5, 5]"], 3, 3),                        # fused: every rank writes
+    (["output.shard_sizes=[5, -1, 5]"], 3, 3),
+    (["layout.fused=false", "layout.input=1", "layout.sample=[2]", "output.shard_sizes=[5]"], 3, 2),
+])
+def test_shard_sizes_of_the_wrong_length_fail_before_any_work(overrides, world, n_writers):
+    """Found while parsing the config (was: after standardize and sample had run, once per rank)."""
+    with pytest.raises(ConfigError) as info:
+        parse(overrides=overrides, world=world)
+    assert f"needs {n_writers} non-negative sizes" in str(info.value)
+
+
+def test_shard_sizes_of_the_right_length_pass():
+    cfg = parse(overrides=["output.shard_sizes=[5, 0, 7]"], world=3)
+    assert cfg["output"]["shard_sizes"] == [5, 0, 7]

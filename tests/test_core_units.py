@@ -7,8 +7,7 @@ from mpi4py import MPI
 from hpcprep.chunk import Chunk
 from hpcprep.mpi.exchange import alltoallv_records
 from hpcprep.kernels.hashing import key_to_unit, random_keys
-from hpcprep.kernels.pack import destination_order
-from hpcprep.kernels.route import contiguous_targets, key_range_owner
+from hpcprep.kernels.route import contiguous_targets, destination_order, key_range_owner
 from hpcprep.layers.sample import chunk_to_records, record_dtype
 from hpcprep.partition import balanced_contiguous, equal_counts, offsets
 from hpcprep.steps import Moments, merge_by_chunk
@@ -97,3 +96,35 @@ def test_records_roundtrip_through_alltoallv_self():
     assert counts.tolist() == [5]
     assert sent == 0
     assert np.array_equal(got, rec)
+
+
+@pytest.mark.parametrize("n_parts", [1, 3, 5])
+def test_route_chunk_packs_what_route_would(n_parts):
+    """The packed send buffer of a chunk (one gather per row) equals ``route(chunk_to_records(chunk))``
+    and the reference: rows grouped by fine key range, stable, with the rows per member."""
+    from hpcprep.layers.sample import FINE_PER_RANK, SAMPLE_STREAM, SampleLayer
+    from hpcprep.sampling import check_mode
+    from hpcprep.steps._columns import CODES
+
+    rng = np.random.default_rng(n_parts)
+    n = 40_000
+    rdt = record_dtype(3, "float32", "int16", weights=True, copies=True, codes=2)
+    chunk = Chunk(0, rng.permutation(10 * n)[:n].astype(np.int64), rng.normal(size=(n, 3)),
+                  rng.integers(0, 9, n), extras={"weight": rng.random(n),
+                                                 CODES: rng.integers(0, 4, (n, 2))})
+
+    def layer():
+        sl = SampleLayer(0, check_mode({"op": "shuffle"}, "t"), None, seed=5)
+        sl.bind(["a", "b", "c"], rdt)
+        return sl
+
+    packed, counts = layer().route_chunk(chunk, n_parts)
+    routed, counts2 = layer().route(chunk_to_records(chunk, rdt), n_parts)
+    assert packed.dtype == rdt and np.array_equal(packed, routed)
+    assert counts.tolist() == counts2.tolist() and counts.dtype == np.int64
+    fine = key_range_owner(random_keys(5, SAMPLE_STREAM, chunk.ids), n_parts * FINE_PER_RANK)
+    order = np.argsort(fine, kind="stable")
+    assert np.array_equal(packed["id"], chunk.ids[order])
+    assert np.array_equal(packed["x"], chunk.features[order].astype(np.float32))
+    assert np.array_equal(packed["k"], chunk.extras[CODES][order]) and (packed["c"] == 0).all()
+    assert counts.tolist() == np.bincount(fine // FINE_PER_RANK, minlength=n_parts).tolist()

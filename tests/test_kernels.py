@@ -5,12 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from hpcprep.kernels import (aes_keys, det_log, destination_order, gather_rows, k_smallest,
-                             k_smallest_per_class, keyed_hash, moments_of, pack_by_destination,
-                             poisson1_multiplicity, random_keys, record_dtype, repeat_indices,
-                             row_hash, scale_clip, unpack_columns)
+from hpcprep.kernels import (HOST, Kernels, aes_keys, det_log, destination_order, gather_rows,
+                             key_order, keyed_hash, moments_of, multiply_add, pack_rows,
+                             poisson1_multiplicity, random_keys, repeat_indices, row_hash,
+                             row_words, scale_clip, splitmix64)
 from hpcprep.kernels.select import POISSON1_THRESHOLDS
-from hpcprep.steps.moments import Moments
+from hpcprep.layers.sample import record_dtype
 
 SIZES = [0, 1, 7, 1000, 40_000]
 
@@ -45,62 +45,88 @@ def test_destination_order_is_a_stable_grouping(n, n_parts):
 def test_destination_order_rejects_out_of_range():
     with pytest.raises(ValueError, match="out of range"):
         destination_order(np.array([0, 3]), 3)
+    with pytest.raises(ValueError, match="out of range"):
+        destination_order(np.array([0, 3], dtype=np.uint16), 3)
 
 
 @pytest.mark.parametrize("n", SIZES)
-def test_pack_unpack_roundtrip(n):
+def test_pack_rows_gathers_every_field(n):
     rng = np.random.default_rng(n)
-    cols = {
-        "ids": np.arange(n, dtype=np.int64),
-        "features": rng.normal(size=(n, 5)).astype(np.float32),
-        "labels": rng.integers(0, 3, n).astype(np.int8),
-        "weights": rng.random(n),
-    }
-    dest = rng.integers(0, 4, n)
-    p = pack_by_destination(cols, dest, 4)
-    assert p.buf.shape == (n, 8 + 20 + 1 + 8) and p.buf.flags.c_contiguous
-    assert p.dtype == record_dtype(cols)
-    np.testing.assert_array_equal(p.displs, np.concatenate(([0], np.cumsum(p.counts)[:-1])))
-    out = unpack_columns(p.buf, p.dtype)
-    order = np.argsort(dest, kind="stable")
-    for name, col in cols.items():
-        np.testing.assert_array_equal(out[name], col[order])
-    # each destination's slice holds exactly its rows, in source order
-    for d in range(4):
-        sl = out["ids"][p.displs[d]:p.displs[d] + p.counts[d]]
-        np.testing.assert_array_equal(sl, np.flatnonzero(dest == d))
-    # on the host the bytes are packed structured records
-    recs = p.buf.view(p.dtype)[:, 0]
-    np.testing.assert_array_equal(recs["features"], cols["features"][order])
+    dt = record_dtype(5, "float32", "int8", weights=True, copies=True)
+    cols = [("id", np.arange(n, dtype=np.int64)), ("x", rng.normal(size=(n, 5))),
+            ("y", rng.integers(0, 3, n)), ("w", rng.random(n))]
+    order = rng.permutation(n)
+    for o in (order, None):
+        rec = pack_rows(cols, dt, o)
+        assert rec.dtype == dt and rec.shape == (n,)
+        sel = slice(None) if o is None else o
+        for name, col in cols:   # cast to the field's dtype, gathered in order
+            np.testing.assert_array_equal(rec[name], col[sel].astype(dt[name].base))
+        assert (rec["c"] == 0).all()      # a field without a column is zero
 
 
-def test_pack_structured_array():
-    dt = np.dtype([("a", np.int32), ("b", np.float64, (2,))])
-    recs = np.zeros(6, dtype=dt)
-    recs["a"] = np.arange(6)
-    recs["b"] = np.arange(12.0).reshape(6, 2)
-    dest = np.array([1, 0, 1, 0, 2, 2])
-    p = pack_by_destination(recs, dest, 3)
-    np.testing.assert_array_equal(p.counts, [2, 2, 2])
-    np.testing.assert_array_equal(p.buf.view(dt)[:, 0], recs[[1, 3, 0, 2, 4, 5]])
+def test_pack_rows_slices_long_orders():
+    from hpcprep.kernels.pack import PACK_ROWS
+
+    n = 2 * PACK_ROWS + 3
+    order = np.random.default_rng(0).permutation(n)
+    rec = pack_rows([("id", np.arange(n) * 7)], np.dtype([("id", "<i8")]), order)
+    np.testing.assert_array_equal(rec["id"], order * 7)
+
+
+def test_kernels_of_the_host():
+    assert HOST == Kernels(np) and not HOST.on_gpu
+    ids = np.arange(-3, 5000)
+    np.testing.assert_array_equal(HOST.keys(9, 2, ids), random_keys(9, 2, ids))
+    keys = HOST.keys(9, 2, ids)
+    np.testing.assert_array_equal(keys[HOST.order(keys)], np.sort(keys))
+    np.testing.assert_array_equal(key_order(keys), np.argsort(keys))
 
 
 def test_gather_rows():
     x = np.arange(20.0).reshape(10, 2)
     idx = np.array([3, 3, 0, 9])
     np.testing.assert_array_equal(gather_rows(x, idx), x[idx])
+    rec = np.zeros(4, dtype=[("a", "<i4"), ("b", "<f8", (2,))])
+    rec["a"] = np.arange(4)
+    np.testing.assert_array_equal(gather_rows(rec, idx[:3]), rec[[3, 3, 0]])
 
 
 # ------------------------------------------------------------------ moments
-@pytest.mark.parametrize("nan", [False, True])
-def test_moments_of_is_moments(nan):
-    x = np.random.default_rng(0).normal(size=(500, 4))
+def _one_shot_moments(x):
+    x = x.astype(np.float64)
+    finite = np.isfinite(x)
+    n = finite.sum(axis=0).astype(np.float64)
+    mean = np.where(finite, x, 0.0).sum(axis=0) / np.maximum(n, 1)
+    m2 = (np.where(finite, x - mean, 0.0) ** 2).sum(axis=0)
+    return n, mean, m2
+
+
+@pytest.mark.parametrize("nan", [False, True, "inf"])
+@pytest.mark.parametrize("rows", [500, 3 * 32768 + 11])
+def test_moments_of_blocked_equal_one_shot_bits(nan, rows):
+    """The blocked NumPy sums give the bits of the one-shot formulas (blocks of 32,768 rows at d = 4)."""
+    x = np.random.default_rng(rows).normal(size=(rows, 4)) * 1e3 + 5
     if nan:
         x[::7, 1] = np.nan
-    m, ref = moments_of(x), Moments.of(x)
-    for a, b in [(m.n, ref.n), (m.mean, ref.mean), (m.m2, ref.m2)]:
+    if nan == "inf":
+        x[5, 2] = np.inf
+    got, want = moments_of(x), _one_shot_moments(x)
+    for a, b in zip(got, want):
+        assert a.dtype == np.float64
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(m.var, np.nanvar(x, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(got[2] / got[0], np.nanvar(np.where(np.isinf(x), np.nan, x), axis=0),
+                               rtol=1e-12)
+
+
+def test_moments_of_one_column_and_fortran_order():
+    x = np.asfortranarray(np.random.default_rng(1).normal(size=(40_000, 3)))
+    for a, b in zip(moments_of(x), _one_shot_moments(x)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(moments_of(x[:, :1]), _one_shot_moments(x[:, :1])):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="2-D"):
+        moments_of(x[:, 0])
 
 
 # ---------------------------------------------------------------- transform
@@ -121,6 +147,31 @@ def test_scale_clip(dtype):
         assert np.isnan(yc[0, 0])
     assert np.nanmax(scale_clip(x, mean, std, hi=1.0)) <= 1.0
     assert scale_clip(x, mean, std, dtype=np.float64).dtype == np.float64
+    with pytest.raises(TypeError, match="floating"):
+        scale_clip(x, mean, std, dtype=np.int32)
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "view", "empty"])
+@pytest.mark.parametrize("rows", [100, 70_000])
+def test_transforms_equal_one_shot_formulas_bits(layout, rows):
+    """Blocks of rows (a C-ordered array past one block) give the bits of the one-shot formulas;
+    other layouts go in one piece and keep their memory order."""
+    rng = np.random.default_rng(rows)
+    x = (rng.normal(size=(rows, 6)) * 1e4).astype(np.float32)
+    x[::5, 2], x[3, 0], x[4, 1] = np.nan, np.inf, -0.0
+    x = {"C": x, "F": np.asfortranarray(x), "view": x[:, ::2], "empty": x[:0]}[layout]
+    d = x.shape[1]
+    c, s, lo, hi = rng.normal(size=d), rng.random(d) + 0.1, -rng.random(d) * 3, rng.random(d) * 3
+    x64 = x.astype(np.float64)
+    cases = [(scale_clip(x, c, s, dtype=x.dtype), (x64 - c) / s),
+             (scale_clip(x, lo=lo, hi=hi, dtype=x.dtype), np.clip(x64, lo, hi)),
+             (scale_clip(x, c, s, lo, hi, dtype=np.float64), np.clip((x64 - c) / s, lo, hi)),
+             (multiply_add(x, s, c, dtype=x.dtype), x64 * s + c)]
+    for got, want in cases:
+        want = want.astype(got.dtype)
+        assert got.shape == x.shape
+        assert got.flags.c_contiguous != (layout == "F")   # the memory order of x
+        assert (got.view(f"u{got.itemsize}") == want.view(f"u{got.itemsize}")).all()
 
 
 # ----------------------------------------------------------------- row hash
@@ -157,6 +208,36 @@ def test_row_hash_canonical_floats():
     assert row_hash(a, canonical=False)[0] != row_hash(a, canonical=False)[1]
 
 
+@pytest.mark.parametrize("rows", [5, 2 * 16384 + 9])
+def test_row_hash_blocks_and_out(rows):
+    """Blocks of rows, ``out`` (aliasing the seed) and ``row_words(canonical=True)`` agree with the fold."""
+    x = np.random.default_rng(rows).normal(size=(rows, 3))
+    x[::4, 1], x[1::4, 2] = -0.0, -np.nan
+    words, nb = row_words(x, canonical=True)
+    assert nb == 24 and words.shape == (rows, 3)
+    h = splitmix64(np.full(rows, 11 ^ nb, dtype=np.uint64))
+    for j in range(words.shape[1]):
+        h = splitmix64(h ^ words[:, j])
+    np.testing.assert_array_equal(row_hash(x, seed=11), h)
+    lab = np.arange(rows) % 3
+    chained = row_hash(lab, seed=row_hash(x, seed=11))
+    state = row_hash(x, seed=11)
+    assert row_hash(lab, seed=state, out=state) is state
+    np.testing.assert_array_equal(state, chained)
+    with pytest.raises(TypeError, match="numeric"):
+        row_hash(np.zeros(3, dtype=[("a", "<i4")]))
+
+
+def test_splitmix64_out_equals_new_array():
+    x = np.random.default_rng(0).integers(0, 2**63, 1000, dtype=np.int64).astype(np.uint64) * np.uint64(3)
+    want = splitmix64(x)
+    out = np.empty_like(x)
+    assert splitmix64(x, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    splitmix64(x, out=x)
+    np.testing.assert_array_equal(x, want)
+
+
 def test_row_hash_chaining_and_seed():
     x = np.arange(12, dtype=np.float64).reshape(6, 2)
     lab = np.array([0, 1, 0, 1, 0, 1])
@@ -167,41 +248,6 @@ def test_row_hash_chaining_and_seed():
 
 
 # ----------------------------------------------------------------- selection
-@pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("k", [0, 1, 5, 999, 10**6])
-def test_k_smallest_is_sorted_prefix(n, k):
-    keys = keys_of(n)
-    np.testing.assert_array_equal(k_smallest(keys, k), np.argsort(keys, kind="stable")[:k])
-
-
-def test_k_smallest_ties_by_position():
-    keys = np.array([5, 1, 5, 1, 5, 0, 5, 5, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9], dtype=np.uint64)
-    np.testing.assert_array_equal(k_smallest(keys, 4), [5, 1, 3, 0])
-    np.testing.assert_array_equal(k_smallest(keys, 5), [5, 1, 3, 0, 2])
-
-
-@pytest.mark.parametrize("n", [0, 1, 50, 5000])
-def test_k_smallest_per_class(n):
-    rng = np.random.default_rng(n)
-    keys = keys_of(n)
-    classes = rng.integers(0, 4, n)
-    kpc = np.array([3, 0, 10, 10**6])
-    got = k_smallest_per_class(keys, classes, kpc)
-    ref = []
-    for c in range(4):
-        idx = np.flatnonzero(classes == c)
-        ref.extend(idx[np.argsort(keys[idx], kind="stable")[:kpc[c]]])
-    ref = np.array(ref, dtype=np.int64)
-    ref = ref[np.lexsort((ref, keys[ref]))] if len(ref) else ref
-    np.testing.assert_array_equal(got, ref)
-    assert len(k_smallest_per_class(keys, classes, 2)) == sum(min(2, (classes == c).sum()) for c in range(4))
-
-
-def test_k_smallest_per_class_rejects_bad_codes():
-    with pytest.raises(ValueError, match="class codes"):
-        k_smallest_per_class(keys_of(3), np.array([0, 1, 5]), [1, 1])
-
-
 def test_det_log_close_to_log():
     rng = np.random.default_rng(0)
     u = np.concatenate([rng.random(100_000), [1.0, 2.0 ** -53, 0.5, 5e-324, 1e300, 0.7071067811865476]])
@@ -227,7 +273,7 @@ def test_aes_selection_follows_weights():
     # weight 3 rows are ~3x as likely as weight 1 rows to be in a small sample
     n, k = 200_000, 2000
     w = np.where(np.arange(n) % 2 == 0, 1.0, 3.0)
-    sel = k_smallest(aes_keys(keys_of(n, seed=9), w), k)
+    sel = np.argsort(aes_keys(keys_of(n, seed=9), w), kind="stable")[:k]
     heavy = (w[sel] == 3.0).mean()
     assert abs(heavy - 0.75) < 0.05
 

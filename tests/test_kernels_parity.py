@@ -31,10 +31,11 @@ if _N_GPUS == 0:
                 allow_module_level=True)
 
 from hpcprep.device import select_device  # noqa: E402
-from hpcprep.kernels import (aes_keys, det_log, destination_order, gather_rows, k_smallest,  # noqa: E402
-                             k_smallest_per_class, keyed_hash, moments_of, pack_by_destination,
-                             poisson1_multiplicity, random_keys, repeat_indices, row_hash,
-                             scale_clip, unpack_columns)
+from hpcprep.kernels import (HOST, Kernels, aes_keys, det_log, destination_order,  # noqa: E402
+                             gather_rows, key_order, keyed_hash, moments_of, multiply_add,
+                             pack_rows, poisson1_multiplicity, random_keys, repeat_indices,
+                             row_hash, scale_clip)
+from hpcprep.layers.sample import record_dtype  # noqa: E402
 
 SIZES = [0, 1, 1000, 100_003]
 
@@ -127,16 +128,19 @@ def test_destination_order(xp, n, n_parts):
 
 
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("fdtype", [np.float32, np.float64, np.int16])
+@pytest.mark.parametrize("fdtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ordered", [False, True])
 @numpy_cupy()
-def test_pack_and_unpack(xp, n, fdtype):
-    rng = rng_for(n, np.dtype(fdtype).str)
-    cols = {"ids": np.arange(n, dtype=np.int64),
-            "features": (rng.normal(size=(n, 3)) * 100).astype(fdtype),
-            "labels": rng.integers(0, 5, n).astype(np.int8)}
-    dest = rng.integers(0, 5, n)
-    p = pack_by_destination({k: xp.asarray(v) for k, v in cols.items()}, xp.asarray(dest), 5)
-    return p.buf, p.counts, p.displs, p.order, p.dtype, unpack_columns(p.buf, p.dtype)
+def test_pack_rows(xp, n, fdtype, ordered):
+    """The same record bytes (NumPy: a structured array, viewed as bytes; CuPy: a uint8 matrix)."""
+    rng = rng_for(n, np.dtype(fdtype).str, ordered)
+    dt = record_dtype(3, fdtype, "int8", weights=True, copies=True)
+    cols = [("id", np.arange(n, dtype=np.int64)), ("x", rng.normal(size=(n, 3)) * 100),
+            ("y", rng.integers(0, 5, n)), ("w", rng.random(n))]
+    order = rng.permutation(n) if ordered else None
+    rec = pack_rows([(k, xp.asarray(v)) for k, v in cols], dt,
+                    None if order is None else xp.asarray(order))
+    return rec if xp is cupy else rec.view(np.uint8).reshape(n, dt.itemsize)
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -154,6 +158,7 @@ def test_gather_rows(xp, n):
 @pytest.mark.parametrize("nan", [False, True])
 @numpy_cupy(rtol=1e-12)   # sums reduce in another order on the GPU: a few ulps, not bits
 def test_moments_of(xp, n, dtype, nan):
+    """``n`` rows reach the NumPy twin's blocked sums at 100,003 rows (blocks of 26,214 at d = 5)."""
     x = (rng_for(n, nan).normal(size=(n, 5)) * 3 + 7).astype(dtype)
     if nan:
         x[::3, 2] = np.nan
@@ -172,7 +177,9 @@ def test_scale_clip(xp, n, dtype, bounds, out):
     if n and np.dtype(dtype).kind == "f":
         x[0, 1] = np.nan
     mean, scale = rng.normal(size=4), rng.random(4) * 300 + 0.1
-    return scale_clip(xp.asarray(x), mean, scale, lo=bounds[0], hi=bounds[1], dtype=out)
+    return (scale_clip(xp.asarray(x), mean, scale, lo=bounds[0], hi=bounds[1], dtype=out),
+            scale_clip(xp.asarray(x), lo=bounds[0], hi=bounds[1], dtype=out),   # the outliers' clip
+            multiply_add(xp.asarray(x), scale, mean, dtype=out))                # minmax scaling
 
 
 # --------------------------------------------------------------- row hash
@@ -187,30 +194,28 @@ def test_row_hash(xp, n, dtype, d):
         x[1, 0], x[2, 0], x[3, 0] = -0.0, np.nan, -np.nan
         x[4] = x[0]
     xd = xp.asarray(x)
-    return row_hash(xd), row_hash(xd, canonical=False), row_hash(xd[:, 0], seed=row_hash(xd, seed=5))
+    state = row_hash(xd, seed=5)
+    return (row_hash(xd), row_hash(xd, canonical=False), row_hash(xd[:, 0], seed=row_hash(xd, seed=5)),
+            row_hash(xd[:, 0], seed=state, out=state))    # dedup's chaining, in place
 
 
 # -------------------------------------------------------------- selection
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("k", [0, 1, 10, 999, 10**6])
 @numpy_cupy()
-def test_k_smallest(xp, n, k):
-    return k_smallest(xp.asarray(keys_np(n)), k)
+def test_key_order(xp, n):
+    return key_order(xp.asarray(keys_np(n)))     # distinct keys: one order
 
 
 @pytest.mark.parametrize("n", SIZES)
-@numpy_cupy()
-def test_k_smallest_with_ties(xp, n):
-    keys = rng_for(n).integers(0, 50, n).astype(np.uint64)
-    return k_smallest(xp.asarray(keys), n // 7 + 1)
-
-
-@pytest.mark.parametrize("n", SIZES[1:])
-@pytest.mark.parametrize("kpc", [3, [5, 0, 100, 10**6]])
-@numpy_cupy()
-def test_k_smallest_per_class(xp, n, kpc):
-    classes = rng_for(n).integers(0, 4, n)
-    return k_smallest_per_class(xp.asarray(keys_np(n)), xp.asarray(classes), kpc)
+def test_run_kernels_on_the_gpu_equal_the_host(n):
+    """What a GPU rank's layers call (host in, host out) gives the host's integers."""
+    ids = np.arange(n, dtype=np.int64) * 3 - 11
+    gpu = Kernels(cupy)
+    assert gpu.on_gpu and not HOST.on_gpu
+    keys = gpu.keys(4, 7, ids)
+    assert isinstance(keys, np.ndarray)
+    np.testing.assert_array_equal(keys, HOST.keys(4, 7, ids))
+    np.testing.assert_array_equal(gpu.order(keys), HOST.order(keys))
 
 
 @pytest.mark.parametrize("n", SIZES)

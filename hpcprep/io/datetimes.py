@@ -23,8 +23,6 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import ConfigError, DataError
 from .csv_records import BAD_DATE, BAD_REASONS
@@ -138,6 +136,8 @@ def civil_from_days(days) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _ints(parts, name: str) -> np.ndarray:
     """A captured group as int64 (0 where it did not take part)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     s = pc.fill_null(parts.field(name), "")
     return pc.cast(pc.if_else(pc.equal(s, ""), "0", s), pa.int64()).to_numpy(zero_copy_only=False)
 
@@ -150,6 +150,8 @@ def parse_text(values) -> Instants:
     Blocks of values that Arrow's cast to a timestamp takes whole are converted by
     it (C++, fast); the rest, down to blocks of :data:`_BLOCK` values, by the regex.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
     arr = pa.array(values, pa.string()) if isinstance(values, np.ndarray) else values
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -193,6 +195,8 @@ def _cast_us(arr, first: str) -> np.ndarray | None:
     """Microseconds since 1970 (UTC) by Arrow's cast of every value, or None where it rejects
     one. The cast reads either naive values or values with an offset (each value it rejects
     costs microseconds): the kind of ``first`` (a value of ``arr``) decides which."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     zoned = bool(_ZONE.search(first[10:]))
     try:
         out = pc.cast(arr, pa.timestamp("us", "UTC" if zoned else None))
@@ -203,6 +207,8 @@ def _cast_us(arr, first: str) -> np.ndarray | None:
 
 def _parse_regex(arr) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(secs, frac, bad)`` of a block of strings by :data:`_ISO` (nulls: not bad)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     parts = pc.extract_regex(pc.fill_null(arr, ""), _ISO)
     matched = parts.is_valid().to_numpy(zero_copy_only=False)
     y, mo, d, h, mi, s, oh, om = (_ints(parts, k) for k in ("y", "mo", "d", "h", "mi", "s", "oh", "om"))
@@ -221,13 +227,16 @@ def _parse_regex(arr) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 _UNITS = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 
 
-def is_date_type(t: pa.DataType) -> bool:
-    """Whether an Arrow type is read as instants without text: date32, date64, timestamp."""
+def is_date_type(t) -> bool:
+    """Whether an Arrow type (``pyarrow.DataType``) is read as instants without text: date32, date64, timestamp."""
+    import pyarrow as pa
     return pa.types.is_timestamp(t) or pa.types.is_date32(t) or pa.types.is_date64(t)
 
 
 def from_arrow(col) -> Instants:
     """Instants of an Arrow column: timestamp (any unit, UTC), date32, date64, or text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     if pa.types.is_dictionary(col.type):

@@ -4,11 +4,11 @@ Nothing here imports CuPy at module import: each getter imports it, builds the
 kernel once (``functools.cache``) and returns it. CuPy then compiles the CUDA
 source with NVRTC on the first launch and caches the binary on disk.
 
-The kernels use only integer arithmetic, IEEE double ``+ - /`` (correctly
-rounded on the GPU as on the CPU; no product is followed by a sum, so no fused
-multiply-add can change a result) and a double to float conversion (round to
-nearest even). Each therefore computes bit for bit what its NumPy twin in the
-sibling modules computes.
+The kernels use only integer arithmetic, IEEE double ``+ - * /`` (correctly
+rounded on the GPU as on the CPU; the one product followed by a sum is written
+with ``__dmul_rn``/``__dadd_rn``, so no fused multiply-add can change a result)
+and a double to float conversion (round to nearest even). Each therefore
+computes bit for bit what its NumPy twin in the sibling modules computes.
 """
 
 import functools
@@ -48,15 +48,19 @@ extern "C" __global__ void hpcprep_row_hash(
 }
 """
 
-#: Fused ``(x - mean) / scale``, optionally clipped, in double, then cast.
+#: Fused ``(x - center) / scale``, optionally clipped, in double, then cast.
 #: The comparisons (not fmin/fmax) keep NaN as NaN, as ``numpy.clip`` does.
 SCALE_CLIP_BODY = r"""
-double v = ((double) x - mean) / scale;
+double v = ((double) x - center) / scale;
 if (clip) {
     v = (v < lo) ? lo : ((v > hi) ? hi : v);
 }
 y = (Y) v;
 """
+
+#: ``x * scale + offset`` in double with the product and the sum rounded apart
+#: (the ``_rn`` intrinsics are never contracted into an FMA), then cast.
+MULTIPLY_ADD_BODY = "y = (Y) __dadd_rn(__dmul_rn((double) x, scale), offset);"
 
 
 @functools.cache
@@ -79,12 +83,21 @@ def row_hash_kernel():
 
 @functools.cache
 def scale_clip_kernel():
-    """ElementwiseKernel ``(T x, float64 mean, float64 scale, float64 lo, float64 hi, bool clip) -> Y y``."""
+    """ElementwiseKernel ``(T x, float64 center, scale, lo, hi, bool clip) -> Y y``."""
     import cupy
 
     return cupy.ElementwiseKernel(
-        "T x, float64 mean, float64 scale, float64 lo, float64 hi, bool clip", "Y y",
+        "T x, float64 center, float64 scale, float64 lo, float64 hi, bool clip", "Y y",
         SCALE_CLIP_BODY, "hpcprep_scale_clip")
+
+
+@functools.cache
+def multiply_add_kernel():
+    """ElementwiseKernel ``(T x, float64 scale, float64 offset) -> Y y``."""
+    import cupy
+
+    return cupy.ElementwiseKernel("T x, float64 scale, float64 offset", "Y y", MULTIPLY_ADD_BODY,
+                                  "hpcprep_multiply_add")
 
 
 def launch_1d(kernel, n: int, args, threads: int = 256):

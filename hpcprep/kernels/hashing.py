@@ -35,12 +35,49 @@ def stream_base(seed: int, stream: int) -> int:
     return _mix_scalar(_mix_scalar(seed & _MASK) ^ (stream & _MASK))
 
 
-def splitmix64(x, xp=np):
-    """SplitMix64 finalizer applied elementwise to a uint64 array (wrapping arithmetic)."""
-    z = x + xp.uint64(GOLDEN)
-    z = (z ^ (z >> xp.uint64(30))) * xp.uint64(_M1)
-    z = (z ^ (z >> xp.uint64(27))) * xp.uint64(_M2)
-    return z ^ (z >> xp.uint64(31))
+def splitmix64(x, xp=np, out=None):
+    """SplitMix64 finalizer applied elementwise to a uint64 array (wrapping arithmetic).
+
+    Parameters
+    ----------
+    x : array of uint64
+        NumPy or CuPy.
+    xp : module, default numpy
+        Array module of the scalars (NumPy scalars also work with CuPy arrays).
+    out : array of uint64, optional
+        Where the result goes (may be ``x`` itself). On NumPy it is computed
+        there in place, with one scratch array of its shape and no other
+        temporaries; the same integers as without ``out``.
+
+    Returns
+    -------
+    array of uint64, shape of ``x``
+    """
+    if out is None:
+        z = x + xp.uint64(GOLDEN)
+        z = (z ^ (z >> xp.uint64(30))) * xp.uint64(_M1)
+        z = (z ^ (z >> xp.uint64(27))) * xp.uint64(_M2)
+        return z ^ (z >> xp.uint64(31))
+    if out is not x:
+        out[...] = x
+    if type(out).__module__.startswith("cupy"):
+        out[...] = splitmix64(out, xp)
+    else:
+        mix_inplace(out, np.empty_like(out))
+    return out
+
+
+def mix_inplace(h: np.ndarray, t: np.ndarray) -> None:
+    """``h = splitmix64(h)`` in place on a NumPy uint64 array (``t``: scratch of the same shape)."""
+    h += np.uint64(GOLDEN)
+    np.right_shift(h, np.uint64(30), out=t)
+    h ^= t
+    h *= np.uint64(_M1)
+    np.right_shift(h, np.uint64(27), out=t)
+    h ^= t
+    h *= np.uint64(_M2)
+    np.right_shift(h, np.uint64(31), out=t)
+    h ^= t
 
 
 def random_keys(seed: int, stream: int, ids, xp=None):

@@ -2,9 +2,12 @@
 
 import numpy as np
 
-from .hashing import splitmix64
+from .hashing import mix_inplace, splitmix64
 from .xp import array_module
 from ._util import is_cupy
+
+#: Rows the NumPy twin hashes at a time (their words and scratch stay in cache).
+BLOCK_ROWS = 1 << 14
 
 
 def _canonical(x, xp):
@@ -17,13 +20,16 @@ def _canonical(x, xp):
     return xp.where(nan, xp.asarray(np.nan, dtype=x.dtype), x)
 
 
-def row_words(x):
+def row_words(x, canonical=False):
     """The bytes of each row as little-endian uint64 words, zero padded.
 
     Parameters
     ----------
     x : array, shape (n,) or (n, d)
         Plain numeric dtype (NumPy or CuPy).
+    canonical : bool, default False
+        Bytes of the float values, not of their bit patterns: ``-0.0`` as
+        ``0.0`` and every NaN as one NaN (the bytes :func:`row_hash` hashes).
 
     Returns
     -------
@@ -33,6 +39,8 @@ def row_words(x):
     xp = array_module(x)
     if x.dtype.names is not None or x.dtype.kind not in "biufc":
         raise TypeError(f"row_hash: needs a plain numeric dtype, got {x.dtype}")
+    if canonical:
+        x = _canonical(x, xp)
     n = int(x.shape[0])
     x = xp.ascontiguousarray(x.reshape(n, -1) if n else x.reshape(0, int(np.prod(x.shape[1:]))))
     if x.dtype.byteorder == ">":
@@ -47,12 +55,14 @@ def row_words(x):
     return b.reshape(-1).view(xp.uint64).reshape(n, nw), nb
 
 
-def row_hash(x, seed=0, canonical=True):
+def row_hash(x, seed=0, canonical=True, out=None):
     """64-bit hash of each row, equal for equal rows, identical on NumPy and CuPy.
 
     ``h = splitmix64(seed ^ row_nbytes)``, then for each 64-bit word ``w`` of
     the row (little-endian bytes, zero padded): ``h = splitmix64(h ^ w)``.
-    Integer arithmetic only, so both devices give the same integers.
+    Integer arithmetic only, so both devices give the same integers. The NumPy
+    twin works :data:`BLOCK_ROWS` rows at a time, in place; the CuPy twin runs
+    one thread per row (:func:`hpcprep.kernels.gpu.row_hash_kernel`).
 
     Parameters
     ----------
@@ -65,6 +75,8 @@ def row_hash(x, seed=0, canonical=True):
     canonical : bool, default True
         Hash float values, not bit patterns: ``-0.0`` equals ``0.0`` and all
         NaNs are equal (pandas' ``duplicated`` semantics).
+    out : array of uint64, shape (n,), optional
+        Where the hashes go (may be ``seed`` itself); a new array by default.
 
     Returns
     -------
@@ -78,24 +90,40 @@ def row_hash(x, seed=0, canonical=True):
     share a hash, or add a second seed, where that matters.
     """
     xp = array_module(x)
-    if canonical:
-        x = _canonical(x, xp)
-    words, nb = row_words(x)
-    n, nw = words.shape
+    n = int(x.shape[0])
+    h = xp.empty(n, dtype=xp.uint64) if out is None else out
     if isinstance(seed, (int, np.integer)):
-        h = xp.full(n, np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF), dtype=xp.uint64)
+        h.fill(np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF))
     else:
-        h = xp.asarray(seed, dtype=xp.uint64)
-        if h.shape != (n,):
-            raise ValueError(f"seed array of shape {h.shape}, expected ({n},)")
-    h = splitmix64(h ^ xp.uint64(nb), xp)
+        seed = xp.asarray(seed, dtype=xp.uint64)
+        if seed.shape != (n,):
+            raise ValueError(f"seed array of shape {seed.shape}, expected ({n},)")
+        if seed is not h:
+            h[...] = seed
     if not is_cupy(xp):
-        for j in range(nw):
-            h = splitmix64(h ^ words[:, j], np)
+        _fold_numpy(x, h, canonical)
         return h
     from .gpu import launch_1d, row_hash_kernel
 
-    out = xp.empty(n, dtype=xp.uint64)
-    h = xp.ascontiguousarray(h)
-    launch_1d(row_hash_kernel(), n, (words, h, out, np.int64(n), np.int64(nw)))
-    return out
+    words, nb = row_words(x, canonical)
+    h0 = xp.ascontiguousarray(splitmix64(h ^ xp.uint64(nb), xp))
+    launch_1d(row_hash_kernel(), n, (words, h0, h, np.int64(n), np.int64(words.shape[1])))
+    return h
+
+
+def _fold_numpy(x, h: np.ndarray, canonical: bool) -> None:
+    """Fold the rows' words into the states ``h`` in place, :data:`BLOCK_ROWS` rows at a time."""
+    n = len(h)
+    if n == 0:
+        row_words(x[:0], canonical)   # the dtype checks
+        return
+    t = np.empty(min(n, BLOCK_ROWS), dtype=np.uint64)
+    for lo in range(0, n, BLOCK_ROWS):
+        hi = min(n, lo + BLOCK_ROWS)
+        hb, tb = h[lo:hi], t[:hi - lo]
+        words, nb = row_words(x[lo:hi], canonical)
+        hb ^= np.uint64(nb)
+        mix_inplace(hb, tb)
+        for j in range(words.shape[1]):
+            hb ^= words[:, j]
+            mix_inplace(hb, tb)

@@ -1,9 +1,10 @@
-"""Sampling selections on random keys: exact-k, stratified, weighted (A-ES), bootstrap.
+"""Sorting and selecting on random keys: the local sort, the global k-th key (subsampling),
+weighted keys (A-ES), the bootstrap's multiplicities.
 
 Every function is a pure function of its arrays (DESIGN §2) and gives the same
-integers on NumPy and CuPy. Ties between equal keys are broken by position, so
-the result never depends on how a sort treats equal elements (keys made by
-:func:`hpcprep.kernels.keyed.keyed_hash` from distinct ids are distinct anyway).
+integers (or float bits) on NumPy and CuPy; keys made by
+:func:`hpcprep.kernels.keyed.keyed_hash` from distinct ids are distinct, so no
+result depends on how a sort treats equal keys.
 """
 
 from fractions import Fraction
@@ -12,95 +13,31 @@ import numpy as np
 
 from .hashing import key_to_unit, splitmix64
 from .xp import array_module
-from ._util import argsort_stable, empty_index, to_host
+from ._util import empty_index, is_cupy, to_host
 
 
-def sorted_by_key(keys, idx=None):
-    """Indices ordering ``keys`` ascending, ties by position.
+def key_order(keys):
+    """Indices ordering ``keys`` ascending (the local sort of a sampling rank's rows).
+
+    NumPy sorts with its default (quick)sort, CuPy with its (stable) radix
+    sort: the twins give the same indices whenever the keys are distinct, which
+    keys of distinct rows are (:func:`hpcprep.kernels.keyed.keyed_hash` is a
+    bijection). Equal keys come in an order a caller must not rely on:
+    :func:`hpcprep.layers.spill.sort_order` orders them by id and copy tag.
 
     Parameters
     ----------
     keys : array, shape (n,)
         Sort keys (NumPy or CuPy).
-    idx : array of int64, optional
-        Restrict to these positions (returned reordered); must be ascending.
 
     Returns
     -------
-    array of int64
+    array of int64, shape (n,)
     """
     xp = array_module(keys)
-    if idx is None:
-        return argsort_stable(keys, xp).astype(xp.int64, copy=False)
-    return idx[argsort_stable(keys[idx], xp)]
-
-
-def k_smallest(keys, k: int):
-    """Positions of the ``k`` smallest keys, in ascending key order (ties by position).
-
-    Equal to ``argsort(keys, kind="stable")[:k]``, without sorting all keys
-    when ``k`` is small: a partition finds the k-th key, then only the rows at
-    or below it are sorted.
-
-    Parameters
-    ----------
-    keys : array, shape (n,)
-        uint64 keys, or any ordered dtype without NaN (NumPy or CuPy).
-    k : int
-        How many; ``k >= n`` returns all positions in key order.
-
-    Returns
-    -------
-    array of int64, shape (min(k, n),)
-    """
-    xp = array_module(keys)
-    n = int(keys.shape[0])
-    k = max(0, min(int(k), n))
-    if k == 0:
-        return empty_index(xp)
-    if 4 * k >= n:
-        return sorted_by_key(keys)[:k]
-    kth = xp.partition(keys, k - 1)[k - 1]
-    cand = xp.flatnonzero(keys <= kth).astype(xp.int64, copy=False)
-    return sorted_by_key(keys, cand)[:k]
-
-
-def k_smallest_per_class(keys, classes, k_per_class):
-    """Stratified selection: the ``k_c`` smallest keys within each class ``c``.
-
-    Parameters
-    ----------
-    keys : array, shape (n,)
-        Random keys (NumPy or CuPy).
-    classes : array of int, shape (n,)
-        Class code of each row, in ``[0, C)``.
-    k_per_class : int or array_like of int, shape (C,)
-        Rows to keep per class (an int applies to every class).
-
-    Returns
-    -------
-    array of int64
-        Selected positions in ascending key order (ties by position).
-    """
-    xp = array_module(keys)
-    n = int(keys.shape[0])
-    if n == 0:
-        return empty_index(xp)
-    classes = xp.asarray(classes).astype(xp.int64, copy=False)
-    lo, hi = int(classes.min()), int(classes.max())
-    kpc = np.asarray(k_per_class, dtype=np.int64)
-    n_cls = hi + 1 if kpc.ndim == 0 else len(kpc)
-    if lo < 0 or hi >= n_cls:
-        raise ValueError(f"class codes must lie in [0, {n_cls}), got [{lo}, {hi}]")
-    kpc = xp.asarray(np.broadcast_to(kpc, (n_cls,)).copy())
-    by_key = sorted_by_key(keys)
-    order = by_key[argsort_stable(classes[by_key], xp)]          # class, then key, then position
-    cls = classes[order]
-    counts = xp.bincount(classes, minlength=n_cls)
-    starts = xp.cumsum(counts) - counts
-    rank = xp.arange(n, dtype=xp.int64) - starts[cls]
-    sel = xp.sort(order[rank < kpc[cls]])
-    return sorted_by_key(keys, sel)
+    if is_cupy(xp):
+        return xp.argsort(keys).astype(xp.int64, copy=False)
+    return np.argsort(keys)
 
 
 #: Bits of the key whose histogram the first pass of :func:`global_kth_key` reduces.

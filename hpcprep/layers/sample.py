@@ -16,11 +16,13 @@ from mpi4py import MPI
 
 from ..mpi.agree import agreed_on
 from ..mpi.exchange import Exchanger, rounds
-from ..kernels.active import host_keys
+from ..kernels.active import HOST, Kernels
+from ..kernels.pack import gather_rows, pack_rows
+from ..kernels.route import destination_order, key_range_owner
 from ..sampling import SamplingError, SelectContext, make_mode
 from ..sampling.modes import SampleMode
 from ..steps._columns import CODES
-from .spill import BlockSeq, RowStore, take_rows
+from .spill import BlockSeq, RowStore
 
 #: Random streams of sampling layers start here (other purposes use smaller numbers).
 SAMPLE_STREAM = 1 << 32
@@ -36,20 +38,6 @@ SAMPLES_PER_RANK = 32
 #: range, the receiving store keeps each range apart, and ``finish`` sorts and releases them
 #: range after range (joined into blocks of a few MiB), so the rank never holds its rows twice.
 FINE_PER_RANK = 64
-
-#: Rows packed per slice when gathering a chunk's columns into the send buffer.
-PACK_ROWS = 1 << 14
-
-
-def fine_ranges(keys: np.ndarray, n_fine: int) -> np.ndarray:
-    """Fine key range of each key when the uint64 key space is cut into ``n_fine`` equal ranges.
-
-    ``((key >> 32) * n_fine) >> 32``: with ``n_fine = P * F``, range ``g`` lies in the
-    range of member ``g // F`` of :func:`~hpcprep.kernels.route.key_range_owner` with
-    ``P`` parts (``floor(floor(h P F / 2^32) / F) = floor(h P / 2^32)``).
-    """
-    hi = keys >> np.uint64(32)
-    return ((hi * np.uint64(n_fine)) >> np.uint64(32)).astype(np.int64)
 
 
 def record_dtype(n_features: int, feature_dtype: str, label_dtype: str | None,
@@ -68,9 +56,11 @@ def record_dtype(n_features: int, feature_dtype: str, label_dtype: str | None,
     return np.dtype(fields)
 
 
-def _extra_columns(chunk, dtype: np.dtype) -> list:
-    """``(field, column)`` of the record fields that come from ``chunk.extras``: weight, codes."""
-    cols = []
+def _columns(chunk, dtype: np.dtype) -> list:
+    """``(field, column)`` of the record fields that come from the chunk (all but the copy tag)."""
+    cols = [("id", np.asarray(chunk.ids)), ("x", chunk.features)]
+    if "y" in dtype.names:
+        cols.append(("y", chunk.labels))
     if "w" in dtype.names:
         if "weight" not in chunk.extras:
             raise RuntimeError("input.weight is set but the reader gave no weight column")
@@ -86,16 +76,7 @@ def _extra_columns(chunk, dtype: np.dtype) -> list:
 
 def chunk_to_records(chunk, dtype: np.dtype) -> np.ndarray:
     """Pack a chunk's rows into records of ``dtype`` (copy tags start at 0)."""
-    rec = np.empty(len(chunk), dtype=dtype)
-    rec["id"] = chunk.ids
-    rec["x"] = chunk.features
-    if "y" in dtype.names:
-        rec["y"] = chunk.labels
-    for name, col in _extra_columns(chunk, dtype):
-        rec[name] = col
-    if "c" in dtype.names:
-        rec["c"] = 0
-    return rec
+    return pack_rows(_columns(chunk, dtype), dtype)
 
 
 class SampleLayer:
@@ -119,14 +100,17 @@ class SampleLayer:
         This rank's spill folder.
     exchanger : Exchanger, optional
         The run's exchanger (a new one if not given).
+    kernels : Kernels
+        The run's kernels (random keys, sort by key), handed to the store and the mode.
     """
 
     def __init__(self, index: int, table: dict, comm, seed: int, budget: int = 1 << 31,
-                 spill_dir: str = "spill", exchanger: Exchanger | None = None):
+                 spill_dir: str = "spill", exchanger: Exchanger | None = None,
+                 kernels: Kernels = HOST):
         self.index, self.table, self.comm, self.seed = index, table, comm, seed
-        self.exchanger = exchanger or Exchanger()
+        self.exchanger, self.kernels = exchanger or Exchanger(), kernels
         self.budget, self.spill_dir = int(budget), spill_dir
-        self.mode = make_mode(table)
+        self.mode = make_mode(table, kernels)
         self.stream = SAMPLE_STREAM + index
         self.dtype: np.dtype | None = None
         self.store: RowStore | None = None
@@ -158,11 +142,12 @@ class SampleLayer:
                 P, p, F = self.comm.Get_size(), self.comm.Get_rank(), self.fine_per_rank
 
                 def fine(keys):
-                    return np.clip(fine_ranges(keys, P * F) - p * F, 0, F - 1)
+                    return np.clip(key_range_owner(keys, P * F) - p * F, 0, F - 1)
                 self.store = RowStore(dtype, self.budget * RUN_SHARE, self.spill_dir, f"s{self.index}",
-                                      fine=fine, n_fine=F)
+                                      fine=fine, n_fine=F, kernels=self.kernels)
             else:
-                self.store = RowStore(dtype, self.budget * RUN_SHARE, self.spill_dir, f"s{self.index}")
+                self.store = RowStore(dtype, self.budget * RUN_SHARE, self.spill_dir, f"s{self.index}",
+                                      kernels=self.kernels)
 
     @property
     def fine_per_rank(self) -> int:
@@ -179,13 +164,14 @@ class SampleLayer:
         return self.mode.keys(self.seed, self.stream, records["id"], records)
 
     def _routing_order(self, keys: np.ndarray, n_parts: int):
-        """Row order grouped by member, then by fine key range; rows per member."""
+        """Row order grouped by member, then by fine key range; rows per member.
+
+        Fine range ``g`` of ``n_parts * F`` lies in member ``g // F``'s range
+        (:func:`~hpcprep.kernels.route.key_range_owner`).
+        """
         F = self.fine_per_rank
-        g = fine_ranges(keys, n_parts * F)
-        # a stable sort of small integers is a radix sort
-        order = np.argsort(g.astype(np.uint16) if n_parts * F <= 1 << 16 else g, kind="stable")
-        counts = np.bincount(g // F, minlength=n_parts).astype(np.int64)
-        return order, counts
+        order, counts = destination_order(key_range_owner(keys, n_parts * F), n_parts * F)
+        return order, counts.reshape(n_parts, F).sum(axis=1)
 
     def route(self, records: np.ndarray, n_parts: int):
         """Order ``records`` by the member they go to; return them and the counts per member."""
@@ -196,10 +182,11 @@ class SampleLayer:
         else:
             keys = self.mode.route_keys(self.seed, self.stream, records)
         order, counts = self._routing_order(keys, n_parts)
-        return take_rows(records, order), counts
+        return gather_rows(records, order), counts
 
     def _keys_from_ids(self) -> bool:
-        """Routing keys of fresh rows (copy tag 0) are ``host_keys(seed, stream, id)``, and rows enter unchanged."""
+        """Routing keys of fresh rows (copy tag 0) are ``kernels.keys(seed, stream, id)``, and rows
+        enter unchanged."""
         mode = type(self.mode)
         if mode.expand is not SampleMode.expand:
             return False
@@ -217,23 +204,10 @@ class SampleLayer:
             return np.empty(0, self.dtype), np.zeros(n_parts, np.int64)
         if not self._keys_from_ids():
             return self.route(chunk_to_records(chunk, self.dtype), n_parts)
-        dtype = self.dtype
-        n = len(chunk)
-        self.rows_offered += n
-        ids = np.asarray(chunk.ids)
-        order, counts = self._routing_order(host_keys(self.seed, self.stream, ids), n_parts)
-        cols = [("id", ids), ("x", chunk.features)]
-        if "y" in dtype.names:
-            cols.append(("y", chunk.labels))
-        cols += _extra_columns(chunk, dtype)
-        buf = np.empty(n, dtype)
-        for name, col in cols:
-            dst, col = buf[name], np.asarray(col)
-            for lo in range(0, n, PACK_ROWS):
-                dst[lo:lo + PACK_ROWS] = np.take(col, order[lo:lo + PACK_ROWS], axis=0)
-        if "c" in dtype.names:
-            buf["c"] = 0
-        return buf, counts
+        self.rows_offered += len(chunk)
+        keys = self.kernels.keys(self.seed, self.stream, np.asarray(chunk.ids))
+        order, counts = self._routing_order(keys, n_parts)
+        return pack_rows(_columns(chunk, self.dtype), self.dtype, order), counts
 
     def receive(self, records: np.ndarray) -> None:
         self.rows_received += len(records)
@@ -288,7 +262,8 @@ class SampleLayer:
         comm = self.comm
         splitters = self._splitters()
         old = self.store
-        self.store = RowStore(self.dtype, self.budget * RUN_SHARE, self.spill_dir, f"s{self.index}r")
+        self.store = RowStore(self.dtype, self.budget * RUN_SHARE, self.spill_dir, f"s{self.index}r",
+                              kernels=self.kernels)
         nothing = (np.empty(0, self.dtype), np.empty(0, np.uint64))
         for rec, keys in rounds(comm, old.buckets(self.budget * BUCKET_SHARE), nothing):
             dest = np.searchsorted(splitters, keys, side="right")

@@ -19,7 +19,9 @@ import os
 
 import numpy as np
 
-from ..kernels.active import host_argsort, on_gpu
+from ..kernels.active import HOST, Kernels
+from ..kernels.pack import gather_rows
+from ..kernels.route import destination_order
 
 #: One fence key per this many rows of a run (at most; small runs get at least 64 fences).
 FENCE = 256
@@ -36,12 +38,14 @@ def _part_of_larger(a: np.ndarray) -> bool:
     return base is not None and getattr(base, "nbytes", a.nbytes) > a.nbytes
 
 
-def take_rows(records: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """``records[index]`` for structured rows (``np.take`` copies whole records, ~3x faster)."""
-    return np.take(records, index)
+def count_classes(counts: dict, records: np.ndarray) -> None:
+    """Add the rows of each integer label value of ``records`` to ``counts`` (no label: nothing)."""
+    if "y" in records.dtype.names and records.dtype["y"].kind in "iu":
+        for v, c in zip(*(a.tolist() for a in np.unique(records["y"], return_counts=True))):
+            counts[v] = counts.get(v, 0) + c
 
 
-def sort_order(keys: np.ndarray, records: np.ndarray) -> np.ndarray:
+def sort_order(keys: np.ndarray, records: np.ndarray, kernels: Kernels = HOST) -> np.ndarray:
     """Indices ordering rows by ``(key, id, copy)``; the order does not depend on arrival order.
 
     Parameters
@@ -50,12 +54,14 @@ def sort_order(keys: np.ndarray, records: np.ndarray) -> np.ndarray:
         Sort keys of the rows.
     records : structured ndarray
         The rows (field ``id``, optional field ``c``: copy tag).
+    kernels : Kernels
+        The run's kernels (the keys are sorted on its device).
 
     Returns
     -------
     ndarray of int64
     """
-    order = np.argsort(keys) if not on_gpu() else host_argsort(keys)  # ties are redone below
+    order = kernels.order(keys)  # ties are redone below
     k = keys[order]
     if len(k) > 1 and bool((k[1:] == k[:-1]).any()):
         cols = [records["id"], keys]
@@ -114,12 +120,16 @@ class RowStore:
         Folder for run files (created when the first run is written).
     name : str
         Prefix of this store's run files.
+    fine, n_fine : callable, int
+        Fine key ranges (see :meth:`add`).
+    kernels : Kernels
+        The run's kernels (sorts by key).
     """
 
     def __init__(self, dtype: np.dtype, limit_bytes: int, spill_dir: str, name: str,
-                 fine=None, n_fine: int = 1):
+                 fine=None, n_fine: int = 1, kernels: Kernels = HOST):
         self.dtype, self.limit, self.spill_dir, self.name = dtype, max(1, int(limit_bytes)), spill_dir, name
-        self.fine, self.n_fine = fine, (int(n_fine) if fine is not None else 1)
+        self.fine, self.n_fine, self.kernels = fine, (int(n_fine) if fine is not None else 1), kernels
         self._fb: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(self.n_fine)]
         self._buf_bytes = 0
         self.runs: list[_Run] = []
@@ -149,10 +159,7 @@ class RowStore:
         n = len(records)
         if n == 0:
             return
-        if "y" in records.dtype.names and records.dtype["y"].kind in "iu":
-            vals, cnt = np.unique(records["y"], return_counts=True)
-            for v, c in zip(vals.tolist(), cnt.tolist()):
-                self.class_counts[v] = self.class_counts.get(v, 0) + c
+        count_classes(self.class_counts, records)
         self.rows += n
         self._buf_bytes += records.nbytes + keys.nbytes
         if self.n_fine == 1:
@@ -164,36 +171,35 @@ class RowStore:
         else:
             f = np.asarray(self.fine(keys))
             if n > 1 and bool((f[1:] < f[:-1]).any()):
-                order = np.argsort(f.astype(np.uint16) if self.n_fine <= 1 << 16 else f, kind="stable")
-                f = f[order]
+                order, counts = destination_order(f, self.n_fine)
+                bounds = np.concatenate(([0], np.cumsum(counts)))
             else:
                 order = None
-            bounds = np.searchsorted(f, np.arange(self.n_fine + 1), side="left")
+                bounds = np.searchsorted(f, np.arange(self.n_fine + 1), side="left")
             for b in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
                 lo, hi = int(bounds[b]), int(bounds[b + 1])
                 if order is None:
                     piece = (records[lo:hi].copy(), keys[lo:hi].copy())
                 else:
                     idx = order[lo:hi]
-                    piece = (take_rows(records, idx), keys[idx])
+                    piece = (gather_rows(records, idx), keys[idx])
                 self._fb[b].append(piece)
         if self._buf_bytes > self.limit:
             self._spill()
 
-    @staticmethod
-    def _sort_pieces(pieces):
+    def _sort_pieces(self, pieces):
         """One sorted ``(records, keys)`` from pieces: keys sorted, each row gathered once."""
         if not pieces:
             return None
         if len(pieces) == 1:
             rec, key = pieces[0]
-            order = sort_order(key, rec)
-            return take_rows(rec, order), key[order]
+            order = sort_order(key, rec, self.kernels)
+            return gather_rows(rec, order), key[order]
         key = np.concatenate([p[1] for p in pieces])
         rec = np.concatenate([p[0] for p in pieces])
         pieces.clear()
-        order = sort_order(key, rec)
-        return take_rows(rec, order), key[order]
+        order = sort_order(key, rec, self.kernels)
+        return gather_rows(rec, order), key[order]
 
     def _take_fine(self, lo: int, hi: int):
         """Sorted rows of fine buckets ``lo .. hi`` (released from the store)."""
@@ -303,8 +309,8 @@ class RowStore:
             rec = np.concatenate(pieces_r) if len(pieces_r) > 1 else pieces_r[0]
             key = np.concatenate(pieces_k) if len(pieces_k) > 1 else pieces_k[0]
             del pieces_r, pieces_k
-            order = sort_order(key, rec)
-            yield take_rows(rec, order), key[order]
+            order = sort_order(key, rec, self.kernels)
+            yield gather_rows(rec, order), key[order]
         for run in runs:
             run.remove()
         self.rows = 0
@@ -360,10 +366,7 @@ class BlockSeq:
     def append(self, block: np.ndarray) -> None:
         if len(block) == 0:
             return
-        if "y" in block.dtype.names and block.dtype["y"].kind in "iu":
-            vals, cnt = np.unique(block["y"], return_counts=True)
-            for v, c in zip(vals.tolist(), cnt.tolist()):
-                self.class_counts[v] = self.class_counts.get(v, 0) + c
+        count_classes(self.class_counts, block)
         self.rows += len(block)
         if self._mem + block.nbytes <= self.limit:
             self._items.append(block)

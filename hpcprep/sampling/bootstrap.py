@@ -8,7 +8,7 @@ every copy has its own key in this and every later layer
 import numpy as np
 
 from ..mpi.exchange import alltoallv_records
-from ..kernels.hashing import key_to_unit, random_keys, splitmix64
+from ..kernels.hashing import GOLDEN, key_to_unit, random_keys, splitmix64
 from ..kernels.select import poisson1_multiplicity, repeat_indices
 from ..partition import equal_counts, offsets
 from ..schema import Param
@@ -26,7 +26,7 @@ def copy_tags(tags: np.ndarray, stream: int, j: np.ndarray) -> np.ndarray:
     """
     j = np.asarray(j, dtype=np.uint64)
     base = splitmix64(tags.astype(np.uint64) ^ np.uint64(stream))
-    new = splitmix64(base + j * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+    new = splitmix64(base + j * np.uint64(GOLDEN)) | np.uint64(1)
     return np.where(j == 0, tags.astype(np.uint64), new)
 
 
@@ -71,7 +71,7 @@ class Bootstrap(SampleMode):
     def expand(self, seed, layer, records):
         if self.config["n"] != -1 or not len(records):
             return records
-        m = poisson1_multiplicity(row_keys(seed, layer, records))
+        m = poisson1_multiplicity(row_keys(seed, layer, records, self.kernels))
         return expand_copies(records, m, layer)
 
     def prepare(self, ctx):

@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import ConfigError, HpcprepError
-from ..kernels.active import host_keys
+from ..kernels.active import HOST, Kernels
 from ..kernels.hashing import splitmix64
 from ..schema import Param, validate_op_table
 
@@ -52,14 +52,15 @@ def round_half_up(fraction: float, n: int) -> int:
     return int(Fraction(fraction) * int(n) + Fraction(1, 2))
 
 
-def row_keys(seed: int, stream: int, records: np.ndarray) -> np.ndarray:
+def row_keys(seed: int, stream: int, records: np.ndarray, kernels: Kernels = HOST) -> np.ndarray:
     """Uniform uint64 key of each row: a function of ``(seed, stream, id, copy tag)`` only.
 
-    Originals (no field ``c``, or ``c == 0``) get ``random_keys(seed, stream, id)``;
+    Originals (no field ``c``, or ``c == 0``) get ``random_keys(seed, stream, id)``
+    (computed by ``kernels``, on the run's device);
     a bootstrap copy with tag ``c`` gets ``splitmix64(key ^ splitmix64(c))``, so
     copies of one row get distinct keys in every later layer.
     """
-    keys = host_keys(seed, stream, records["id"])
+    keys = kernels.keys(seed, stream, records["id"])
     if "c" in records.dtype.names and len(records):
         c = records["c"]
         nz = c != 0
@@ -135,12 +136,15 @@ class SampleMode:
         chosen from a sample of keys (sample sort).
     needs_labels : bool
         The mode reads the integer label.
+    kernels : Kernels
+        The run's kernels (set by :func:`make_mode`): pass them to :func:`row_keys`.
     """
 
     op: ClassVar[str] = ""
     params: ClassVar[dict[str, Param]] = {}
     routing: ClassVar[str] = "range"
     needs_labels: ClassVar[bool] = False
+    kernels: Kernels = HOST
 
     def __init__(self, **config):
         self.config = config
@@ -157,11 +161,11 @@ class SampleMode:
 
     def keys(self, seed: int, layer: int, ids: np.ndarray, records: np.ndarray) -> np.ndarray:
         """Sort key (uint64) of each row: a function of ``(seed, layer, id, copy, record)`` only."""
-        return row_keys(seed, layer, records)
+        return row_keys(seed, layer, records, self.kernels)
 
     def route_keys(self, seed: int, layer: int, records: np.ndarray) -> np.ndarray:
         """Uniform keys used to spread rows before a splitter re-route."""
-        return row_keys(seed, layer, records)
+        return row_keys(seed, layer, records, self.kernels)
 
     def expand(self, seed: int, layer: int, records: np.ndarray) -> np.ndarray:
         """Rows as they enter the layer (before routing); by default unchanged."""
@@ -226,10 +230,12 @@ def check_chain(tables: list[dict], label_dtype: str | None) -> None:
                               f"{'none' if label_dtype is None else label_dtype}")
 
 
-def make_mode(table: dict) -> SampleMode:
-    """Build the mode of a validated ``[[sample]]`` table."""
+def make_mode(table: dict, kernels: Kernels = HOST) -> SampleMode:
+    """Build the mode of a validated ``[[sample]]`` table, computing with the run's ``kernels``."""
     body = {k: v for k, v in table.items() if k != "op"}
-    return MODES[table["op"]](**body)
+    mode = MODES[table["op"]](**body)
+    mode.kernels = kernels
+    return mode
 
 
 def exactly_one_size(body: dict, where: str, names=("n", "fraction")) -> None:

@@ -143,4 +143,4 @@ class Weighted(_Prefix):
         return records
 
     def keys(self, seed, layer, ids, records):
-        return aes_sort_keys(row_keys(seed, layer, records), self.weights(records))
+        return aes_sort_keys(row_keys(seed, layer, records, self.kernels), self.weights(records))

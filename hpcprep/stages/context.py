@@ -10,6 +10,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from ..kernels.active import HOST, Kernels
 from ..mpi.agree import write_line
 from ..mpi.exchange import Exchanger
 
@@ -81,6 +82,7 @@ class RunContext:
     location: object
     progress: object
     exchanger: Exchanger = field(default_factory=Exchanger)
+    kernels: Kernels = HOST   # the rank's device kernels, set once its device is chosen
     clock: Clock = field(default_factory=Clock)
     report: dict = field(default_factory=dict)
 

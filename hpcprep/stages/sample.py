@@ -32,7 +32,7 @@ class SampleStage:
     def __init__(self, ctx):
         self.ctx = ctx
         self.layers = [SampleLayer(i, t, ctx.topo.sample_comms[i], ctx.seed, ctx.budget,
-                                   ctx.spill_dir, ctx.exchanger)
+                                   ctx.spill_dir, ctx.exchanger, ctx.kernels)
                        for i, t in enumerate(ctx.cfg["sample"])]
         self.names: list[str] = []
         self.rdt: np.dtype | None = None

@@ -5,15 +5,16 @@ from mpi4py import MPI
 
 from ..errors import ConfigError
 from ..mpi.exchange import Exchanger
-from ..kernels.hashing import _M1, _M2, GOLDEN, stream_base
-from ..kernels.rowhash import _canonical, row_words
+from ..kernels.hashing import splitmix64, stream_base
+from ..kernels.route import destination_order
+from ..kernels.rowhash import row_hash, row_words
 from ..schema import Param, list_of
 from ._columns import split_columns
 from .base import Step, register_step
 
 #: Random stream of the row hash (fixed: the hash must not depend on the layout).
 DEDUP_STREAM = 0xDED0
-#: Rows hashed at a time (their key words and scratch stay in cache).
+#: Hashes mapped to their owner at a time (the scratch stays in cache).
 _BLOCK = 1 << 14
 
 
@@ -85,36 +86,18 @@ class Dedup(Step):
     def _hash(x, y):
         """64-bit hash of each row's canonical key bytes (equal keys, equal hashes).
 
-        The value of :func:`~hpcprep.kernels.rowhash.row_hash` of the canonical
-        key features, seeded with the dedup stream, then of the label seeded
-        with that; computed in place, in blocks of rows that stay in cache.
+        :func:`~hpcprep.kernels.rowhash.row_hash` of the canonical key features,
+        seeded with the dedup stream, then of the label seeded with that.
         """
-        n = len(x)
-        out = np.empty(n, dtype=np.uint64)
-        seed = np.uint64(stream_base(0, DEDUP_STREAM))
-        tmp = np.empty(min(n, _BLOCK), dtype=np.uint64)
-        for lo in range(0, n, _BLOCK):
-            hi = min(n, lo + _BLOCK)
-            h = out[lo:hi]
-            h.fill(seed)
-            t = tmp[:hi - lo]
-            for part in (x, y):
-                if part is None:
-                    continue
-                words, nb = row_words(_canonical(np.ascontiguousarray(part[lo:hi]), np))
-                h ^= np.uint64(nb)
-                _mix(h, t)
-                for j in range(words.shape[1]):
-                    h ^= words[:, j]
-                    _mix(h, t)
-        return out
+        h = row_hash(x, seed=stream_base(0, DEDUP_STREAM))
+        return h if y is None else row_hash(y, seed=h, out=h)
 
     @staticmethod
     def _words(x, y):
         """Canonical key bytes of each row as uint64 words, shape (n, words)."""
-        words, _ = row_words(_canonical(np.ascontiguousarray(x), np))
+        words, _ = row_words(x, canonical=True)
         if y is not None:
-            words = np.hstack([words, row_words(_canonical(np.ascontiguousarray(y), np))[0]])
+            words = np.hstack([words, row_words(y, canonical=True)[0]])
         return words
 
     # ---- fit ----------------------------------------------------------------
@@ -139,10 +122,7 @@ class Dedup(Step):
         del hashes
 
         # 1. (hash, id) to the owner of the hash
-        owner = _owner(h, size)
-        order = np.argsort(owner, kind="stable")          # radix sort for small ints
-        sendcounts = np.bincount(owner, minlength=size).astype(np.int64)
-        del owner
+        order, sendcounts = destination_order(_owner(h, size), size)
         recs = np.empty(len(h), dtype=HASH_ID)
         recs["h"] = h[order]
         del h
@@ -263,28 +243,13 @@ class Dedup(Step):
         return {"n_duplicates": np.int64(self.n_duplicates_)}
 
 
-def _mix(h, t):
-    """``h = splitmix64(h)`` in place (``t``: a scratch array of the same shape)."""
-    h += np.uint64(GOLDEN)
-    np.right_shift(h, np.uint64(30), out=t)
-    h ^= t
-    h *= np.uint64(_M1)
-    np.right_shift(h, np.uint64(27), out=t)
-    h ^= t
-    h *= np.uint64(_M2)
-    np.right_shift(h, np.uint64(31), out=t)
-    h ^= t
-
-
 def _owner(h, size):
     """The rank owning each hash: ``splitmix64(h) mod size`` (uint16 for up to 65536 ranks)."""
     owner = np.empty(len(h), dtype=np.uint16 if size <= 1 << 16 else np.int64)
-    t, z = np.empty(min(len(h), _BLOCK), np.uint64), np.empty(min(len(h), _BLOCK), np.uint64)
+    z = np.empty(min(len(h), _BLOCK), np.uint64)
     for lo in range(0, len(h), _BLOCK):
         hi = min(len(h), lo + _BLOCK)
-        zb = z[:hi - lo]
-        zb[:] = h[lo:hi]
-        _mix(zb, t[:hi - lo])
+        zb = splitmix64(h[lo:hi], out=z[:hi - lo])
         np.remainder(zb, np.uint64(size), out=zb)
         owner[lo:hi] = zb
     return owner

@@ -3,6 +3,7 @@
 import numpy as np
 
 from ..errors import ConfigError
+from ..kernels.transform import scale_clip
 from ..schema import Param, fraction, list_of, positive
 from ._columns import split_columns
 from .base import Step, drop_rows, merge_by_chunk, register_step
@@ -209,9 +210,9 @@ class Outliers(Step):
 
     def apply_rejects(self, chunk):
         if self.config["action"] == "clip":
-            x = chunk.features.astype(np.float64)
-            y = np.clip(x, self.lo_, self.hi_)  # NaN stays NaN
-            return chunk.with_features(y.astype(chunk.features.dtype, copy=False)), {}, []
+            x = chunk.features
+            y = scale_clip(x, lo=self.lo_, hi=self.hi_, dtype=x.dtype)  # in float64; NaN stays NaN
+            return chunk.with_features(y), {}, []
         return drop_rows(chunk, {self.reason: self._outside_rows(chunk.features)})
 
     def stats(self):

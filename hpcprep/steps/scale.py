@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 
 from ..errors import ConfigError
+from ..kernels.transform import multiply_add, scale_clip
 from ..schema import Param, list_of
 from .base import Step, register_step
 from .moments import Moments, check_fitted
@@ -130,35 +131,12 @@ class Scale(Step):
     # ---- apply ------------------------------------------------------------------
     def apply(self, chunk):
         x = chunk.features
-        if x.ndim == 2 and x.flags.c_contiguous and x.dtype.kind == "f" and len(x):
-            return chunk.with_features(self._apply_blocked(x)), {}
         if self.method == "minmax":
-            x = chunk.features.astype(np.float64) * self.scale_ + self.min_
-        elif self.method == "robust":
-            x = (chunk.features.astype(np.float64) - self.center_) / self.scale_
+            y = multiply_add(x, self.scale_, self.min_, dtype=x.dtype)
         else:
-            x = (chunk.features.astype(np.float64) - self.mean_) / self.scale_
-        return chunk.with_features(x.astype(chunk.features.dtype, copy=False)), {}
-
-    def _apply_blocked(self, x):
-        """The formulas of :meth:`apply` a block of rows at a time (same float64 operations,
-        rounded once into the output), without full-size float64 temporaries."""
-        n, d = x.shape
-        out = np.empty_like(x)
-        step = max(1, (1 << 20) // (8 * max(d, 1)))
-        buf = np.empty((min(step, n), d))
-        for s in range(0, n, step):
-            k = min(step, n - s)
-            b = buf[:k]
-            b[...] = x[s:s + k]
-            if self.method == "minmax":
-                b *= self.scale_
-                b += self.min_
-            else:
-                b -= self.center_ if self.method == "robust" else self.mean_
-                b /= self.scale_
-            out[s:s + k] = b
-        return out
+            center = self.center_ if self.method == "robust" else self.mean_
+            y = scale_clip(x, center, self.scale_, dtype=x.dtype)
+        return chunk.with_features(y), {}
 
     def stats(self):
         if self.method == "minmax":
