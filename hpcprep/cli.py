@@ -49,7 +49,8 @@ def cmd_run(args, comm) -> int:
     from .progress import Progress
 
     cfg = load_config(comm, args.config, args.set)
-    run_pipeline(cfg, comm, Progress(comm.Get_rank() == 0, quiet=args.quiet), args.cleanups)
+    run_pipeline(cfg, comm, Progress(comm.Get_rank() == 0, quiet=args.quiet), args.cleanups,
+                 resume=args.resume)
     return 0
 
 
@@ -154,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set layout.fused=false --set seed=7 "
                         "(VALUE is TOML, or a bare string)")
     r.add_argument("--quiet", action="store_true", help="no progress lines")
+    r.add_argument("--resume", action="store_true",
+                   help="resume from the checkpoint of this config next to the output, or stop "
+                        "with an error if there is none (without it: used when there is one)")
     r.set_defaults(func=cmd_run)
 
     i = sub.add_parser("inspect", help="summarize and verify an output dataset",
@@ -196,8 +200,8 @@ def main(argv=None) -> int:
     except AgreedError as e:
         run_cleanups(cleanups)
         if comm.Get_rank() == 0:
-            write_line(f"hpcprep: error: {e}")
-        sys.exit(2)
+            write_line(f"hpcprep: {getattr(e, 'prefix', 'error')}: {e}")
+        sys.exit(getattr(e, "exit_code", 2))   # a run stopped to be resumed: 75
     except BaseException as e:  # noqa: BLE001 - any failure must end every rank
         if isinstance(e, SystemExit) and not e.code:
             raise

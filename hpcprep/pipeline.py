@@ -14,6 +14,7 @@ from .io.plan import build_input_plan, check_input_columns, expand_paths
 from .io.plan_count import count_csv_chunks
 from .kernels.active import Kernels
 from .output.location import OutputLocation
+from .stages.checkpoint import Checkpoint
 from .stages.commit import commit
 from .stages.context import RunContext
 from .stages.read import balance_input, open_input
@@ -23,9 +24,10 @@ from .stages.subsample import thresholds
 from .stages.write import write
 
 
-def _prepare(cfg: dict, n_input: int, progress):
+def _prepare(cfg: dict, n_input: int, progress, resume: bool = False):
     """Rank 0, before any work: check the output path, take its lock, remove temporary folders
-    of dead runs, plan the input and create a fresh temporary output folder."""
+    of dead runs, plan the input, find or start the run's checkpoint
+    (:class:`~hpcprep.stages.checkpoint.Checkpoint`) and create a fresh temporary output folder."""
     location = OutputLocation(cfg["output"]["path"], cfg["output"]["overwrite"])
     location.check(cfg["input"]["paths"], expand_paths(cfg["input"]["paths"]))
     try:
@@ -36,14 +38,17 @@ def _prepare(cfg: dict, n_input: int, progress):
         from .sampling import check_chain
 
         check_chain(cfg["sample"], plan.label_dtype)
+        checkpoint = Checkpoint.find(location.path, cfg, expand_paths(cfg["input"]["paths"]),
+                                     resume, progress.log)
         location.create()
     except BaseException:
         location.abandon()
         raise
-    return plan, location
+    return plan, location, checkpoint
 
 
-def run_pipeline(cfg: dict, comm, progress, cleanups: list | None = None) -> dict | None:
+def run_pipeline(cfg: dict, comm, progress, cleanups: list | None = None,
+                 resume: bool = False) -> dict | None:
     """Run the configured pipeline on every rank of ``comm``.
 
     Parameters
@@ -57,6 +62,9 @@ def run_pipeline(cfg: dict, comm, progress, cleanups: list | None = None) -> dic
     cleanups : list, optional
         The run's cleanups for :func:`hpcprep.mpi.agree.fail_hard` (``cli.main``'s):
         the output location is added, so a failure removes its temporary folder and lock.
+    resume : bool
+        ``hpcprep run --resume``: a run without a usable checkpoint is an error (without
+        it, a checkpoint of the same config and input is used when there is one).
 
     Returns
     -------
@@ -67,11 +75,12 @@ def run_pipeline(cfg: dict, comm, progress, cleanups: list | None = None) -> dic
 
     t_start = time.perf_counter()
     topo = build_topology(comm, cfg["layout"], len(cfg["standardize"]), len(cfg["sample"]))
-    plan, location = root_decides(comm, _prepare, cfg, len(topo.input_ranks), progress)
+    plan, location, checkpoint = root_decides(comm, _prepare, cfg, len(topo.input_ranks),
+                                              progress, resume)
     location.track(cleanups)
-    ctx = RunContext(cfg, comm, topo, plan, location, progress)
+    ctx = RunContext(cfg, comm, topo, plan, location, progress, checkpoint=checkpoint)
     if cleanups is not None:
-        cleanups.append(ctx.remove_spill)
+        cleanups += [ctx.remove_spill, checkpoint.discard]
     if not plan.counted:   # compressed files' text is kept in the spill folder: read once
         count_csv_chunks(plan, comm, topo.input_ranks, cfg["input"], keep_dir=ctx.spill_dir)
     collect_label_classes(plan, comm, topo.input_ranks, cfg["input"])
@@ -83,11 +92,16 @@ def run_pipeline(cfg: dict, comm, progress, cleanups: list | None = None) -> dic
                  f"{len(plan.files)} file(s), {len(plan.chunks)} chunk(s) over "
                  f"{len(topo.input_ranks)} input rank(s); layout "
                  f"{'fused' if topo.fused else 'layered'}, {comm.Get_size()} rank(s)")
-    standardized = standardize(ctx, open_input(ctx, thresholds(ctx, ctx.report["input_plan"])))
+    subsample = thresholds(ctx, ctx.report["input_plan"])
+    checkpoint.begin(ctx, subsample)
+    standardized = standardize(ctx, open_input(ctx, subsample))
     sampled = SampleStage(ctx).run(standardized)
     shard = write(ctx, sampled)
     ctx.remove_spill()   # before the commit moves a spill folder inside the output
-    return commit(ctx, standardized, sampled, shard, t_start)
+    summary = commit(ctx, standardized, sampled, shard, t_start)
+    if ctx.rank == 0:
+        checkpoint.remove()
+    return summary
 
 
 def _select_device(comm, requested: str):

@@ -489,3 +489,41 @@ def test_cli_refuses_srun_mpi_none(slurm, workdir, report):
         "hpcprep.launch.check_launch(MPI.COMM_WORLD) at start-up\n" + job.log)
     assert job.rc != 0, job.log
     assert not (workdir / "out-trap" / "manifest.json").exists()
+
+
+def test_time_limit_signal_stops_after_fit_and_the_requeued_job_resumes(slurm, workdir,
+                                                                         reference, report):
+    """SIGUSR1 to the batch shell (what `#SBATCH --signal=B:USR1@300` sends before the time
+    limit; `scancel --batch --signal=USR1` here, to choose the moment): the run stops after
+    its fit passes (exit 75), the script requeues the job, and the second run resumes."""
+    out = "out-requeue"
+    (workdir / "logs").mkdir(exist_ok=True)
+    res = _run(["sbatch", "--parsable", "--ntasks=2", "--time=5", f"--chdir={workdir}",
+                f"--output={workdir}/logs/%x-%j.out", str(PREPROCESS), "config.toml",
+                "--set", f'output.path="{out}"', "--set", 'plan.emulate_slowdown={"0"=100.0}'],
+               30, cwd=workdir, env=job_env())
+    assert res.returncode == 0, res.stderr
+    job_id = int(res.stdout.strip().split(";")[0])
+    log = workdir / "logs" / f"hpcprep-preprocess-{job_id}.out"
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while not (log.exists() and "hpcprep-slurm: job" in log.read_text()):   # the trap is set
+        assert time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.05)
+    assert _run(["scancel", "--batch", "--signal=USR1", str(job_id)], 30).returncode == 0
+    while scontrol_job(job_id).get("Restarts", "0") == "0":
+        assert time.monotonic() < deadline, scontrol_job(job_id)
+        time.sleep(0.25)
+    while (fields := scontrol_job(job_id)).get("JobState") not in TERMINAL:
+        assert time.monotonic() < deadline + JOB_TIMEOUT, state_line(job_id, fields)
+        if fields.get("JobState") == "PENDING" and fields.get("Reason") == "BeginTime":
+            # Slurm may hold a requeued job back a few minutes: let it start now
+            _run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], 30)
+        time.sleep(0.25)
+    text = log.read_text()
+    report(f"requeue: {state_line(job_id, fields)}")
+    assert fields["JobState"] == "COMPLETED" and fields["Restarts"] == "1", text
+    assert "hpcprep: stopped: after the fit passes" in text
+    assert "requeueing job" in text and ", restart 1" in text
+    assert "resuming from the checkpoint of " in text and "fit done, skipping 1 fit pass(es)" in text
+    assert not (workdir / f".{out}.checkpoint").exists()
+    assert_same_dataset(workdir / out, reference[2])

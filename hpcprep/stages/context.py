@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ..kernels.active import HOST, Kernels
 from ..mpi.agree import write_line
 from ..mpi.exchange import Exchanger
+from .checkpoint import Checkpoint
 
 #: Names of the files the stages spill (sorted runs, record blocks, stored chunks, the text
 #: of compressed inputs kept while counting).
@@ -85,6 +86,7 @@ class RunContext:
     kernels: Kernels = HOST   # the rank's device kernels, set once its device is chosen
     clock: Clock = field(default_factory=Clock)
     report: dict = field(default_factory=dict)
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)   # none: fits nothing
 
     def __post_init__(self):
         self.rank = self.comm.Get_rank()
