@@ -190,14 +190,32 @@ def test_row_hash_equal_rows_equal_hash(dtype, d):
     assert len(pairs) == len(set(inv.ravel().tolist())) == len(set(hinv.ravel().tolist()))
 
 
+def _reference_row_hash(words, nb, seed):
+    """The definition, word by word with Python integers."""
+    from hpcprep.kernels.hashing import _mix_scalar
+    from hpcprep.kernels.rowhash import ROW_HASH_KEY
+
+    mask = (1 << 64) - 1
+    out = []
+    for i, row in enumerate(words):
+        s = sum(_mix_scalar(int(w) ^ _mix_scalar((ROW_HASH_KEY + j) & mask)) for j, w in enumerate(row))
+        h = _mix_scalar((int(seed[i]) if np.ndim(seed) else seed) ^ nb)
+        out.append(_mix_scalar(h ^ (s & mask)))
+    return np.array(out, dtype=np.uint64)
+
+
 def test_row_hash_reference_fold():
-    from hpcprep.kernels.hashing import splitmix64
-    x = np.array([[1.5, -2.0, 3.25]])
-    words = x.view(np.uint64)[0]
-    h = splitmix64(np.array([0 ^ 24], dtype=np.uint64))
-    for w in words:
-        h = splitmix64(h ^ w)
-    np.testing.assert_array_equal(row_hash(x), h)
+    x = np.array([[1.5, -2.0, 3.25], [0.0, 1e300, -7.0]])
+    np.testing.assert_array_equal(row_hash(x), _reference_row_hash(x.view(np.uint64), 24, 0))
+    np.testing.assert_array_equal(row_hash(x, seed=7), _reference_row_hash(x.view(np.uint64), 24, 7))
+
+
+def test_row_hash_word_positions_count():
+    """The same words in another order, or moved by one position, hash differently."""
+    x = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [2.0, 1.0, 3.0]])
+    assert len(set(row_hash(x).tolist())) == 3
+    no_nan = np.array([[0.0, 1.0], [-0.0, 1.0]], dtype=np.float32)   # the path without NaN
+    assert row_hash(no_nan)[0] == row_hash(no_nan)[1]
 
 
 def test_row_hash_canonical_floats():
@@ -215,10 +233,9 @@ def test_row_hash_blocks_and_out(rows):
     x[::4, 1], x[1::4, 2] = -0.0, -np.nan
     words, nb = row_words(x, canonical=True)
     assert nb == 24 and words.shape == (rows, 3)
-    h = splitmix64(np.full(rows, 11 ^ nb, dtype=np.uint64))
-    for j in range(words.shape[1]):
-        h = splitmix64(h ^ words[:, j])
-    np.testing.assert_array_equal(row_hash(x, seed=11), h)
+    some = np.r_[0:5, rows - 5:rows]
+    np.testing.assert_array_equal(row_hash(x, seed=11)[some], _reference_row_hash(words[some], nb, 11))
+    np.testing.assert_array_equal(row_hash(x, seed=11), row_hash(x.copy(), seed=11))
     lab = np.arange(rows) % 3
     chained = row_hash(lab, seed=row_hash(x, seed=11))
     state = row_hash(x, seed=11)

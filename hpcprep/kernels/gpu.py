@@ -28,22 +28,24 @@ __device__ __forceinline__ unsigned long long hpcprep_splitmix64(unsigned long l
 #: converted to uint64 modulo 2**64, as NumPy's ``astype(uint64)`` does.
 KEYED_HASH_BODY = "key = hpcprep_splitmix64(((unsigned long long) id) ^ base);"
 
-#: Row hash: one thread per row folds the row's 64-bit words into the state.
+#: Row hash: one thread per row mixes each 64-bit word with its position's key, sums the
+#: mixed words (modulo 2**64) and folds the sum into the state (see :func:`~hpcprep.kernels.rowhash.row_hash`).
 ROW_HASH_SOURCE = SPLITMIX64_CUDA + r"""
 extern "C" __global__ void hpcprep_row_hash(
         const unsigned long long* __restrict__ words,
+        const unsigned long long* __restrict__ keys,
         const unsigned long long* __restrict__ h0,
         unsigned long long* __restrict__ out,
         const long long n_rows, const long long n_words) {
     long long i = (long long) blockIdx.x * blockDim.x + threadIdx.x;
     const long long stride = (long long) gridDim.x * blockDim.x;
     for (; i < n_rows; i += stride) {
-        unsigned long long z = h0[i];
         const unsigned long long* w = words + i * n_words;
+        unsigned long long sum = 0;
         for (long long j = 0; j < n_words; ++j) {
-            z = hpcprep_splitmix64(z ^ w[j]);
+            sum += hpcprep_splitmix64(w[j] ^ keys[j]);
         }
-        out[i] = z;
+        out[i] = hpcprep_splitmix64(h0[i] ^ sum);
     }
 }
 """
@@ -75,7 +77,7 @@ def keyed_hash_kernel():
 
 @functools.cache
 def row_hash_kernel():
-    """RawKernel ``hpcprep_row_hash(words, h0, out, n_rows, n_words)``."""
+    """RawKernel ``hpcprep_row_hash(words, keys, h0, out, n_rows, n_words)``."""
     import cupy
 
     return cupy.RawKernel(ROW_HASH_SOURCE, "hpcprep_row_hash")

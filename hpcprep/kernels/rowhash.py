@@ -6,18 +6,28 @@ from .hashing import mix_inplace, splitmix64
 from .xp import array_module
 from ._util import is_cupy
 
+#: Offset of the word keys of :func:`row_hash` (a fixed constant: hashes must not depend on the run).
+ROW_HASH_KEY = 0x726F77686173680A
+
 #: Rows the NumPy twin hashes at a time (their words and scratch stay in cache).
 BLOCK_ROWS = 1 << 14
 
 
 def _canonical(x, xp):
-    """Make equal float values equal bytes: -0.0 -> +0.0, every NaN -> one NaN."""
+    """Make equal float values equal bytes: -0.0 -> +0.0, every NaN -> one NaN (a copy of ``x``)."""
     if x.dtype.kind not in "fc":
         return x
     with np.errstate(invalid="ignore"):          # a signaling NaN may set the flag
         x = x + x.dtype.type(0)                  # -0.0 + 0.0 == +0.0; copies
+        if xp is np and not np.isnan(np.add.reduce(x, axis=None)):
+            return x                             # no NaN (a NaN makes the sum NaN): one pass less
     nan = xp.isnan(x)
     return xp.where(nan, xp.asarray(np.nan, dtype=x.dtype), x)
+
+
+def word_keys(n_words: int) -> np.ndarray:
+    """The fixed key of each word position of :func:`row_hash`: ``splitmix64(ROW_HASH_KEY + j)``."""
+    return splitmix64(np.arange(n_words, dtype=np.uint64) + np.uint64(ROW_HASH_KEY))
 
 
 def row_words(x, canonical=False):
@@ -58,11 +68,14 @@ def row_words(x, canonical=False):
 def row_hash(x, seed=0, canonical=True, out=None):
     """64-bit hash of each row, equal for equal rows, identical on NumPy and CuPy.
 
-    ``h = splitmix64(seed ^ row_nbytes)``, then for each 64-bit word ``w`` of
-    the row (little-endian bytes, zero padded): ``h = splitmix64(h ^ w)``.
-    Integer arithmetic only, so both devices give the same integers. The NumPy
-    twin works :data:`BLOCK_ROWS` rows at a time, in place; the CuPy twin runs
-    one thread per row (:func:`hpcprep.kernels.gpu.row_hash_kernel`).
+    ``h = splitmix64(splitmix64(seed ^ row_nbytes) ^ sum_j splitmix64(w_j ^ k_j))``
+    over the row's 64-bit words ``w_j`` (little-endian bytes, zero padded), with
+    the fixed keys ``k_j`` of :func:`word_keys` and the sum modulo 2**64: the
+    words are mixed independently (one vectorized pass, not a chain of ``d``
+    dependent ones), the key makes the position count. Integer arithmetic only,
+    so both devices give the same integers. The NumPy twin works
+    :data:`BLOCK_ROWS` rows at a time, in place; the CuPy twin runs one thread
+    per row (:func:`hpcprep.kernels.gpu.row_hash_kernel`).
 
     Parameters
     ----------
@@ -107,7 +120,8 @@ def row_hash(x, seed=0, canonical=True, out=None):
 
     words, nb = row_words(x, canonical)
     h0 = xp.ascontiguousarray(splitmix64(h ^ xp.uint64(nb), xp))
-    launch_1d(row_hash_kernel(), n, (words, h0, h, np.int64(n), np.int64(words.shape[1])))
+    keys = xp.asarray(word_keys(words.shape[1]))
+    launch_1d(row_hash_kernel(), n, (words, keys, h0, h, np.int64(n), np.int64(words.shape[1])))
     return h
 
 
@@ -118,12 +132,17 @@ def _fold_numpy(x, h: np.ndarray, canonical: bool) -> None:
         row_words(x[:0], canonical)   # the dtype checks
         return
     t = np.empty(min(n, BLOCK_ROWS), dtype=np.uint64)
+    keys = scratch = None
     for lo in range(0, n, BLOCK_ROWS):
         hi = min(n, lo + BLOCK_ROWS)
         hb, tb = h[lo:hi], t[:hi - lo]
         words, nb = row_words(x[lo:hi], canonical)
+        if keys is None:
+            keys = word_keys(words.shape[1])
+            scratch = np.empty((2, min(n, BLOCK_ROWS), words.shape[1]), dtype=np.uint64)
+        mixed = np.bitwise_xor(words, keys, out=scratch[0, :hi - lo])
+        mix_inplace(mixed, scratch[1, :hi - lo])
         hb ^= np.uint64(nb)
         mix_inplace(hb, tb)
-        for j in range(words.shape[1]):
-            hb ^= words[:, j]
-            mix_inplace(hb, tb)
+        hb ^= np.add.reduce(mixed, axis=1, dtype=np.uint64)
+        mix_inplace(hb, tb)

@@ -29,7 +29,7 @@ SAMPLE_STREAM = 1 << 32
 
 #: Shares of ``resources.memory_per_rank``: rows buffered before a run is spilled,
 #: rows per bucket read back, selected rows held before they go to block files.
-RUN_SHARE, BUCKET_SHARE, OUTPUT_SHARE = 1 / 5, 1 / 8, 1 / 4
+RUN_SHARE, BUCKET_SHARE, OUTPUT_SHARE = 1 / 3, 1 / 8, 1 / 3
 
 #: Splitter sample: keys per rank per member of the layer.
 SAMPLES_PER_RANK = 32

@@ -72,11 +72,18 @@ def sort_order(keys: np.ndarray, records: np.ndarray, kernels: Kernels = HOST) -
 
 
 class _Run:
-    """One sorted run on disk: records and keys as raw files, fences in memory."""
+    """One sorted run on disk: records and keys as raw files, fences in memory; written from
+    sorted ``parts`` (``(records, keys)`` in key order), never held as one array."""
 
-    def __init__(self, path: str, records: np.ndarray, keys: np.ndarray):
-        self.path, self.n, self.dtype = path, len(records), records.dtype
-        records.tofile(path + ".rec")
+    def __init__(self, path: str, dtype: np.dtype, parts):
+        self.path, self.n, self.dtype = path, 0, dtype
+        keys = []
+        with open(path + ".rec", "wb") as f:
+            for rec, key in parts:
+                rec.tofile(f)
+                keys.append(key)
+                self.n += len(rec)
+        keys = np.concatenate(keys) if keys else np.empty(0, np.uint64)
         keys.tofile(path + ".key")
         self.step = max(1, min(FENCE, self.n // 64))
         self.fences = keys[::self.step].copy()
@@ -212,24 +219,21 @@ class RowStore:
             self._buf_bytes -= got[0].nbytes + got[1].nbytes
         return got
 
-    def _take_buffer(self):
-        parts = [self._take_fine(b, b + 1) for b in range(self.n_fine)]
-        parts = [p for p in parts if p is not None]
+    def _sorted_parts(self):
+        """The buffered rows as sorted parts in key order, one fine range at a time (released)."""
+        for b in range(self.n_fine):
+            got = self._take_fine(b, b + 1)
+            if got is not None:
+                yield got
         self._buf_bytes = 0
-        if not parts:
-            return np.empty(0, self.dtype), np.empty(0, np.uint64)
-        if len(parts) == 1:
-            return parts[0]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _spill(self) -> None:
-        rec, key = self._take_buffer()
-        if not len(rec):
+        if not self._buf:
             return
         os.makedirs(self.spill_dir, exist_ok=True)
         path = os.path.join(self.spill_dir, f"{self.name}-run{len(self.runs):05d}")
-        self.runs.append(_Run(path, rec, key))
-        self.bytes_spilled += rec.nbytes + key.nbytes
+        self.runs.append(_Run(path, self.dtype, self._sorted_parts()))
+        self.bytes_spilled += self.runs[-1].n * (self.dtype.itemsize + 8)
 
     def sample_keys(self, m: int) -> tuple[np.ndarray, float]:
         """About ``m`` keys at regular quantiles of this rank's rows, and the rows each stands for.
@@ -260,9 +264,9 @@ class RowStore:
         if self.runs:
             yield from self._spilled_buckets(bucket_bytes)
         elif self.n_fine == 1:
-            rec, key = self._take_buffer()
-            self.rows = 0
-            yield rec, key
+            got = self._take_fine(0, 1)
+            self._buf_bytes = self.rows = 0
+            yield got if got is not None else (np.empty(0, self.dtype), np.empty(0, np.uint64))
         else:
             yield from self._fine_buckets()
 
@@ -371,12 +375,8 @@ class BlockSeq:
         if self._mem + block.nbytes <= self.limit:
             self._items.append(block)
             self._mem += block.nbytes
-            return
-        for i, item in enumerate(self._items):     # past the limit: everything goes to disk
-            if isinstance(item, np.ndarray):
-                self._items[i] = self._write(item)
-        self._mem = 0
-        self._items.append(self._write(block))
+        else:   # past the limit: this block goes to disk, those in memory stay there
+            self._items.append(self._write(block))
 
     def _write(self, block: np.ndarray):
         os.makedirs(self.spill_dir, exist_ok=True)
