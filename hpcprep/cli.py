@@ -34,8 +34,10 @@ def cmd_generate(args, comm) -> int:
     return 0
 
 
-def load_config(comm, path: str, overrides) -> dict:
-    """Parse and validate the config on rank 0 and broadcast it (errors reported once)."""
+def load_config(comm, path: str, overrides):
+    """Parse and validate the config on rank 0 and broadcast it (errors reported once).
+
+    Returns the :class:`hpcprep.config.RunConfig` (the same on every rank)."""
     from .config import load_text, parse_config
 
     def parse():

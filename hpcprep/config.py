@@ -2,17 +2,20 @@
 
 The shape is documented in docs/config.md. Every table is described by
 :class:`hpcprep.schema.Param` specs; standardization steps and sampling modes
-validate their own keys through their registries.
+validate their own keys through their registries. :func:`parse_config` returns a
+frozen :class:`RunConfig`; its sections are dataclasses built from the specs
+(:func:`hpcprep.schema.section_class`), so each key, type and default is written once.
 """
 
 import copy
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import ConfigError
-from .config_plan import PLAN, check_plan
-from .schema import Param, between, list_of, non_negative, read_rows, validate_table
+from .config_plan import PLAN, PlanConfig, check_plan
+from .schema import Param, between, list_of, non_negative, read_rows, section_class, validate_table
 
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 1000**2, "MB": 1000**2,
                "MIB": 1024**2, "G": 1000**3, "GB": 1000**3, "GIB": 1024**3, "T": 1000**4,
@@ -118,17 +121,49 @@ RESOURCES = {
 
 TOP = {
     "seed": Param(int, 0, check=seed_check, doc="seed of all randomness"),
-    "input": Param(dict, nested=True),
-    "layout": Param(dict, {}, nested=True),
-    "standardize": Param(list, [], nested=True),
-    "sample": Param(list, [{"op": "shuffle"}], nested=True),
-    "output": Param(dict, {}, nested=True),
-    "resources": Param(dict, {}, nested=True),
-    "plan": Param(dict, {}, nested=True),
+    "input": Param(dict, nested=True, doc="[input]"),
+    "layout": Param(dict, {}, nested=True, doc="[layout]"),
+    "standardize": Param(list, [], nested=True,
+                         doc="[[standardize]] layers: validated tables {steps, rejects}"),
+    "sample": Param(list, [{"op": "shuffle"}], nested=True,
+                    doc="[[sample]] layers: validated tables {op, ...} of the sampling modes"),
+    "output": Param(dict, {}, nested=True, doc="[output]"),
+    "resources": Param(dict, {}, nested=True, doc="[resources]"),
+    "plan": Param(dict, {}, nested=True, doc="[plan]"),
 }
 
 #: Further top-level tables, validated by other modules: name -> "module:function(table) -> dict".
 EXTRA_SECTIONS: dict[str, str] = {"train": "hpcprep.train.spec:validate_config"}
+_TOP_SPEC = {**TOP, **{name: Param(dict, {}, nested=True, doc=f"[{name}]: as its validator returns it "
+                                   f"({ref}), {{}} when absent")
+                       for name, ref in EXTRA_SECTIONS.items()}}
+
+InputConfig = section_class("InputConfig", INPUT, __name__,
+                            "The ``[input]`` table: what is read and how (docs/config.md).")
+LayoutConfig = section_class("LayoutConfig", LAYOUT, __name__,
+                             "The ``[layout]`` table: fused, or the rank counts of the layers.")
+OutputConfig = section_class("OutputConfig", OUTPUT, __name__, "The ``[output]`` table.")
+ResourcesConfig = section_class(
+    "ResourcesConfig", RESOURCES, __name__, "The ``[resources]`` table.",
+    extra=[("memory_bytes", int, "``memory_per_rank`` in bytes (:func:`parse_size`)")])
+
+#: The section tables of the run config: key -> (spec, class), in the order they are validated.
+SECTIONS = {"input": (INPUT, InputConfig), "layout": (LAYOUT, LayoutConfig),
+            "output": (OUTPUT, OutputConfig), "resources": (RESOURCES, ResourcesConfig),
+            "plan": (PLAN, PlanConfig)}
+
+RunConfig = section_class(
+    "RunConfig", _TOP_SPEC, __name__,
+    "The validated run config (:func:`parse_config`), the same on every rank.\n\n"
+    "Fields are named as the TOML keys (docs/config.md); each section is a frozen\n"
+    "dataclass of its own. The ``[[standardize]]`` and ``[[sample]]`` tables stay\n"
+    "validated dicts, every default filled in: each step table (``standardize[i].steps``)\n"
+    "and each sampling mode has its own Param spec and is handed as a dict to\n"
+    "``steps.make_step`` / the sampling modes. Sections of ``EXTRA_SECTIONS``\n"
+    "(``[train]``) stay the dicts their validators return.",
+    types={name: cls for name, (_, cls) in SECTIONS.items()},
+    extra=[("text", str, "the effective config as given (the TOML, then the --set overrides)"),
+           ("world_size", int, "number of ranks the config was checked for")])
 
 
 def _section_validator(ref: str):
@@ -185,8 +220,9 @@ def load_text(path: str) -> str:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
 
 
-def parse_config(text: str, source: str, overrides=(), world_size: int = 1, base_dir=None) -> dict:
-    """Parse and validate a config text.
+def parse_config(text: str, source: str, overrides=(), world_size: int = 1,
+                 base_dir=None) -> RunConfig:
+    """Parse and validate a config text: every check, the layout's included.
 
     Parameters
     ----------
@@ -203,41 +239,38 @@ def parse_config(text: str, source: str, overrides=(), world_size: int = 1, base
 
     Returns
     -------
-    dict
-        The validated config with every default filled in, plus ``"_text"``
-        (the effective config as given) and ``"_world_size"``.
+    RunConfig
+        The validated config with every default filled in.
     """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from None
     raw = apply_overrides(raw, list(overrides))
-    spec = dict(TOP)
-    spec.update({name: Param(dict, {}, nested=True) for name in EXTRA_SECTIONS})
-    cfg = validate_table(raw, spec, "")
-    cfg["input"] = validate_table(cfg["input"], INPUT, "input")
-    cfg["layout"] = validate_table(cfg["layout"], LAYOUT, "layout")
-    cfg["output"] = validate_table(cfg["output"], OUTPUT, "output")
-    cfg["resources"] = validate_table(cfg["resources"], RESOURCES, "resources")
-    cfg["resources"]["memory_bytes"] = parse_size(cfg["resources"]["memory_per_rank"])
-    cfg["plan"] = validate_table(cfg["plan"], PLAN, "plan")
+    top = validate_table(raw, _TOP_SPEC, "")
+    tables = {name: validate_table(top[name], spec, name) for name, (spec, _) in SECTIONS.items()}
+    tables["resources"]["memory_bytes"] = parse_size(tables["resources"]["memory_per_rank"])
+    top.update({name: cls(**tables[name]) for name, (_, cls) in SECTIONS.items()})
     for name, ref in EXTRA_SECTIONS.items():
-        if cfg[name] or name in raw:
-            cfg[name] = _section_validator(ref)(cfg[name])
-    _check_input(cfg["input"])
-    cfg["standardize"] = [_check_standardize(t, i) for i, t in enumerate(cfg["standardize"])]
-    cfg["sample"] = [_check_sample(t, i) for i, t in enumerate(cfg["sample"])]
-    if not cfg["sample"]:
+        if top[name] or name in raw:
+            top[name] = _section_validator(ref)(top[name])
+    _check_input(top["input"])
+    top["standardize"] = [_check_standardize(t, i) for i, t in enumerate(top["standardize"])]
+    top["sample"] = [_check_sample(t, i) for i, t in enumerate(top["sample"])]
+    if not top["sample"]:
         raise ConfigError("sample: at least one [[sample]] layer is needed (e.g. op = \"shuffle\")")
+    given = text if not overrides else text + "\n# --set " + " --set ".join(overrides) + "\n"
+    cfg = RunConfig(**top, text=given, world_size=world_size)
     _check_layout(cfg, world_size)
-    base = Path(base_dir) if base_dir else Path.cwd()
-    cfg["input"]["paths"] = [str(base / p) for p in cfg["input"]["paths"]]
-    cfg["output"]["path"] = _output_path(base, cfg["output"]["path"])
-    if cfg["resources"]["spill_dir"]:
-        cfg["resources"]["spill_dir"] = str(base / cfg["resources"]["spill_dir"])
-    cfg["_text"] = text if not overrides else text + "\n# --set " + " --set ".join(overrides) + "\n"
-    cfg["_world_size"] = world_size
-    return cfg
+    return _resolve_paths(cfg, Path(base_dir) if base_dir else Path.cwd())
+
+
+def _resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
+    """``cfg`` with its input, output and spill paths resolved against ``base``."""
+    spill = cfg.resources.spill_dir
+    return replace(cfg, input=replace(cfg.input, paths=[str(base / p) for p in cfg.input.paths]),
+                   output=replace(cfg.output, path=_output_path(base, cfg.output.path)),
+                   resources=replace(cfg.resources, spill_dir=str(base / spill) if spill else ""))
 
 
 def _output_path(base: Path, given: str) -> str:
@@ -254,12 +287,12 @@ def _output_path(base: Path, given: str) -> str:
     return path
 
 
-def _check_input(inp):
-    if not inp["paths"]:
+def _check_input(inp: InputConfig):
+    if not inp.paths:
         raise ConfigError("input.paths: give at least one file or glob")
-    if isinstance(inp["features"], list):
-        bad = list_of(str)(inp["features"])
-        if bad or not inp["features"]:
+    if isinstance(inp.features, list):
+        bad = list_of(str)(inp.features)
+        if bad or not inp.features:
             raise ConfigError("input.features: a dataset name, or a non-empty list of column names")
     from .io.datetimes import check_config
 
@@ -290,35 +323,35 @@ def _check_shard_sizes(sizes: list, n_writers: int) -> None:
                           f"(one per rank of the last sampling layer)")
 
 
-def _check_layout(cfg, world_size):
-    lay = cfg["layout"]
-    n_std, n_smp = len(cfg["standardize"]), len(cfg["sample"])
-    if lay["fused"]:
-        if lay["input"] or lay["standardize"] or lay["sample"]:
+def _check_layout(cfg: RunConfig, world_size: int):
+    lay = cfg.layout
+    n_std, n_smp = len(cfg.standardize), len(cfg.sample)
+    if lay.fused:
+        if lay.input or lay.standardize or lay.sample:
             raise ConfigError("layout: input/standardize/sample rank counts apply only with "
                               "layout.fused = false")
         check_plan(cfg, world_size, world_size, world_size, world_size)
-        _check_shard_sizes(cfg["output"]["shard_sizes"], world_size)
+        _check_shard_sizes(cfg.output.shard_sizes, world_size)
         return
-    if lay["input"] < 1:
+    if lay.input < 1:
         raise ConfigError("layout.input: with layout.fused = false give the number of input ranks (>= 1)")
-    if len(lay["standardize"]) != n_std:
-        raise ConfigError(f"layout.standardize = {lay['standardize']}: needs one rank count per "
+    if len(lay.standardize) != n_std:
+        raise ConfigError(f"layout.standardize = {lay.standardize}: needs one rank count per "
                           f"[[standardize]] table ({n_std})")
-    if len(lay["sample"]) != n_smp:
-        raise ConfigError(f"layout.sample = {lay['sample']}: needs one rank count per [[sample]] "
+    if len(lay.sample) != n_smp:
+        raise ConfigError(f"layout.sample = {lay.sample}: needs one rank count per [[sample]] "
                           f"table ({n_smp})")
-    for i, n in enumerate(lay["standardize"]):
-        if n != lay["input"]:
+    for i, n in enumerate(lay.standardize):
+        if n != lay.input:
             raise ConfigError(f"layout.standardize[{i}] = {n}: standardization layers are connected "
                               f"one by one to the input layer, so each needs layout.input = "
-                              f"{lay['input']} ranks")
-    for i, n in enumerate(lay["sample"]):
+                              f"{lay.input} ranks")
+    for i, n in enumerate(lay.sample):
         if n < 1:
             raise ConfigError(f"layout.sample[{i}] = {n}: must be >= 1")
-    total = lay["input"] + sum(lay["standardize"]) + sum(lay["sample"])
-    check_plan(cfg, lay["input"], lay["sample"][-1] if lay["sample"] else 0, total, world_size)
-    _check_shard_sizes(cfg["output"]["shard_sizes"], lay["sample"][-1])
+    total = lay.input + sum(lay.standardize) + sum(lay.sample)
+    check_plan(cfg, lay.input, lay.sample[-1] if lay.sample else 0, total, world_size)
+    _check_shard_sizes(cfg.output.shard_sizes, lay.sample[-1])
     if total != world_size:
         raise ConfigError(f"layout: input + standardize + sample = {total} ranks, but the job has "
                           f"{world_size} (mpiexec -n {total}, or use layout.fused = true)")

@@ -4,7 +4,7 @@ What the keys do: docs/assign.md ("In the run").
 """
 
 from .errors import ConfigError
-from .schema import Param, list_of, non_negative, read_rows
+from .schema import Param, list_of, non_negative, read_rows, section_class
 
 
 #: Largest relative speed: speeds are summed and divided in the plan, and stay far from overflow.
@@ -75,33 +75,38 @@ PLAN = {
 }
 
 
+#: The validated ``[plan]`` table (docs/assign.md).
+PlanConfig = section_class("PlanConfig", PLAN, __name__, "The ``[plan]`` table of the run config.")
+
+
 def check_plan(cfg, n_input, n_writers, total, world_size):
     """The checks of [plan] that need the layout: one value per input rank or writer."""
     from .config import _size_check
 
     if total != world_size:
         return  # the layout error comes first
-    plan = cfg["plan"]
-    if plan["balance"] == "speeds" and len(plan["speeds"]) != n_input:
-        raise ConfigError(f"plan.speeds = {plan['speeds']}: needs one speed per input rank ({n_input})")
-    if plan["balance"] == "equal" and plan["speeds"]:
+    plan = cfg.plan
+    if plan.balance == "speeds" and len(plan.speeds) != n_input:
+        raise ConfigError(f"plan.speeds = {plan.speeds}: needs one speed per input rank ({n_input})")
+    if plan.balance == "equal" and plan.speeds:
         raise ConfigError("plan.speeds is used only with plan.balance = \"speeds\" or "
                           "\"calibrate\" (where it overrides the measured speeds)")
     for key, n in (("speeds", n_input), ("shard_speeds", n_writers)):
-        if plan[key] and len(plan[key]) != n:   # each speed is range-checked by _speeds
-            raise ConfigError(f"plan.{key} = {plan[key]}: needs {n} positive speeds")
-    late = [k for k in plan["emulate_slowdown"] if int(k) >= n_input]
+        speeds = getattr(plan, key)
+        if speeds and len(speeds) != n:   # each speed is range-checked by _speeds
+            raise ConfigError(f"plan.{key} = {speeds}: needs {n} positive speeds")
+    late = [k for k in plan.emulate_slowdown if int(k) >= n_input]
     if late:
         raise ConfigError(f"plan.emulate_slowdown.{late[0]}: no input rank {late[0]} "
                           f"(input ranks 0..{n_input - 1})")
-    if plan["memory"] and len(plan["memory"]) != n_input:
-        raise ConfigError(f"plan.memory = {plan['memory']}: needs one size per input rank ({n_input})")
-    for size in plan["memory"]:
+    if plan.memory and len(plan.memory) != n_input:
+        raise ConfigError(f"plan.memory = {plan.memory}: needs one size per input rank ({n_input})")
+    for size in plan.memory:
         problem = _size_check(size)
         if problem:
             raise ConfigError(f"plan.memory: {size!r} {problem}")
-    if plan["balance"] == "equal" and (plan["deadlines"] or plan["memory"] or plan["tasks"] != "all"
-                                       or plan["min_fractions"]):
+    if plan.balance == "equal" and (plan.deadlines or plan.memory or plan.tasks != "all"
+                                    or plan.min_fractions):
         raise ConfigError("plan.tasks, plan.deadlines, plan.min_fractions and plan.memory need "
                           "plan.balance = "
                           "\"speeds\" or \"calibrate\" (the equal split plans nothing)")

@@ -8,6 +8,7 @@ Both go through the same stages, steps, exchanges and output.
 
 import time
 
+from .config import RunConfig
 from .mpi.agree import AgreedError, root_decides
 from .io.classes import collect_label_classes
 from .io.plan import build_input_plan, check_input_columns, expand_paths
@@ -24,21 +25,21 @@ from .stages.subsample import thresholds
 from .stages.write import write
 
 
-def _prepare(cfg: dict, n_input: int, progress, resume: bool = False):
+def _prepare(cfg: RunConfig, n_input: int, progress, resume: bool = False):
     """Rank 0, before any work: check the output path, take its lock, remove temporary folders
     of dead runs, plan the input, find or start the run's checkpoint
     (:class:`~hpcprep.stages.checkpoint.Checkpoint`) and create a fresh temporary output folder."""
-    location = OutputLocation(cfg["output"]["path"], cfg["output"]["overwrite"])
-    location.check(cfg["input"]["paths"], expand_paths(cfg["input"]["paths"]))
+    location = OutputLocation(cfg.output.path, cfg.output.overwrite)
+    location.check(cfg.input.paths, expand_paths(cfg.input.paths))
     try:
         for line in location.acquire():
             progress.log(line)
         check_input_columns(cfg)
-        plan = build_input_plan(cfg["input"], n_input)
+        plan = build_input_plan(cfg.input, n_input)
         from .sampling import check_chain
 
-        check_chain(cfg["sample"], plan.label_dtype)
-        checkpoint = Checkpoint.find(location.path, cfg, expand_paths(cfg["input"]["paths"]),
+        check_chain(cfg.sample, plan.label_dtype)
+        checkpoint = Checkpoint.find(location.path, cfg, expand_paths(cfg.input.paths),
                                      resume, progress.log)
         location.create()
     except BaseException:
@@ -47,13 +48,13 @@ def _prepare(cfg: dict, n_input: int, progress, resume: bool = False):
     return plan, location, checkpoint
 
 
-def run_pipeline(cfg: dict, comm, progress, cleanups: list | None = None,
+def run_pipeline(cfg: RunConfig, comm, progress, cleanups: list | None = None,
                  resume: bool = False) -> dict | None:
     """Run the configured pipeline on every rank of ``comm``.
 
     Parameters
     ----------
-    cfg : dict
+    cfg : RunConfig
         Validated config (:func:`hpcprep.config.parse_config`).
     comm : communicator
         All ranks of the job.
@@ -74,7 +75,7 @@ def run_pipeline(cfg: dict, comm, progress, cleanups: list | None = None,
     from .topology import build_topology
 
     t_start = time.perf_counter()
-    topo = build_topology(comm, cfg["layout"], len(cfg["standardize"]), len(cfg["sample"]))
+    topo = build_topology(comm, cfg.layout, len(cfg.standardize), len(cfg.sample))
     plan, location, checkpoint = root_decides(comm, _prepare, cfg, len(topo.input_ranks),
                                               progress, resume)
     location.track(cleanups)
@@ -82,9 +83,9 @@ def run_pipeline(cfg: dict, comm, progress, cleanups: list | None = None,
     if cleanups is not None:
         cleanups += [ctx.remove_spill, checkpoint.discard]
     if not plan.counted:   # compressed files' text is kept in the spill folder: read once
-        count_csv_chunks(plan, comm, topo.input_ranks, cfg["input"], keep_dir=ctx.spill_dir)
-    collect_label_classes(plan, comm, topo.input_ranks, cfg["input"])
-    device = _select_device(comm, cfg["resources"]["device"])
+        count_csv_chunks(plan, comm, topo.input_ranks, cfg.input, keep_dir=ctx.spill_dir)
+    collect_label_classes(plan, comm, topo.input_ranks, cfg.input)
+    device = _select_device(comm, cfg.resources.device)
     ctx.kernels = Kernels(device.xp)
     ctx.report["device"] = device.report()
     ctx.report["input_plan"] = balance_input(ctx)

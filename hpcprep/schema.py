@@ -6,8 +6,8 @@ way: naming the key's dotted path and what is allowed.
 """
 
 import math
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, make_dataclass
+from typing import Any, Callable, Union
 
 from .errors import ConfigError
 
@@ -165,6 +165,46 @@ def validate_table(table: dict, spec: dict[str, Param], where: str) -> dict:
         else:
             out[key] = param.default
     return out
+
+
+def section_class(name: str, spec: dict[str, Param], module: str, doc: str,
+                  types: dict | None = None, extra=()) -> type:
+    """A frozen dataclass with one field per key of ``spec``, named as in TOML, then ``extra``.
+
+    The spec stays the one list of keys, types, defaults and docs: the class is
+    built from it, and an instance from the table :func:`validate_table` returns
+    (``cls(**table)``), so every field is filled in. Values are kept as validated
+    (lists and tables stay lists and dicts).
+
+    Parameters
+    ----------
+    name : str
+        The class name; ``module.name`` must be where the class is bound (pickle).
+    spec : dict of str -> Param
+        The table's keys.
+    module : str
+        The defining module's ``__name__``.
+    doc : str
+        First lines of the docstring; the fields' docs follow.
+    types : dict of str -> type, optional
+        Field annotations that replace the spec's types (e.g. a section's own class).
+    extra : sequence of (name, type, doc)
+        Fields after the spec's: values derived when the config is parsed.
+    """
+    types = types or {}
+    fields = [(key, types.get(key) or _annotation(p.types)) for key, p in spec.items()]
+    fields += [(key, ftype) for key, ftype, _ in extra]
+    cls = make_dataclass(name, fields, frozen=True)
+    cls.__module__ = module
+    lines = [f"{key} : {types[key].__name__ if key in types else p.allowed()}\n    {p.doc}"
+             for key, p in spec.items()]
+    lines += [f"{key} : {getattr(ftype, '__name__', ftype)}\n    {text}" for key, ftype, text in extra]
+    cls.__doc__ = f"{doc}\n\nAttributes\n----------\n" + "\n".join(lines)
+    return cls
+
+
+def _annotation(types):
+    return Union[types] if isinstance(types, tuple) else types
 
 
 def positive(value) -> str | None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from mpi4py import MPI
 
+from .config import LayoutConfig
+
 
 @dataclass
 class Topology:
@@ -71,19 +73,19 @@ class Topology:
         return out
 
 
-def build_topology(world, layout: dict, n_std: int, n_sample: int) -> Topology:
+def build_topology(world, layout: LayoutConfig, n_std: int, n_sample: int) -> Topology:
     """Split ``world`` into rank groups (collective over ``world``).
 
     Parameters
     ----------
     world : communicator
-    layout : dict
+    layout : LayoutConfig
         The validated ``[layout]`` table (already checked against the world size).
     n_std, n_sample : int
         Number of standardization and sampling layers.
     """
     size, rank = world.Get_size(), world.Get_rank()
-    if layout["fused"]:
+    if layout.fused:
         everyone = list(range(size))
         topo = Topology(world, True, everyone, [everyone] * n_std, [everyone] * n_sample)
         topo.input_comm = world.Dup()
@@ -91,7 +93,7 @@ def build_topology(world, layout: dict, n_std: int, n_sample: int) -> Topology:
         topo.sample_comms = [world.Dup() for _ in range(n_sample)]
         topo.links = [world.Dup() for _ in range(n_sample)]
         return topo
-    sizes = [layout["input"], *layout["standardize"], *layout["sample"]]
+    sizes = [layout.input, *layout.standardize, *layout.sample]
     groups, first = [], 0
     for n in sizes:
         groups.append(list(range(first, first + n)))

@@ -8,6 +8,7 @@ import bz2
 import gzip
 import json
 import lzma
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -133,7 +134,7 @@ def test_every_format_and_layout_writes_the_same_dataset(runs, name):
 def _inp(root, **over):
     """The validated [input] table of CONFIG, with ``over`` set and paths inside ``root``."""
     paths = [str(root / p) for p in over.pop("paths", ["pq"])]
-    return dict(parse_config(CONFIG, "test.toml")["input"], paths=paths, **over)
+    return replace(parse_config(CONFIG, "test.toml").input, paths=paths, **over)
 
 
 def read_in_process(inp, n_ranks=1):
@@ -218,7 +219,7 @@ def test_bad_json_records_are_dropped_and_counted_with_file_and_line(tmp_path, s
     lines = np.concatenate([c.rows_in_source() for c in chunks])
     assert lines.tolist() == [1, 7, 8, 14, 15, 21]
     with pytest.raises(AgreedError, match=rf"in.{suffix}, line 2: not valid JSON: 'not json'"):
-        read_in_process(dict(inp, on_bad_row="error"))
+        read_in_process(replace(inp, on_bad_row="error"))
 
 
 def test_compressed_csv_bad_records_follow_the_csv_rules(tmp_path):

@@ -44,7 +44,7 @@ def test_seed_outside_its_range_is_an_error(seed, where):
 @pytest.mark.parametrize("seed", [0, 1, 2**63 - 1])
 def test_seed_inside_its_range_is_kept(seed):
     cfg = parse(overrides=[f"seed={seed}", f"train.seed={seed}"])
-    assert cfg["seed"] == seed and cfg["train"]["seed"] == seed
+    assert cfg.seed == seed and cfg.train["seed"] == seed
 
 
 def test_largest_seed_runs_the_pipeline(tmp_path, small_raw):
@@ -248,4 +248,4 @@ def test_shard_sizes_of_the_wrong_length_fail_before_any_work(overrides, world, 
 
 def test_shard_sizes_of_the_right_length_pass():
     cfg = parse(overrides=["output.shard_sizes=[5, 0, 7]"], world=3)
-    assert cfg["output"]["shard_sizes"] == [5, 0, 7]
+    assert cfg.output.shard_sizes == [5, 0, 7]

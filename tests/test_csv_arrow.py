@@ -221,15 +221,15 @@ def _write_inputs(folder):
 def _read_all(path, chunk_rows, keep_dir=None):
     from mpi4py import MPI
 
-    from hpcprep.config import INPUT
+    from hpcprep.config import INPUT, InputConfig
     from hpcprep.io.plan import build_input_plan
     from hpcprep.io.plan_count import count_csv_chunks
     from hpcprep.io.readers import ChunkReader
     from hpcprep.schema import validate_table
 
-    table = validate_table({"paths": [str(path)], "format": "csv", "features": ["a", "b", "c"],
-                            "label": "e", "categorical": ["d"], "chunk_rows": chunk_rows},
-                           INPUT, "input")
+    table = InputConfig(**validate_table(
+        {"paths": [str(path)], "format": "csv", "features": ["a", "b", "c"], "label": "e",
+         "categorical": ["d"], "chunk_rows": chunk_rows}, INPUT, "input"))
     plan = build_input_plan(table, 1)
     count_csv_chunks(plan, MPI.COMM_SELF, [0], table, keep_dir=keep_dir)
     reader = ChunkReader(table, plan.feature_dtype, plan.label_dtype, kept_text=plan.kept_text)

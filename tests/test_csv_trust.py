@@ -22,13 +22,13 @@ from hpcprep.io.csv_split import read_header
 from hpcprep.io.plan import build_input_plan, check_input_columns, expand_paths
 
 
-def config(text: str, base) -> dict:
+def config(text: str, base):
     return parse_config(text, "test", base_dir=str(base))
 
 
 def plan_of(tmp_path, inp_toml: str):
     cfg = config(f"[input]\n{inp_toml}\n", tmp_path)
-    return build_input_plan(cfg["input"], 1)
+    return build_input_plan(cfg.input, 1)
 
 
 def error_lines(proc) -> list[str]:

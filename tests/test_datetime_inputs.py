@@ -3,6 +3,7 @@ and Parquet, equal to a pandas reference in every layout; bad dates dropped or a
 
 import gzip
 import json
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -187,7 +188,7 @@ def test_unparsable_dates_are_dropped_and_counted_with_file_line_and_column(runs
 
 def _inp(root, **over):
     paths = [str(root / p) for p in over.pop("paths", ["x.csv"])]
-    return dict(parse_config(CONFIG, "test.toml")["input"], paths=paths, **over)
+    return replace(parse_config(CONFIG, "test.toml").input, paths=paths, **over)
 
 
 def read_in_process(inp):
@@ -210,7 +211,7 @@ def test_on_bad_row_error_names_file_line_column_and_value(tmp_path, path, where
     with pytest.raises(HpcprepError, match=rf"{path}, {where}: unparsable date in column 's': "
                                            rf"'2024-02-30T10:00:00'"):
         read_in_process(inp)
-    plan, chunks = read_in_process(dict(inp, on_bad_row="drop"))
+    plan, chunks = read_in_process(replace(inp, on_bad_row="drop"))
     assert plan.feature_names == ["a"] + [f"{c}.{p}" for c in ("ts", "d", "s") for p in PARTS_OF[c]]
     assert sum(len(c) for c in chunks) == N - 2
     assert all(c.features.dtype == np.float64 for c in chunks)
@@ -280,8 +281,8 @@ def test_dates_with_hdf5_or_npy_inputs_are_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"input.datetime: .*HDF5/.npy"):
         parse_config(text, "t.toml")
     np.save(tmp_path / "x.npy", np.zeros((3, 2)))
-    inp = dict(parse_config(CONFIG, "t.toml")["input"], paths=[str(tmp_path / "x.npy")],
-               features="features", label="")
+    inp = replace(parse_config(CONFIG, "t.toml").input, paths=[str(tmp_path / "x.npy")],
+                  features="features", label="")
     with pytest.raises(ConfigError, match=r"input.datetime: .*x.npy is a npy file"):
         build_input_plan(inp, 1)
 
@@ -322,7 +323,7 @@ def test_planning_errors_name_file_and_column(tmp_path):
 
 def test_a_timestamp_given_as_a_feature_points_to_input_datetime(tmp_path):
     pq.write_table(pa.table({"a": pa.array([0], pa.timestamp("s")), "y": [0]}), tmp_path / "t.parquet")
-    inp = dict(_inp(tmp_path, paths=["t.parquet"]), datetime={})
+    inp = _inp(tmp_path, paths=["t.parquet"], datetime={})
     with pytest.raises(DataError, match=r"column 'a' \(input.features\) has type timestamp\[\w+\].*"
                                         r"input.datetime = \{ a = "):
         build_input_plan(inp, 1)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mpi4py import MPI
 
-from hpcprep.config import INPUT
+from hpcprep.config import INPUT, InputConfig
 from hpcprep.errors import HpcprepError
 from hpcprep.io.plan import build_input_plan
 from hpcprep.io.plan_count import count_csv_chunks
@@ -59,11 +59,11 @@ def mutate(data: bytes, ops) -> bytes:
     return data
 
 
-def inp(path, chunk_rows: int, on_bad_row: str) -> dict:
+def inp(path, chunk_rows: int, on_bad_row: str) -> InputConfig:
     """The validated ``[input]`` table (every default filled in, as a run sees it)."""
-    return validate_table({"paths": [path], "format": "csv", "features": ["x", "y"],
+    return InputConfig(**validate_table({"paths": [path], "format": "csv", "features": ["x", "y"],
                            "label": "label", "categorical": ["cat"], "on_bad_row": on_bad_row,
-                           "chunk_rows": chunk_rows}, INPUT, "input")
+                           "chunk_rows": chunk_rows}, INPUT, "input"))
 
 
 def read_everything(path, chunk_rows: int, on_bad_row: str):

@@ -9,6 +9,7 @@ that drops more than ``output.max_drop_fraction`` of its rows fails.
 
 import json
 import os
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -162,15 +163,16 @@ def test_fitted_statistic_that_is_not_finite_is_an_error(spec, what):
 
 
 # ------------------------------------------------------------------ the verdict, in-process
-OUT = {"max_drop_fraction": 0.5, "nonfinite": "nan"}
+def parse(*sets):
+    return parse_config('[input]\npaths = ["raw/*.h5"]\n', "t.toml", sets, 1, base_dir="/data")
+
+
+OUT = parse().output   # the defaults: max_drop_fraction = 0.5, nonfinite = "nan"
 
 
 def test_output_keys_are_validated():
-    def parse(*sets):
-        return parse_config('[input]\npaths = ["raw/*.h5"]\n', "t.toml", sets, 1, base_dir="/data")
-
-    assert {k: parse()["output"][k] for k in OUT} == OUT
-    assert parse("output.max_drop_fraction=1")["output"]["max_drop_fraction"] == 1.0
+    assert (OUT.max_drop_fraction, OUT.nonfinite) == (0.5, "nan")
+    assert parse("output.max_drop_fraction=1").output.max_drop_fraction == 1.0
     with pytest.raises(ConfigError, match="output.max_drop_fraction = 1.5: must lie in"):
         parse("output.max_drop_fraction=1.5")
     with pytest.raises(ConfigError, match="output.max_drop_fraction = nan"):
@@ -186,7 +188,7 @@ def test_output_problem_drop_fraction():
     assert "660 of 1,000 input rows (66.0%)" in msg
     assert "standardize[0].steps[0] dropna: 'missing value' (300 rows)" in msg
     assert output_problem(OUT, 1320, drops, []) is None                       # exactly a half
-    assert output_problem(dict(OUT, max_drop_fraction=1.0), 660, drops, []) is None
+    assert output_problem(replace(OUT, max_drop_fraction=1.0), 660, drops, []) is None
     assert "the reader (input): 'malformed row'" in output_problem(OUT, 100, {"input": {"malformed row": 100}}, [])
 
 
@@ -197,9 +199,9 @@ def test_output_problem_nonfinite_policies():
     assert "shard shards/part-00000.h5 would hold 4 non-finite value(s) (±inf) in feature(s) " \
            "'b' (3), 'c' (1)." in msg, msg
     assert 'op = "dropna"' in msg and 'output.nonfinite = "any"' in msg
-    msg = output_problem(dict(OUT, nonfinite="none"), 100, {}, shards)
+    msg = output_problem(replace(OUT, nonfinite="none"), 100, {}, shards)
     assert "part-00000.h5 would hold 5" in msg and "1 more shard(s)" in msg
-    assert output_problem(dict(OUT, nonfinite="any"), 100, {}, shards) is None
+    assert output_problem(replace(OUT, nonfinite="any"), 100, {}, shards) is None
     assert output_problem(OUT, 100, {}, shards[:1]) is None                    # NaN only
 
 

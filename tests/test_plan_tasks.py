@@ -65,7 +65,7 @@ def test_memory_caps_bound_a_ranks_rows(work, monkeypatch):
 
     monkeypatch.chdir(work)
     cfg = parse_config((work / "cfg.toml").read_text(), "cfg.toml")
-    per_row = build_input_plan(cfg["input"], 2).bytes_per_row
+    per_row = build_input_plan(cfg.input, 2).bytes_per_row
     cap = 700 * per_row
     run(work, 2, "capped", ['plan.balance="speeds"', "plan.speeds=[1000.0,1000.0]",
                             f"plan.memory=[{cap},\"1GiB\"]"])

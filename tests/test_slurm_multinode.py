@@ -420,6 +420,8 @@ def test_killed_node_fails_job_cleanly(work):
 def test_spill_dir_default_is_node_local_in_a_slurm_job(monkeypatch, tmp_path):
     """resources.spill_dir = "": $SLURM_TMPDIR, else $TMPDIR, in a Slurm job; else the output's
     temporary folder (runs outside Slurm are unchanged, whatever TMPDIR says)."""
+    from dataclasses import replace
+
     from mpi4py import MPI
 
     from hpcprep.config import parse_config
@@ -428,8 +430,8 @@ def test_spill_dir_default_is_node_local_in_a_slurm_job(monkeypatch, tmp_path):
     from hpcprep.topology import build_topology
 
     cfg = parse_config(f'[input]\npaths = ["{tmp_path}/*.h5"]\n[output]\npath = "{tmp_path}/out"\n', "c.toml")
-    location = OutputLocation(cfg["output"]["path"], False)
-    topo = build_topology(MPI.COMM_SELF, cfg["layout"], len(cfg["standardize"]), len(cfg["sample"]))
+    location = OutputLocation(cfg.output.path, False)
+    topo = build_topology(MPI.COMM_SELF, cfg.layout, len(cfg.standardize), len(cfg.sample))
     ctx = RunContext(cfg, MPI.COMM_SELF, topo, None, location, None)
     run = "hpcprep-spill-" + os.path.basename(location.temp).lstrip(".")
     for var in ("SLURM_JOB_ID", "SLURM_TMPDIR"):
@@ -440,5 +442,5 @@ def test_spill_dir_default_is_node_local_in_a_slurm_job(monkeypatch, tmp_path):
     assert ctx.spill_dir == os.path.join("/node/tmp", run, "rank-00000")
     monkeypatch.setenv("SLURM_TMPDIR", "/local/job42")
     assert ctx.spill_dir == os.path.join("/local/job42", run, "rank-00000")
-    cfg["resources"]["spill_dir"] = "/chosen"
+    ctx.cfg = replace(cfg, resources=replace(cfg.resources, spill_dir="/chosen"))
     assert ctx.spill_dir == os.path.join("/chosen", "rank-00000")

@@ -143,4 +143,4 @@ def test_class_labels_need_a_text_format(tmp_path):
     cfg = parse_config('[input]\npaths = ["d.h5"]\nlabel = "y"\nlabel_type = "class"\n', "t",
                        base_dir=tmp_path)
     with pytest.raises(DataError, match="label_type"):
-        build_input_plan(cfg["input"], 1)
+        build_input_plan(cfg.input, 1)

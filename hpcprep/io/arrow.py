@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from ..config import InputConfig
 from ..errors import DataError
 
 #: Input formats of this module, by file suffix.
@@ -24,10 +25,10 @@ SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".feather": "feather", ".ar
             ".ipc": "feather"}
 
 
-def wanted_columns(inp: dict) -> list[str]:
+def wanted_columns(inp: InputConfig) -> list[str]:
     """The configured columns: features, label, weight, categorical, dates (no duplicates)."""
-    cols = list(inp["features"]) + [c for c in (inp["label"], inp["weight"]) if c] + \
-        list(inp["categorical"]) + list(inp.get("datetime") or {})
+    cols = list(inp.features) + [c for c in (inp.label, inp.weight) if c] + \
+        list(inp.categorical) + list(inp.datetime)
     return list(dict.fromkeys(cols))
 
 
@@ -59,7 +60,7 @@ def _open_feather(path, columns=None):
         raise DataError(f"{path}: cannot open as Arrow IPC / Feather v2 ({e})") from None
 
 
-def describe(path: str, fmt: str, inp: dict) -> list[int]:
+def describe(path: str, fmt: str, inp: InputConfig) -> list[int]:
     """Check a Parquet or Feather file's columns; return the rows of each row group / batch.
 
     Raises
@@ -97,7 +98,7 @@ def _kind(t: pa.DataType) -> str:
     return "other"
 
 
-def check_schema(path: str, schema: pa.Schema, inp: dict) -> None:
+def check_schema(path: str, schema: pa.Schema, inp: InputConfig) -> None:
     """Every configured column exists, is flat, and has a type its role can read."""
     names = schema.names
     for col in wanted_columns(inp):
@@ -117,7 +118,7 @@ def check_schema(path: str, schema: pa.Schema, inp: dict) -> None:
                             f"before hpcprep, or leave it out of {role}")
         if role == "input.datetime":
             _check_date_type(path, col, t)
-        elif role == "input.categorical" or (role == "input.label" and inp["label_type"] != "numeric"):
+        elif role == "input.categorical" or (role == "input.label" and inp.label_type != "numeric"):
             if kind not in ("string", "number"):
                 raise DataError(f"{path}: column {col!r} ({role}) has type {t}; categories "
                                 f"must be strings or numbers")

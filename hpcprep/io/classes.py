@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import InputConfig
 from .plan import LINE_FORMATS, InputPlan
 
 
-def resolve_label_type(plan: InputPlan, inp: dict) -> str:
+def resolve_label_type(plan: InputPlan, inp: InputConfig) -> str:
     """``"class"`` or ``"numeric"``: ``input.label_type``, with ``"auto"`` decided on the files.
 
     ``"auto"`` is ``"class"`` when any file's label column is a string column
     (Parquet, Feather) or fails to parse as a number in most of its first
     records (CSV, JSON lines: the planning probe), else ``"numeric"``.
     """
-    if not inp["label"] or inp["label_type"] == "numeric":
+    if not inp.label or inp.label_type == "numeric":
         return "numeric"
-    if inp["label_type"] == "class":
+    if inp.label_type == "class":
         return "class"
     seen = set()
     for c in plan.chunks:
@@ -36,35 +37,35 @@ def resolve_label_type(plan: InputPlan, inp: dict) -> str:
     return "numeric"
 
 
-def _label_is_text(c, inp: dict) -> bool:
+def _label_is_text(c, inp: InputConfig) -> bool:
     """Whether the label column of a chunk's file holds text (see :func:`resolve_label_type`)."""
     if c.format in ("parquet", "feather"):
         from .arrow import _kind, _open_feather, _open_parquet
 
         schema = _open_parquet(c.path).schema_arrow if c.format == "parquet" \
             else _open_feather(c.path).schema
-        return _kind(schema.field(inp["label"]).type) == "string"
+        return _kind(schema.field(inp.label).type) == "string"
     if c.format not in LINE_FORMATS:
         return False
     from .csv_parse import parse_buffer
     from .csv_records import QuotedNewlineError, failing_columns
 
     header, head = _head(c, inp)
-    kw = dict(features=[], label=inp["label"], na_values=tuple(inp["na_values"]))
+    kw = dict(features=[], label=inp.label, na_values=tuple(inp.na_values))
     if c.format == "jsonl":
         from .lines import parse_json_lines
 
         block = parse_json_lines(head, c.path, first_line=1, **kw)
     else:
         try:
-            block = parse_buffer(head, c.path, header=header, delimiter=inp["delimiter"],
+            block = parse_buffer(head, c.path, header=header, delimiter=inp.delimiter,
                                  first_line=2, **kw)
         except QuotedNewlineError:
             return False
-    return bool(failing_columns(block, [inp["label"]]))
+    return bool(failing_columns(block, [inp.label]))
 
 
-def _head(c, inp: dict) -> tuple[list | None, bytes]:
+def _head(c, inp: InputConfig) -> tuple[list | None, bytes]:
     """The CSV header (None for JSON lines) and the first records of a chunk's file."""
     from .plan_formats import PROBE_RECORDS, _head_lines, _header_of
 
@@ -72,7 +73,7 @@ def _head(c, inp: dict) -> tuple[list | None, bytes]:
     if not c.compression:
         from .csv_split import read_header
 
-        start = read_header(c.path, inp["delimiter"])[1] if header is not None else 0
+        start = read_header(c.path, inp.delimiter)[1] if header is not None else 0
         return header, _head_lines(c.path, start)
     from .lines import Decompressed, pieces
 
@@ -83,7 +84,7 @@ def _head(c, inp: dict) -> tuple[list | None, bytes]:
         stream.close()
 
 
-def collect_label_classes(plan: InputPlan, comm, input_ranks: list[int], inp: dict) -> None:
+def collect_label_classes(plan: InputPlan, comm, input_ranks: list[int], inp: InputConfig) -> None:
     """Set ``plan.label_classes``: the sorted classes of the whole input's label column.
 
     Collective over ``comm`` (every rank calls it; input ranks read the label

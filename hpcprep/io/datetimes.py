@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import InputConfig
 from ..errors import ConfigError, DataError
 from .csv_records import BAD_DATE, BAD_REASONS
 
@@ -45,22 +46,22 @@ _DAY = 86400
 
 # --------------------------------------------------------------------------- config
 
-def date_columns(inp: dict) -> list[str]:
+def date_columns(inp: InputConfig) -> list[str]:
     """The ``input.datetime`` columns, in config order."""
-    return list(inp.get("datetime") or {})
+    return list(inp.datetime)
 
 
-def derived_names(inp: dict) -> list[str]:
+def derived_names(inp: InputConfig) -> list[str]:
     """Names of the features made of the date columns: ``col.part``, in their fixed order."""
-    return [f"{col}.{part}" for col, parts in (inp.get("datetime") or {}).items() for part in parts]
+    return [f"{col}.{part}" for col, parts in inp.datetime.items() for part in parts]
 
 
-def feature_names(inp: dict) -> list[str]:
+def feature_names(inp: InputConfig) -> list[str]:
     """All feature names of a format read by column name: ``input.features``, then the dates'."""
-    return list(inp["features"]) + derived_names(inp)
+    return list(inp.features) + derived_names(inp)
 
 
-def check_config(inp: dict) -> None:
+def check_config(inp: InputConfig) -> None:
     """Check ``input.datetime`` (on rank 0, before any work).
 
     Raises
@@ -70,13 +71,13 @@ def check_config(inp: dict) -> None:
         empty or repeats a part, a column that is also a feature, the label,
         the weight or categorical, a derived name that is also a feature name.
     """
-    table = inp.get("datetime") or {}
-    if table and not isinstance(inp["features"], list):
+    table = inp.datetime
+    if table and not isinstance(inp.features, list):
         raise ConfigError("input.datetime: dates are read from columns of CSV, JSON lines, "
                           "Parquet or Feather files; input.features names an HDF5/.npy dataset")
-    roles = {c: "input.features" for c in inp["features"]}
-    roles.update({c: "input.categorical" for c in inp["categorical"]})
-    roles.update({inp[k]: f"input.{k}" for k in ("label", "weight") if inp[k]})
+    roles = {c: "input.features" for c in inp.features}
+    roles.update({c: "input.categorical" for c in inp.categorical})
+    roles.update({getattr(inp, k): f"input.{k}" for k in ("label", "weight") if getattr(inp, k)})
     allowed = ", ".join(repr(p) for p in PARTS)
     for col, parts in table.items():
         key = f"input.datetime.{col}"
@@ -92,7 +93,7 @@ def check_config(inp: dict) -> None:
         if col in roles:
             raise ConfigError(f"{key}: column {col!r} is also in {roles[col]}; a column has "
                               f"one role: remove it from one of them")
-    clash = sorted(set(derived_names(inp)) & set(inp["features"]))
+    clash = sorted(set(derived_names(inp)) & set(inp.features))
     if clash:
         raise ConfigError(f"input.datetime: the derived feature {clash[0]!r} is also a name in "
                           f"input.features")
@@ -274,7 +275,7 @@ def derive(inst: Instants, parts: list[str]) -> np.ndarray:
 
 # --------------------------------------------------------------------------- readers
 
-def block_dates(block, inp: dict) -> np.ndarray:
+def block_dates(block, inp: InputConfig) -> np.ndarray:
     """The date features of a parsed text block; records whose date is bad are flagged in it.
 
     ``block`` is a :class:`~hpcprep.io.csv_records.CsvBlock` (or JSON lines block)
@@ -283,7 +284,7 @@ def block_dates(block, inp: dict) -> np.ndarray:
     the column (its index in ``block.header``); the first such column counts.
     """
     out = []
-    for col, parts in inp["datetime"].items():
+    for col, parts in inp.datetime.items():
         inst = parse_text(block.categorical[col])
         new = inst.bad & ~block.bad
         if new.any():
@@ -294,12 +295,12 @@ def block_dates(block, inp: dict) -> np.ndarray:
     return np.hstack(out) if out else np.empty((len(block), 0))
 
 
-def table_dates(table, inp: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def table_dates(table, inp: InputConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Date features of an Arrow table; also ``bad`` (bool) and, where bad, the column's index
     in :func:`date_columns` (the first bad column of the row; -1 elsewhere)."""
     n = table.num_rows
     out, bad, where = [], np.zeros(n, bool), np.full(n, -1, np.int32)
-    for k, (col, parts) in enumerate(inp["datetime"].items()):
+    for k, (col, parts) in enumerate(inp.datetime.items()):
         inst = from_arrow(table.column(col))
         where[inst.bad & ~bad] = k
         bad |= inst.bad

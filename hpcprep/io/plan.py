@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from ..config import InputConfig, RunConfig
 from ..errors import ConfigError, DataError
 from ..partition import balanced_contiguous
 
@@ -144,7 +145,7 @@ def _check_readable(path: str, pattern: str) -> None:
                         f"{e.strerror or e}") from None
 
 
-def check_input_columns(cfg: dict) -> None:
+def check_input_columns(cfg: RunConfig) -> None:
     """Every ``input.categorical`` column must be encoded by a ``categorical`` step.
 
     Features, the label and the weight are carried to the output by the
@@ -157,12 +158,12 @@ def check_input_columns(cfg: dict) -> None:
         Naming the first column no step encodes, and the step that would.
     """
     encoded = set()
-    for table in cfg["standardize"]:
+    for table in cfg.standardize:
         for step in table["steps"]:
             if step.get("op") == "categorical":
-                cols = step.get("columns") or list(cfg["input"]["categorical"])
+                cols = step.get("columns") or list(cfg.input.categorical)
                 encoded.update(cols)
-    missing = [c for c in cfg["input"]["categorical"] if c not in encoded]
+    missing = [c for c in cfg.input.categorical if c not in encoded]
     if missing:
         cols = ", ".join(f'"{c}"' for c in missing)
         what = f"column {missing[0]!r}" if len(missing) == 1 else \
@@ -194,7 +195,7 @@ def npy_label_path(path: str, label: str) -> str:
 
 
 def _describe_hdf5(path, inp):
-    name, label = inp["features"], inp["label"]
+    name, label = inp.features, inp.label
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -220,13 +221,13 @@ def _describe_npy(path, inp):
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: cannot open as .npy ({e})") from None
     lab = None
-    if inp["label"]:
-        lpath = npy_label_path(path, inp["label"])
+    if inp.label:
+        lpath = npy_label_path(path, inp.label)
         try:
             lab = np.load(lpath, mmap_mode="r")
         except (OSError, ValueError) as e:
             raise DataError(f"{lpath}: label file for {path} cannot be read ({e})") from None
-        _check_label(lpath, inp["label"], lab.shape, lab.dtype, arr.shape[0] if arr.ndim else 0)
+        _check_label(lpath, inp.label, lab.shape, lab.dtype, arr.shape[0] if arr.ndim else 0)
     return arr.shape, arr.dtype, None, (None if lab is None else lab.dtype)
 
 
@@ -237,12 +238,12 @@ def _check_label(path, name, shape, dtype, n):
         raise DataError(f"{path}: label {name!r} has dtype {dtype}; expected a numeric type")
 
 
-def build_input_plan(inp: dict, n_input_ranks: int, weights=None) -> InputPlan:
+def build_input_plan(inp: InputConfig, n_input_ranks: int, weights=None) -> InputPlan:
     """Discover and check the input files and split them into chunks.
 
     Parameters
     ----------
-    inp : dict
+    inp : InputConfig
         The validated ``[input]`` table.
     n_input_ranks : int
         Number of ranks in the input layer.
@@ -261,7 +262,7 @@ def build_input_plan(inp: dict, n_input_ranks: int, weights=None) -> InputPlan:
     file_rows, chunks, layout = [], [], (None, None, None, None)   # d, names, fdt, ldt
     first_id = 0
     for fi, path in enumerate(files):
-        fmt = detect_format(path, inp["format"])
+        fmt = detect_format(path, inp.format)
         compression = _compression(path, fmt)
         if fmt in ("parquet", "feather", "jsonl") or compression:
             names = _plan_columns(path, fi, fmt, compression, inp, layout[1], chunks, first_id)
@@ -279,19 +280,19 @@ def build_input_plan(inp: dict, n_input_ranks: int, weights=None) -> InputPlan:
     return _finish_plan(files, file_rows, chunks, layout, inp, n_input_ranks, weights)
 
 
-def _feature_files(inp: dict) -> list[str]:
+def _feature_files(inp: InputConfig) -> list[str]:
     """The input files, label files of .npy features left out."""
-    files = [p for p in expand_paths(inp["paths"])
-             if not (inp["label"] and p.endswith(f".{inp['label']}.npy"))]
+    files = [p for p in expand_paths(inp.paths)
+             if not (inp.label and p.endswith(f".{inp.label}.npy"))]
     if not files:
-        raise DataError(f"input.paths: {', '.join(inp['paths'])} match only label files "
-                        f"(*.{inp['label']}.npy), no feature file")
+        raise DataError(f"input.paths: {', '.join(inp.paths)} match only label files "
+                        f"(*.{inp.label}.npy), no feature file")
     return files
 
 
-def _column_layout(names: list[str], inp: dict) -> tuple:
+def _column_layout(names: list[str], inp: InputConfig) -> tuple:
     """``(d, names, feature dtype, label dtype)`` of a format read by column name (float64)."""
-    return len(names), names, np.dtype(np.float64), np.dtype(np.float64) if inp["label"] else None
+    return len(names), names, np.dtype(np.float64), np.dtype(np.float64) if inp.label else None
 
 
 def _plan_array(path, fi, fmt, inp, chunks, first_id, first_file, layout) -> tuple[int, tuple]:
@@ -316,8 +317,8 @@ def _plan_array(path, fi, fmt, inp, chunks, first_id, first_file, layout) -> tup
     elif (ldt is None) != (ldtype is None) or (ldt is not None and ldtype.kind != ldt.kind):
         raise DataError(f"{path}: label dtype {ldtype} differs from {first_file}'s {ldt}")
     n = shape[0]
-    for start in range(0, n, inp["chunk_rows"]):
-        stop = min(n, start + inp["chunk_rows"])
+    for start in range(0, n, inp.chunk_rows):
+        stop = min(n, start + inp.chunk_rows)
         chunks.append(ChunkDesc(len(chunks), fi, path, fmt, start, stop, first_id + start,
                                 stop - start))
     return n, (d, names, fdt, ldt)
@@ -325,19 +326,19 @@ def _plan_array(path, fi, fmt, inp, chunks, first_id, first_file, layout) -> tup
 
 def _check_array_input(path, fmt, inp) -> None:
     """Raise for settings of column formats given with an HDF5 or .npy file."""
-    if inp.get("datetime"):
+    if inp.datetime:
         raise ConfigError(f"input.datetime: {path} is a {fmt} file, whose features are numbers "
                           f"already; dates are read from CSV, JSON lines, Parquet or Feather "
                           f"columns: remove input.datetime")
-    if isinstance(inp["features"], list):
+    if isinstance(inp.features, list):
         raise DataError(f"{path}: input.features is a list of CSV columns, but this is a "
                         f"{fmt} file; give the dataset name (e.g. \"features\")")
-    if inp["label"] and inp["label_type"] == "class":
+    if inp.label and inp.label_type == "class":
         raise DataError(f"{path}: input.label_type = \"class\" reads text labels of CSV, JSON "
                         f"lines, Parquet or Feather files; a {fmt} label is numeric: remove "
                         f"input.label_type")
     for key in ("weight", "categorical"):
-        if inp[key]:
+        if getattr(inp, key):
             raise DataError(f"{path}: input.{key} names CSV columns, but this is a {fmt} "
                             f"file; it would not reach the output: remove input.{key}")
 
@@ -351,7 +352,7 @@ def _finish_plan(files, file_rows, chunks, layout, inp, n_input_ranks, weights) 
     if ldt is not None:
         label_dtype = "float64" if ldt.kind == "f" else "int64"
     plan = InputPlan(files, file_rows, d, names, np.dtype(fdt).name, label_dtype, chunks,
-                     weights=bool(inp["weight"]))
+                     weights=bool(inp.weight))
     from .classes import resolve_label_type
 
     plan.label_type = resolve_label_type(plan, inp)

@@ -7,10 +7,11 @@ first bad record of the whole input in file order is raised on every rank.
 
 import numpy as np
 
+from ..config import InputConfig
 from .plan import ChunkDesc, InputPlan
 from .plan_formats import PROBE_RECORDS, _header_of
 
-def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: dict | None = None,
+def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: InputConfig | None = None,
                      keep_dir: str | None = None) -> None:
     """Count the records of every line chunk (each input rank its own) and assign global ids.
 
@@ -66,11 +67,11 @@ def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: dict | 
         from ..mpi.agree import AgreedError
 
         hint = "; set input.on_bad_row = \"drop\" to drop and count bad records" \
-            if inp["on_bad_row"] == "error" else ""
+            if inp.on_bad_row == "error" else ""
         raise AgreedError(f"{first_bad} (the first bad record in file order{hint})")
 
 
-def _count_chunk(c: ChunkDesc, inp: dict | None, keep_dir: str | None = None) -> tuple[list, tuple | None]:
+def _count_chunk(c: ChunkDesc, inp: InputConfig | None, keep_dir: str | None = None) -> tuple[list, tuple | None]:
     """``[(start, stop, records, lines, first bad record or None)]`` of one line chunk:
     itself, or the pieces of a compressed file; and the entry of its kept text (or None)."""
     from .csv_split import _read_range, buffer_counts
@@ -84,7 +85,7 @@ def _count_chunk(c: ChunkDesc, inp: dict | None, keep_dir: str | None = None) ->
     out, stream = [], Decompressed(c.path, c.compression)
     keep = KeptText(keep_dir, c.path, c.file_index, c.start) if keep_dir else None
     try:
-        for p, buf in pieces(stream, c.start, inp["chunk_rows"] if inp else PROBE_RECORDS):
+        for p, buf in pieces(stream, c.start, inp.chunk_rows if inp else PROBE_RECORDS):
             if keep is not None:
                 keep.write(buf)
             out.append((p.start, p.stop, p.records, p.lines, _check(buf, c, inp)))
@@ -97,17 +98,17 @@ def _count_chunk(c: ChunkDesc, inp: dict | None, keep_dir: str | None = None) ->
     return out, (keep.done() if keep is not None else None)
 
 
-def _check(raw: bytes, c: ChunkDesc, inp: dict | None):
+def _check(raw: bytes, c: ChunkDesc, inp: InputConfig | None):
     """The first bad record of the lines ``raw`` to report while counting (see
     :func:`count_csv_chunks`), or None."""
     if inp is None:
         return None
-    if c.format == "csv" and inp["on_bad_row"] != "error":
+    if c.format == "csv" and inp.on_bad_row != "error":
         return _open_quote(raw, inp)
     return _first_bad_in(raw, c, inp)
 
 
-def _first_bad_in(buf: bytes, c: ChunkDesc, inp: dict):
+def _first_bad_in(buf: bytes, c: ChunkDesc, inp: InputConfig):
     """The first bad record of whole lines ``buf`` (``line`` relative: 0 = its first line),
     as :func:`_first_bad` finds it: any bad record with on_bad_row = "error", else only a
     quoted newline of CSV."""
@@ -115,28 +116,28 @@ def _first_bad_in(buf: bytes, c: ChunkDesc, inp: dict):
     from .csv_records import BadRecord, QuotedNewlineError, block_first_bad, buffer_lines
     from .datetimes import block_dates, date_columns
 
-    text = list(dict.fromkeys([*inp["categorical"], *date_columns(inp)]))   # dates: as text
+    text = list(dict.fromkeys([*inp.categorical, *date_columns(inp)]))   # dates: as text
     if c.format == "jsonl":
-        if inp["on_bad_row"] != "error":
+        if inp.on_bad_row != "error":
             return None
         from .lines import parse_json_lines
 
-        block = parse_json_lines(buf, c.path, features=inp["features"], label=inp["label"] or None,
-                                 categorical=text, weight=inp["weight"] or None,
-                                 na_values=tuple(inp["na_values"]), first_line=0)
+        block = parse_json_lines(buf, c.path, features=inp.features, label=inp.label or None,
+                                 categorical=text, weight=inp.weight or None,
+                                 na_values=tuple(inp.na_values), first_line=0)
     else:
-        if inp["on_bad_row"] != "error" and b'"' not in buf:
+        if inp.on_bad_row != "error" and b'"' not in buf:
             return None
         try:
-            block = parse_buffer(buf, c.path, header=_header_of(c, inp), features=inp["features"],
-                                 label=inp["label"] or None, categorical=text,
-                                 weight=inp["weight"] or None, delimiter=inp["delimiter"],
-                                 na_values=tuple(inp["na_values"]), first_line=0)
+            block = parse_buffer(buf, c.path, header=_header_of(c, inp), features=inp.features,
+                                 label=inp.label or None, categorical=text,
+                                 weight=inp.weight or None, delimiter=inp.delimiter,
+                                 na_values=tuple(inp.na_values), first_line=0)
         except QuotedNewlineError as e:
             cut = _line_offset(buf, e.line)
-            earlier = _first_bad_in(buf[:cut], c, inp) if cut and inp["on_bad_row"] == "error" else None
+            earlier = _first_bad_in(buf[:cut], c, inp) if cut and inp.on_bad_row == "error" else None
             return earlier or BadRecord(e.line, e.reason, buffer_lines(buf, [e.line])[0])
-        if inp["on_bad_row"] != "error":
+        if inp.on_bad_row != "error":
             return None
     if date_columns(inp):
         block_dates(block, inp)   # flags the records whose date does not parse
@@ -165,12 +166,12 @@ def _line_offset(buf: bytes, line: int) -> int:
     return int(np.flatnonzero(np.frombuffer(buf, np.uint8) == 10)[line - 1]) + 1
 
 
-def _open_quote(raw: bytes, inp: dict):
+def _open_quote(raw: bytes, inp: InputConfig):
     """The first quoted newline of the CSV lines ``raw`` as a BadRecord (relative line), or None."""
     from .csv_parse import open_quote_in
     from .csv_records import BadRecord, QuotedNewlineError, buffer_lines
 
-    line = open_quote_in(raw, inp["delimiter"])
+    line = open_quote_in(raw, inp.delimiter)
     if line is None:
         return None
     return BadRecord(line, QuotedNewlineError.reason, buffer_lines(raw, [line])[0])

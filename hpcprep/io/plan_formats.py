@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 
+from ..config import InputConfig
 from ..errors import DataError
 from .datetimes import date_columns
 from .plan import ChunkDesc
@@ -22,12 +23,12 @@ def _plan_csv(path, fi, inp, names, chunks) -> list[str]:
     """Check a CSV file's header and cut it into byte ranges of about ``chunk_rows`` lines."""
     from .csv_split import read_header, split_byte_ranges
 
-    if not isinstance(inp["features"], list):
+    if not isinstance(inp.features, list):
         raise DataError(f"{path}: CSV input needs input.features = [\"col\", ...] (column names)")
     from .arrow import wanted_columns
     from .datetimes import feature_names
 
-    header, data_start = read_header(path, inp["delimiter"])
+    header, data_start = read_header(path, inp.delimiter)
     for col in wanted_columns(inp):
         if col not in header:
             raise DataError(f"{path}: the header has no column {col!r}; it has: {', '.join(header)}")
@@ -38,8 +39,8 @@ def _plan_csv(path, fi, inp, names, chunks) -> list[str]:
         fh.seek(data_start)
         sample = fh.read(_CSV_SAMPLE)
     line_bytes = max(1, len(sample) // max(1, sample.count(b"\n")))
-    chunk_bytes = max(1, inp["chunk_rows"] * line_bytes)
-    for start, stop in split_byte_ranges(path, chunk_bytes, inp["delimiter"]):
+    chunk_bytes = max(1, inp.chunk_rows * line_bytes)
+    for start, stop in split_byte_ranges(path, chunk_bytes, inp.delimiter):
         chunks.append(ChunkDesc(len(chunks), fi, path, "csv", start, stop, -1, -1))
     return feature_names(inp)
 
@@ -52,9 +53,9 @@ def _probe_csv(path, header, data_start, inp) -> None:
     """Raise if a numeric column fails to parse in most of the file's first records."""
     from .csv_parse import probe_numeric_columns
 
-    failing = probe_numeric_columns(path, header, data_start, features=inp["features"],
-                                    label=inp["label"] or None, weight=inp["weight"] or None,
-                                    delimiter=inp["delimiter"], na_values=tuple(inp["na_values"]),
+    failing = probe_numeric_columns(path, header, data_start, features=inp.features,
+                                    label=inp.label or None, weight=inp.weight or None,
+                                    delimiter=inp.delimiter, na_values=tuple(inp.na_values),
                                     max_records=PROBE_RECORDS)
     _raise_failing(path, failing, inp)
     if date_columns(inp):
@@ -63,24 +64,24 @@ def _probe_csv(path, header, data_start, inp) -> None:
 
         try:
             block = parse_buffer(_head_lines(path, data_start), path, header=header, features=[],
-                                 categorical=date_columns(inp), delimiter=inp["delimiter"],
-                                 na_values=tuple(inp["na_values"]), first_line=2)
+                                 categorical=date_columns(inp), delimiter=inp.delimiter,
+                                 na_values=tuple(inp.na_values), first_line=2)
         except QuotedNewlineError:
             return   # reported in file order when the file is counted
         probe_dates(path, block, inp)
 
 
-def role_of(col: str, inp: dict) -> str:
+def role_of(col: str, inp: InputConfig) -> str:
     """The config key that names a column: ``input.features``, ``input.label``, ..."""
-    if col in inp["categorical"]:
+    if col in inp.categorical:
         return "input.categorical"
-    if col in (inp.get("datetime") or {}):
+    if col in inp.datetime:
         return "input.datetime"
-    return "input.label" if col == inp["label"] else \
-        "input.weight" if col == inp["weight"] else "input.features"
+    return "input.label" if col == inp.label else \
+        "input.weight" if col == inp.weight else "input.features"
 
 
-def probe_dates(path, block, inp: dict) -> None:
+def probe_dates(path, block, inp: InputConfig) -> None:
     """Raise if a date column of a file's first records (a parsed block) is not a date in most.
 
     Raises
@@ -103,10 +104,10 @@ def probe_dates(path, block, inp: dict) -> None:
                             f"2024-03-01T12:34:56+01:00, or leave the column out of input.datetime")
 
 
-def _raise_failing(path, failing: list[dict], inp: dict) -> None:
+def _raise_failing(path, failing: list[dict], inp: InputConfig) -> None:
     """Raise for the first numeric column failing in most of a file's first records (if any)."""
-    if inp["label_type"] != "numeric":   # a text label is read as classes
-        failing = [f for f in failing if f["column"] != inp["label"]]
+    if inp.label_type != "numeric":   # a text label is read as classes
+        failing = [f for f in failing if f["column"] != inp.label]
     if not failing:
         return
     f = failing[0]
@@ -137,17 +138,17 @@ def how_to_read(column: str, role: str, value: str) -> str:
     return f"to read text categories, move it from input.features: {categorical}"
 
 
-def _header_of(c: ChunkDesc, inp: dict) -> list[str]:
+def _header_of(c: ChunkDesc, inp: InputConfig) -> list[str]:
     """The CSV header of a chunk's file (decompressing its first line if compressed)."""
     from .csv_split import header_from_line, read_header
 
     if not c.compression:
-        return read_header(c.path, inp["delimiter"])[0]
+        return read_header(c.path, inp.delimiter)[0]
     from .lines import Decompressed, first_line
 
     stream = Decompressed(c.path, c.compression)
     try:
-        return header_from_line(first_line(stream), c.path, inp["delimiter"])
+        return header_from_line(first_line(stream), c.path, inp.delimiter)
     finally:
         stream.close()
 
@@ -156,7 +157,7 @@ def _plan_columns(path, fi, fmt, compression, inp, names, chunks, first_id) -> l
     """Plan a Parquet, Feather, JSON lines or compressed CSV file; append its chunks."""
     from .datetimes import feature_names
 
-    if not isinstance(inp["features"], list):
+    if not isinstance(inp.features, list):
         raise DataError(f"{path}: {fmt} input needs input.features = [\"col\", ...] (column names)")
     if names is not None and names != feature_names(inp):
         raise DataError(f"{path}: features differ from the first file's")
@@ -164,7 +165,7 @@ def _plan_columns(path, fi, fmt, compression, inp, names, chunks, first_id) -> l
         from .arrow import chunk_ranges, describe
 
         at = first_id
-        for start, stop in chunk_ranges(describe(path, fmt, inp), inp["chunk_rows"]):
+        for start, stop in chunk_ranges(describe(path, fmt, inp), inp.chunk_rows):
             chunks.append(ChunkDesc(len(chunks), fi, path, fmt, start, stop, at, stop - start))
             at += stop - start
         return feature_names(inp)
@@ -178,7 +179,7 @@ def _plan_columns(path, fi, fmt, compression, inp, names, chunks, first_id) -> l
     from .csv_split import _next_line_start
 
     size = os.path.getsize(path)
-    chunk_bytes = max(1, inp["chunk_rows"] * _line_bytes(_head_lines(path, 0)))
+    chunk_bytes = max(1, inp.chunk_rows * _line_bytes(_head_lines(path, 0)))
     bounds = [0]
     with open(path, "rb") as f:
         while bounds[-1] + chunk_bytes < size:
@@ -205,16 +206,16 @@ def _head_lines(path, data_start: int) -> bytes:
 
 
 def _numeric_names(inp) -> list[str]:
-    return list(inp["features"]) + [c for c in (inp["label"], inp["weight"]) if c]
+    return list(inp.features) + [c for c in (inp.label, inp.weight) if c]
 
 
 def _probe_json(path, head: bytes, inp) -> None:
     """Raise if a key of the first JSON records is nested, or not a number in most records."""
     from .lines import nested_column, parse_json_lines
 
-    block = parse_json_lines(head, path, features=inp["features"], label=inp["label"] or None,
-                             categorical=_text_columns(inp), weight=inp["weight"] or None,
-                             na_values=tuple(inp["na_values"]), first_line=1)
+    block = parse_json_lines(head, path, features=inp.features, label=inp.label or None,
+                             categorical=_text_columns(inp), weight=inp.weight or None,
+                             na_values=tuple(inp.na_values), first_line=1)
     nested = nested_column(block)
     if nested is not None:
         role = role_of(nested[0], inp)
@@ -229,7 +230,7 @@ def _probe_json(path, head: bytes, inp) -> None:
 
 def _text_columns(inp) -> list[str]:
     """The columns read as text: categorical, then dates (no duplicates)."""
-    return list(dict.fromkeys([*inp["categorical"], *date_columns(inp)]))
+    return list(dict.fromkeys([*inp.categorical, *date_columns(inp)]))
 
 
 def _probe_compressed(path, fmt, compression, inp) -> int:
@@ -243,7 +244,7 @@ def _probe_compressed(path, fmt, compression, inp) -> int:
             from .csv_split import header_from_line
 
             line = first_line(stream)
-            header = header_from_line(line, path, inp["delimiter"])
+            header = header_from_line(line, path, inp.delimiter)
             from .arrow import wanted_columns
 
             for col in wanted_columns(inp):
@@ -261,10 +262,10 @@ def _probe_compressed(path, fmt, compression, inp) -> int:
     from .csv_records import QuotedNewlineError, failing_columns
 
     try:
-        block = parse_buffer(head, path, header=header, features=inp["features"],
-                             label=inp["label"] or None, weight=inp["weight"] or None,
-                             categorical=date_columns(inp), delimiter=inp["delimiter"],
-                             na_values=tuple(inp["na_values"]), first_line=2)
+        block = parse_buffer(head, path, header=header, features=inp.features,
+                             label=inp.label or None, weight=inp.weight or None,
+                             categorical=date_columns(inp), delimiter=inp.delimiter,
+                             na_values=tuple(inp.na_values), first_line=2)
     except QuotedNewlineError:
         return data_start   # reported in file order when the file is counted
     _raise_failing(path, failing_columns(block, _numeric_names(inp)), inp)

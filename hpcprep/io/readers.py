@@ -5,6 +5,7 @@ import h5py
 import numpy as np
 
 from ..chunk import Chunk
+from ..config import InputConfig
 from .csv_records import BAD_NUMBER
 from .datetimes import BAD_DATE, UNPARSABLE_DATE
 from .lines import BAD_MISSING_KEY, BAD_NESTED
@@ -16,7 +17,7 @@ class ChunkReader:
 
     Parameters
     ----------
-    inp : dict
+    inp : InputConfig
         The validated ``[input]`` table.
     feature_dtype : str
         dtype the features are converted to (float32 or float64).
@@ -30,7 +31,7 @@ class ChunkReader:
         (:func:`hpcprep.io.classes.class_codes`).
     """
 
-    def __init__(self, inp: dict, feature_dtype: str, label_dtype: str | None, rejects=None,
+    def __init__(self, inp: InputConfig, feature_dtype: str, label_dtype: str | None, rejects=None,
                  label_classes=None, kept_text: dict | None = None):
         self.inp = inp
         self.kept_text = kept_text or {}   # compressed files' text kept while counting
@@ -56,10 +57,10 @@ class ChunkReader:
         if desc.format in ("parquet", "feather"):
             return self._read_arrow(desc)
         sl = slice(desc.start, desc.stop)
-        label = self.inp["label"]
+        label = self.inp.label
         if desc.format == "hdf5":
             f = self._open_hdf5(desc.path)
-            x = f[self.inp["features"]][sl]
+            x = f[self.inp.features][sl]
             y = f[label][sl] if label else None
         else:
             x = np.array(np.load(desc.path, mmap_mode="r")[sl])
@@ -94,27 +95,27 @@ class ChunkReader:
         inp = self.inp
         cols = wanted_columns(inp)
         table = self._open_stream(desc, lambda: ArrowFileReader(
-            desc.path, desc.format, cols, min(inp["chunk_rows"], 1 << 16))).read(desc.start, desc.stop)
+            desc.path, desc.format, cols, min(inp.chunk_rows, 1 << 16))).read(desc.start, desc.stop)
         if table.num_rows != desc.rows:
             raise RuntimeError(f"{desc.path}: rows {desc.start}-{desc.stop} read as {table.num_rows}")
         n = table.num_rows
-        nf = len(inp["features"])
+        nf = len(inp.features)
         x = np.empty((n, nf + len(derived_names(inp))), dtype=self.fdt)
-        for j, name in enumerate(inp["features"]):
+        for j, name in enumerate(inp.features):
             x[:, j] = to_float(table.column(name))
         bad = None
         if date_columns(inp):
             x[:, nf:], bad, where = table_dates(table, inp)
-        extras = {f"cat:{k}": to_text(table.column(k)) for k in inp["categorical"]}
-        if inp["weight"]:
-            extras["weight"] = to_float(table.column(inp["weight"]))
+        extras = {f"cat:{k}": to_text(table.column(k)) for k in inp.categorical}
+        if inp.weight:
+            extras["weight"] = to_float(table.column(inp.weight))
         y = None
         if self.classes is not None:
             from .classes import class_codes
 
-            y = class_codes(to_text(table.column(inp["label"])), self.classes)
-        elif inp["label"]:
-            y = to_float(table.column(inp["label"])).astype(self.ldt)
+            y = class_codes(to_text(table.column(inp.label)), self.classes)
+        elif inp.label:
+            y = to_float(table.column(inp.label)).astype(self.ldt)
         chunk = Chunk(chunk_id=desc.chunk_id,
                       ids=np.arange(desc.first_id, desc.first_id + n, dtype=np.int64),
                       features=x, labels=y, extras=extras, source=desc.path,
@@ -134,7 +135,7 @@ class ChunkReader:
         rows = desc.start + hits
         names = [cols[int(k)] for k in where[hits]]
         values = [str(table.column(c)[int(i)].as_py()) for c, i in zip(names, hits.tolist())]
-        if self.inp["on_bad_row"] == "error":
+        if self.inp.on_bad_row == "error":
             raise date_error(desc.path, f"row {int(rows[0])}", names[0], values[0], hits.size - 1)
         if desc.chunk_id not in self.bad_samples:   # not when read again in a later pass
             self.bad_samples[desc.chunk_id] = [
@@ -175,7 +176,7 @@ class ChunkReader:
         Records the reader cannot split (wrong field count, bad quoting or
         encoding, not JSON) are left out.
         """
-        label = self.inp["label"]
+        label = self.inp.label
         if desc.format in ("parquet", "feather"):
             from .arrow import ArrowFileReader, to_text
 
@@ -187,16 +188,16 @@ class ChunkReader:
 
     def _parse(self, desc: ChunkDesc, raw: bytes, label_only: bool = False):
         inp = self.inp
-        kw = dict(features=inp["features"], label=inp["label"] or None,
-                  categorical=inp["categorical"], weight=inp["weight"] or None,
-                  na_values=tuple(inp["na_values"]), first_line=desc.first_line)
+        kw = dict(features=inp.features, label=inp.label or None,
+                  categorical=inp.categorical, weight=inp.weight or None,
+                  na_values=tuple(inp.na_values), first_line=desc.first_line)
         if label_only:
-            kw.update(features=[], label=None, categorical=[inp["label"]], weight=None)
+            kw.update(features=[], label=None, categorical=[inp.label], weight=None)
             return self._parse_with(desc, raw, kw)
-        text = [*inp["categorical"], *(inp.get("datetime") or {})]   # dates: parsed from text
+        text = [*inp.categorical, *inp.datetime]   # dates: parsed from text
         if self.classes is not None:   # a text label: read as a category, coded below
             kw.update(label=None)
-            text.append(inp["label"])
+            text.append(inp.label)
         kw.update(categorical=list(dict.fromkeys(text)))
         return self._parse_with(desc, raw, kw)
 
@@ -208,7 +209,7 @@ class ChunkReader:
         from .csv_parse import parse_buffer
 
         return parse_buffer(raw, desc.path, header=self._header(desc),
-                            delimiter=self.inp["delimiter"], **kw)
+                            delimiter=self.inp.delimiter, **kw)
 
     def _read_lines(self, desc: ChunkDesc) -> Chunk:
         """Parse a CSV or JSON lines chunk; bad records are dropped and counted, or raise (on_bad_row)."""
@@ -222,18 +223,18 @@ class ChunkReader:
             raise RuntimeError(f"{desc.path}: bytes {desc.start}-{desc.stop} parsed to "
                                f"{len(block.lines)} records, counted {desc.rows}")
         features = block.features
-        if inp.get("datetime"):
+        if inp.datetime:
             from .datetimes import block_dates
 
             features = np.hstack([features, block_dates(block, inp)])
-        extras = {f"cat:{k}": v for k, v in block.categorical.items() if k in inp["categorical"]}
+        extras = {f"cat:{k}": v for k, v in block.categorical.items() if k in inp.categorical}
         if block.weights is not None:
             extras["weight"] = block.weights
         labels = block.labels
         if self.classes is not None:
             from .classes import class_codes
 
-            text = block.categorical[inp["label"]]   # bad records give no class (they are dropped)
+            text = block.categorical[inp.label]   # bad records give no class (they are dropped)
             labels = class_codes(np.where(block.bad, "", text) if block.bad.any() else text,
                                  self.classes)
         chunk = Chunk(chunk_id=desc.chunk_id, ids=ids, features=features.astype(self.fdt, copy=False),
@@ -241,7 +242,7 @@ class ChunkReader:
                       extras=extras, source=desc.path, source_start=desc.first_line,
                       source_rows=block.lines)
         if block.bad.any():
-            if inp["on_bad_row"] == "error":
+            if inp.on_bad_row == "error":
                 from .datetimes import block_date_error
 
                 raise block_date_error(block, desc.path) or first_bad_error(block, desc.path)

@@ -3,6 +3,8 @@ no non-finite features unless ``output.nonfinite`` allows them."""
 
 import numpy as np
 
+from ..config import OutputConfig
+
 
 def sum_drops(reports) -> dict:
     """Rows dropped per step label (``"input"``: the reader) and reason, summed over ``reports``."""
@@ -46,12 +48,12 @@ def _step_name(label: str) -> str:
     return f"standardize[{layer}].steps[{step}] {op}"
 
 
-def output_problem(output: dict, rows_in: int, drops: dict, nonfinite: list) -> str | None:
+def output_problem(output: OutputConfig, rows_in: int, drops: dict, nonfinite: list) -> str | None:
     """Why the output must not be committed, or None (a pure function of the gathered numbers).
 
     Parameters
     ----------
-    output : dict
+    output : OutputConfig
         The ``[output]`` table (``max_drop_fraction``, ``nonfinite``).
     rows_in : int
         Input rows.
@@ -60,7 +62,7 @@ def output_problem(output: dict, rows_in: int, drops: dict, nonfinite: list) -> 
     nonfinite : list
         Shards with NaN or ±inf features (:func:`nonfinite_of`), from every rank.
     """
-    limit = output["max_drop_fraction"]
+    limit = output.max_drop_fraction
     dropped = sum(n for reasons in drops.values() for n in reasons.values())
     if limit < 1.0 and rows_in > 0 and dropped > limit * rows_in:
         label, reason, n = max(((lb, r, n) for lb, rs in drops.items() for r, n in rs.items()),
@@ -69,7 +71,7 @@ def output_problem(output: dict, rows_in: int, drops: dict, nonfinite: list) -> 
                 f"more than output.max_drop_fraction = {limit:g}; most by {_step_name(label)}: "
                 f"{reason!r} ({n:,} rows). Check the data and the config, or raise "
                 f"output.max_drop_fraction (1.0 turns the check off)")
-    policy = output["nonfinite"]
+    policy = output.nonfinite
     if policy == "any":
         return None
     what = "±inf" if policy == "nan" else "NaN or ±inf"

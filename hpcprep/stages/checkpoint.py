@@ -24,10 +24,12 @@ import hashlib
 import json
 import os
 import re
+from dataclasses import asdict, is_dataclass
 
 import numpy as np
 
 from .. import __version__
+from ..config import RunConfig
 from ..errors import OutputError
 from ..mpi.agree import AgreedError
 from .checkpoint_files import (FORMAT, INFO, ROW_IDS, checkpoint_path, crc32_of, decode, encode,
@@ -50,9 +52,9 @@ class RunStopped(AgreedError):
     prefix = "stopped"
 
 
-def run_key(cfg: dict, input_files) -> dict:
+def run_key(cfg: RunConfig, input_files) -> dict:
     """What a checkpoint must match: config hash, input files (path, size, mtime), version."""
-    kept = {k: cfg[k] for k in KEY_TABLES}
+    kept = {k: _plain(getattr(cfg, k)) for k in KEY_TABLES}
     text = json.dumps(kept, sort_keys=True, default=repr)
     files = []
     for path in input_files:
@@ -60,6 +62,11 @@ def run_key(cfg: dict, input_files) -> dict:
         files.append([os.path.abspath(path), st.st_size, st.st_mtime_ns])
     return {"version": __version__, "config": hashlib.sha256(text.encode()).hexdigest(),
             "input": files}
+
+
+def _plain(value):
+    """A config value as the plain dicts and lists it was validated as (a section: ``asdict``)."""
+    return asdict(value) if is_dataclass(value) else value
 
 
 def _mismatch(saved: dict, key: dict) -> str | None:
@@ -102,7 +109,7 @@ class Checkpoint:
         self._crossed = False
 
     @classmethod
-    def find(cls, output: str, cfg: dict, input_files, resume: bool, log) -> "Checkpoint":
+    def find(cls, output: str, cfg: RunConfig, input_files, resume: bool, log) -> "Checkpoint":
         """Rank 0, output lock held: this run's checkpoint, found or started.
 
         A checkpoint of another key, or with a damaged file, is never used: one
@@ -113,7 +120,7 @@ class Checkpoint:
         from .read import layer_fits
 
         folder = checkpoint_path(output)
-        fitting = [j for j, t in enumerate(cfg["standardize"]) if layer_fits(t)]
+        fitting = [j for j, t in enumerate(cfg.standardize) if layer_fits(t)]
         key = run_key(cfg, input_files)
         info, layers, why = _examine(folder, key)
         if resume and not (fitting and layers):

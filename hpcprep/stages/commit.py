@@ -50,7 +50,7 @@ def _check_output(ctx, shard, names, split_names) -> None:
     mine = {"input": {"dropped": ctx.report.get("input", {}).get("dropped", {})},
             "standardize": {k: {"dropped": v["dropped"]} for k, v in ctx.report["standardize"].items()}}
     gathered = ctx.comm.allgather((mine, nonfinite_of(shard, names, split_names)))
-    problem = output_problem(ctx.cfg["output"], ctx.plan.total_rows,
+    problem = output_problem(ctx.cfg.output, ctx.plan.total_rows,
                              sum_drops([g[0] for g in gathered]),
                              [s for g in gathered for s in g[1]])
     if problem is None:
@@ -94,7 +94,7 @@ def _write_metadata(ctx, gathered, sample_layers, seconds: float) -> dict:
     total = sum(s["rows"] for shards in by_output.values() for s in shards)
     classes, codes = ctx.plan.label_classes, code_columns(ctx.cfg)
     sampling = _sampling_modes(sample_layers, reports)
-    attrs = {"hpcprep_version": __version__, "seed": ctx.seed, "config": ctx.cfg["_text"],
+    attrs = {"hpcprep_version": __version__, "seed": ctx.seed, "config": ctx.cfg.text,
              "rows_in": ctx.plan.total_rows, "feature_names": names, "counts": counts,
              "sampling": sampling}
     stats = _fitted_stats(gathered)

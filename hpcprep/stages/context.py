@@ -10,6 +10,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from ..config import RunConfig
 from ..kernels.active import HOST, Kernels
 from ..mpi.agree import write_line
 from ..mpi.exchange import Exchanger
@@ -62,7 +63,7 @@ class RunContext:
 
     Parameters
     ----------
-    cfg : dict
+    cfg : RunConfig
         Validated config.
     comm : communicator
         All ranks of the job.
@@ -76,7 +77,7 @@ class RunContext:
         Where rank 0's progress lines go.
     """
 
-    cfg: dict
+    cfg: RunConfig
     comm: object
     topo: object
     plan: object
@@ -94,18 +95,18 @@ class RunContext:
 
     @property
     def seed(self) -> int:
-        return self.cfg["seed"]
+        return self.cfg.seed
 
     @property
     def budget(self) -> int:
         """This rank's memory budget in bytes (``resources.memory_bytes``)."""
-        return self.cfg["resources"]["memory_bytes"]
+        return self.cfg.resources.memory_bytes
 
     @property
     def spill_dir(self) -> str:
         """This rank's spill folder: ``resources.spill_dir``; else, in a Slurm job, node-local
         scratch (``$SLURM_TMPDIR``, else ``$TMPDIR``); else inside the output's temporary folder."""
-        base = (self.cfg["resources"]["spill_dir"] or self._node_local_spill()
+        base = (self.cfg.resources.spill_dir or self._node_local_spill()
                 or self.location.join("spill"))
         return os.path.join(base, f"rank-{self.rank:05d}")
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..config import RunConfig
 from ..io.readers import ChunkReader
 from ..layers.streams import ReaderStream
 from ..mpi.agree import root_decides
@@ -31,8 +32,8 @@ class SlowedReader:
         return getattr(self.reader, name)
 
 
-def _slowed(reader, cfg: dict, input_index: int):
-    factor = float(cfg["plan"]["emulate_slowdown"].get(str(input_index), 1.0))
+def _slowed(reader, cfg: RunConfig, input_index: int):
+    factor = float(cfg.plan.emulate_slowdown.get(str(input_index), 1.0))
     return reader if factor == 1.0 else SlowedReader(reader, factor)
 
 
@@ -64,8 +65,8 @@ def open_input(ctx, subsample: dict[int, int]) -> ReaderStream | None:
     index = ctx.index_in(topo.input_ranks)
     descs = plan.chunks_of(index)
     planned = sum(d.rows for d in descs) * plan.bytes_per_row
-    fits = topo.fused and any(layer_fits(t) for t in cfg["standardize"])
-    reader = ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype,
+    fits = topo.fused and any(layer_fits(t) for t in cfg.standardize)
+    reader = ChunkReader(cfg.input, plan.feature_dtype, plan.label_dtype,
                          rejects=_input_rejects(ctx), label_classes=plan.label_classes,
                          kept_text=plan.kept_text)
     reader = TimedReader(_slowed(reader, cfg, index), ctx.clock)
@@ -106,17 +107,17 @@ def balance_input(ctx) -> dict:
     summary (``report.json``'s ``input_plan``); ``plan.speeds`` overrides measurements.
     """
     cfg, comm, topo, plan = ctx.cfg, ctx.comm, ctx.topo, ctx.plan
-    mode = cfg["plan"]["balance"]
+    mode = cfg.plan.balance
     if mode == "equal":
         return {"balance": "equal", "ranges": plan.ranges}
     measured = None
-    if mode == "calibrate" and not cfg["plan"]["speeds"]:
+    if mode == "calibrate" and not cfg.plan.speeds:
         mine = _calibrate(cfg, plan, ctx.index_in(topo.input_ranks)) \
             if ctx.rank in topo.input_ranks else None
         everyone = comm.gather(mine, root=0)
         measured = [everyone[r] for r in topo.input_ranks] if ctx.rank == 0 else None
     source = "calibration" if measured is not None else "config"   # read on rank 0 only
-    report = root_decides(comm, plan_input, cfg, plan, cfg["plan"]["speeds"] or measured, source)
+    report = root_decides(comm, plan_input, cfg, plan, cfg.plan.speeds or measured, source)
     if "assigned" in report:
         plan.assigned = report["assigned"]
     else:
@@ -137,9 +138,9 @@ def _calibrate(cfg, plan, input_index: int, min_seconds: float = 0.1) -> float:
     if not descs or descs[0].rows <= 0:
         return 1.0
     d = descs[0]
-    rows = d.rows if d.by_bytes else min(d.rows, cfg["plan"]["calibration_rows"])
+    rows = d.rows if d.by_bytes else min(d.rows, cfg.plan.calibration_rows)
     probe = d if d.by_bytes else replace(d, stop=d.start + rows, rows=rows)
-    reader = _slowed(ChunkReader(cfg["input"], plan.feature_dtype, plan.label_dtype,
+    reader = _slowed(ChunkReader(cfg.input, plan.feature_dtype, plan.label_dtype,
                                  label_classes=plan.label_classes, kept_text=plan.kept_text),
                      cfg, input_index)
     try:
@@ -155,7 +156,7 @@ def _calibrate(cfg, plan, input_index: int, min_seconds: float = 0.1) -> float:
         reader.close()
 
 
-def plan_input(cfg: dict, plan, speeds, source: str) -> dict:
+def plan_input(cfg: RunConfig, plan, speeds, source: str) -> dict:
     """Rank 0: solve for the rows of each task on each input rank, and give out the chunks.
 
     One task: contiguous chunk ranges (``ranges``); several (``plan.tasks``):
@@ -168,14 +169,14 @@ def plan_input(cfg: dict, plan, speeds, source: str) -> dict:
     from .tasks import assign_chunks, chunks_of_ranks, input_problem, row_caps, task_of_files
 
     chunk_rows = np.array([c.rows for c in plan.chunks], dtype=np.int64)
-    task_of_file, names = task_of_files(cfg["plan"], cfg["input"], plan.files)
+    task_of_file, names = task_of_files(cfg.plan, cfg.input, plan.files)
     chunk_task = np.array([task_of_file[c.file_index] for c in plan.chunks], dtype=np.int64)
     task_rows = np.bincount(chunk_task, weights=chunk_rows, minlength=len(names)).astype(np.int64)
     problem = input_problem(cfg, speeds, task_rows.tolist(), names, plan.bytes_per_row)
     solved = solve(problem)
     task_ranges = assign_chunks(chunk_rows, chunk_task, solved, problem.deadlines,
-                                row_caps(cfg["plan"], len(speeds), plan.bytes_per_row))
-    out = {"balance": cfg["plan"]["balance"], "speeds": [float(s) for s in speeds],
+                                row_caps(cfg.plan, len(speeds), plan.bytes_per_row))
+    out = {"balance": cfg.plan.balance, "speeds": [float(s) for s in speeds],
            "speeds_from": source}
     if len(names) == 1:
         out["ranges"] = task_ranges[0][1]
@@ -186,7 +187,7 @@ def plan_input(cfg: dict, plan, speeds, source: str) -> dict:
     rows = [int(chunk_rows[k].sum()) for k in mine]
     out.update(rows=rows, **solved.summary(),
                predicted_finish_s=[r / float(s) for r, s in zip(rows, speeds)])
-    if len(names) > 1 or cfg["plan"]["deadlines"] or cfg["plan"]["min_fractions"]:
+    if len(names) > 1 or cfg.plan.deadlines or cfg.plan.min_fractions:
         out["tasks"] = _task_report(solved, problem, task_rows)
         out["task_rows"] = [np.bincount(chunk_task[k], weights=chunk_rows[k],
                                         minlength=len(names)).astype(np.int64).tolist() for k in mine]

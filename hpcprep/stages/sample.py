@@ -33,7 +33,7 @@ class SampleStage:
         self.ctx = ctx
         self.layers = [SampleLayer(i, t, ctx.topo.sample_comms[i], ctx.seed, ctx.budget,
                                    ctx.spill_dir, ctx.exchanger, ctx.kernels)
-                       for i, t in enumerate(ctx.cfg["sample"])]
+                       for i, t in enumerate(ctx.cfg.sample)]
         self.names: list[str] = []
         self.rdt: np.dtype | None = None
 
@@ -64,9 +64,9 @@ class SampleStage:
         from ..steps.categorical import code_columns
 
         cfg = self.ctx.cfg
-        copies = any(t["op"] == "bootstrap" for t in cfg["sample"])
-        return record_dtype(len(names), cfg["output"]["dtype"], self.ctx.plan.label_dtype,
-                            weights=bool(cfg["input"].get("weight")), copies=copies,
+        copies = any(t["op"] == "bootstrap" for t in cfg.sample)
+        return record_dtype(len(names), cfg.output.dtype, self.ctx.plan.label_dtype,
+                            weights=bool(cfg.input.weight), copies=copies,
                             codes=len(code_columns(cfg)))
 
     def _exchange_into_first(self, stream) -> None:

@@ -51,7 +51,7 @@ def standardize(ctx, reader_stream: ChunkStream | None) -> Standardized:
 def _make_layer(ctx, j: int, names: list[str]) -> StandardizeLayer:
     from ..steps.rejects import part_path
 
-    table = ctx.cfg["standardize"][j]
+    table = ctx.cfg.standardize[j]
     layer_comm = ctx.topo.std_comms[j]
     rejects = part_path(ctx.location.join, j, ctx.rank) if table["rejects"] else None
     return StandardizeLayer(j, table, names, layer_comm, ctx.seed, ctx.layer_log(layer_comm), rejects)
@@ -67,7 +67,7 @@ def _fit(ctx, layer: StandardizeLayer, stream: ChunkStream, restored: bool) -> N
 
 def _fused(ctx, reader_stream: ChunkStream) -> Standardized:
     stream, names, layers = reader_stream, list(ctx.plan.feature_names), []
-    for j in range(len(ctx.cfg["standardize"])):
+    for j in range(len(ctx.cfg.standardize)):
         layer = _make_layer(ctx, j, names)
         _fit(ctx, layer, stream, ctx.checkpoint.restore(ctx, layer))
         names = layer.feature_names_out
@@ -79,7 +79,7 @@ def _fused(ctx, reader_stream: ChunkStream) -> Standardized:
 
 def _layered(ctx, reader_stream: ChunkStream | None) -> Standardized:
     topo, names = ctx.topo, list(ctx.plan.feature_names)
-    n_std = len(ctx.cfg["standardize"])
+    n_std = len(ctx.cfg.standardize)
     if reader_stream is not None:
         if n_std == 0:
             return Standardized(reader_stream, names)

@@ -16,20 +16,20 @@ import os
 
 import numpy as np
 
-from ..config import parse_size
+from ..config import InputConfig, PlanConfig, RunConfig, parse_size
 from ..errors import ConfigError
 from ..io.plan import expand_paths
 from ..partition import nearest_cuts
 
 
-def task_of_files(plan_cfg: dict, input_cfg: dict, files: list[str]) -> tuple[list[int], list[str]]:
+def task_of_files(plan_cfg: PlanConfig, input_cfg: InputConfig, files: list[str]) -> tuple[list[int], list[str]]:
     """Each file's task index and the tasks' names, for ``plan.tasks``."""
-    how = plan_cfg["tasks"]
+    how = plan_cfg.tasks
     if how == "files":
         return list(range(len(files))), [os.path.basename(f) for f in files]
     if how == "all":
         return [0] * len(files), ["input"]
-    patterns = input_cfg["paths"]
+    patterns = input_cfg.paths
     first = {}
     for t, pattern in enumerate(patterns):
         for f in expand_paths([pattern]):
@@ -46,27 +46,27 @@ def _per_task(values: list, n_tasks: int, key: str, default: float) -> np.ndarra
     return np.asarray(values, dtype=np.float64)
 
 
-def row_caps(plan_cfg: dict, n_ranks: int, bytes_per_row: int) -> np.ndarray:
+def row_caps(plan_cfg: PlanConfig, n_ranks: int, bytes_per_row: int) -> np.ndarray:
     """Most rows each input rank may read (``plan.memory``; inf without)."""
-    if not plan_cfg["memory"]:
+    if not plan_cfg.memory:
         return np.full(n_ranks, np.inf)
-    return np.array([parse_size(m) // bytes_per_row for m in plan_cfg["memory"]], dtype=np.float64)
+    return np.array([parse_size(m) // bytes_per_row for m in plan_cfg.memory], dtype=np.float64)
 
 
-def input_problem(cfg: dict, speeds, task_rows: list[int], task_names: list[str],
+def input_problem(cfg: RunConfig, speeds, task_rows: list[int], task_names: list[str],
                   bytes_per_row: int):
     """The assignment problem of the input stage: rows of each task on each input rank."""
     from ..assign import AssignProblem
 
-    plan_cfg = cfg["plan"]
+    plan_cfg = cfg.plan
     n_tasks = len(task_rows)
     return AssignProblem(
         speeds=speeds, task_units=task_rows, memory_caps=row_caps(plan_cfg, len(speeds), bytes_per_row),
-        deadlines=_per_task(plan_cfg["deadlines"], n_tasks, "deadlines", math.inf),
-        values=_per_task(plan_cfg["task_weights"], n_tasks, "task_weights", 1.0),
-        min_fractions=_per_task(plan_cfg["min_fractions"], n_tasks, "min_fractions", 1.0),
-        w_makespan=plan_cfg["w1"], w_accuracy=plan_cfg["w2"], w_idle=plan_cfg["w3"],
-        beta=plan_cfg["beta"],
+        deadlines=_per_task(plan_cfg.deadlines, n_tasks, "deadlines", math.inf),
+        values=_per_task(plan_cfg.task_weights, n_tasks, "task_weights", 1.0),
+        min_fractions=_per_task(plan_cfg.min_fractions, n_tasks, "min_fractions", 1.0),
+        w_makespan=plan_cfg.w1, w_accuracy=plan_cfg.w2, w_idle=plan_cfg.w3,
+        beta=plan_cfg.beta,
         worker_names=[f"input{k}" for k in range(len(speeds))], task_names=task_names)
 
 

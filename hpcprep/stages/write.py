@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from ..config import RunConfig
 from ..errors import ConfigError
 from ..kernels.route import contiguous_targets
 from ..mpi.agree import root_decides
@@ -35,7 +36,7 @@ def write(ctx, sampled) -> dict | None:
                            for i, name in enumerate(split_names)}}
 
 
-def shard_targets(cfg: dict, writers, total: int, split: bool = False) -> np.ndarray:
+def shard_targets(cfg: RunConfig, writers, total: int, split: bool = False) -> np.ndarray:
     """Rows of each writer's shard: ``output.shard_sizes`` (exact), by ``plan.shard_speeds``
     (the assignment program; collective over ``writers``), or equal.
 
@@ -44,10 +45,10 @@ def shard_targets(cfg: dict, writers, total: int, split: bool = False) -> np.nda
     remainder), unless they sum to exactly the split's rows.
     """
     n_writers = writers.Get_size()
-    sizes = cfg["output"]["shard_sizes"]
-    if not sizes and cfg["plan"]["shard_speeds"]:
+    sizes = cfg.output.shard_sizes
+    if not sizes and cfg.plan.shard_speeds:
         # rank 0 of the writers solves (hpcprep.assign.solve), every writer follows
-        return np.asarray(root_decides(writers, _shard_rows, total, cfg["plan"]["shard_speeds"],
+        return np.asarray(root_decides(writers, _shard_rows, total, cfg.plan.shard_speeds,
                                        job_wide=False), dtype=np.int64)
     if not sizes:
         return equal_counts(total, n_writers)

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..config import RunConfig
 from ..errors import ConfigError, DataError
 from ..schema import Param, fraction, list_of, non_negative
 from ._columns import CAT_PREFIX, CODES, categorical_column, categorical_names, names_array
@@ -217,15 +218,15 @@ def with_codes(chunk, columns: list) -> "object":
     return replace(chunk, extras={**chunk.extras, CODES: block})
 
 
-def code_columns(cfg: dict) -> list[str]:
+def code_columns(cfg: RunConfig) -> list[str]:
     """Names of the int64 code columns a run writes (the output's ``codes``), in chain order:
     per ``categorical`` step with ``encoding = "codes"`` or ``"hash"``, its ``columns``
     (default: ``input.categorical``, sorted by name, as the reader hands them)."""
     out = []
-    for table in cfg["standardize"]:
+    for table in cfg.standardize:
         for step in table["steps"]:
             if step.get("op") == "categorical" and step.get("encoding", "onehot") in CODE_ENCODINGS:
-                out += list(step.get("columns") or sorted(cfg["input"]["categorical"]))
+                out += list(step.get("columns") or sorted(cfg.input.categorical))
     return out
 
 

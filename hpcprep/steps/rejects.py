@@ -38,6 +38,8 @@ import shutil
 import h5py
 import numpy as np
 
+from ..config import RunConfig
+
 PARTS = "rejects.parts"
 INPUT = "input"  # the group of records the reader dropped
 _STR = h5py.string_dtype()
@@ -101,9 +103,9 @@ class RejectsWriter:
         self.rows += n
 
 
-def rejects_enabled(cfg: dict) -> bool:
+def rejects_enabled(cfg: RunConfig) -> bool:
     """Whether the run writes ``rejects.h5``: ``input.rejects`` or any layer's ``rejects``."""
-    return bool(cfg["input"].get("rejects")) or any(t["rejects"] for t in cfg["standardize"])
+    return bool(cfg.input.rejects) or any(t["rejects"] for t in cfg.standardize)
 
 
 def input_part_path(temp_join, rank: int) -> str:
