@@ -95,7 +95,7 @@ MODULE_CASES = {
                              "interference"),
 }
 
-ALL_CASES = ["ref1", "memory", "loader", *MODULE_CASES, "gpu"]
+ALL_CASES = ["ref1", "memory", "scaling", "loader", *MODULE_CASES, "gpu"]
 
 #: Environment variables removed from every benchmark process (see notes/mpi.md).
 SCRUBBED_ENV = ("MPIR_CVAR_ENABLE_HEAVY_YIELD", "MPIR_CVAR_ASYNC_PROGRESS", "MPI4PY_RC_THREAD_LEVEL")
@@ -172,6 +172,20 @@ def run_cmd(cmd, cwd, timeout, what, memory_limit=0) -> tuple[float, str]:
     ``memory_limit`` (bytes, per process) turns a runaway process into a MemoryError in that
     process instead of the kernel's OOM killer choosing a victim on a shared machine.
     """
+    wall, _, out = run_timed(cmd, cwd, timeout, what, memory_limit)
+    return wall, out
+
+
+def run_timed(cmd, cwd, timeout, what, memory_limit=0) -> tuple[float, float, str]:
+    """:func:`run_cmd`, and the CPU seconds (user + system) of the whole process tree.
+
+    The CPU time of every descendant that was waited for (mpiexec's ranks through its
+    proxies) adds up in this process's ``RUSAGE_CHILDREN``; its growth over the call is the
+    command's.
+    """
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, cwd=cwd, env=bench_env(), capture_output=True, text=True,
@@ -182,7 +196,9 @@ def run_cmd(cmd, cwd, timeout, what, memory_limit=0) -> tuple[float, str]:
     if p.returncode != 0:
         tail = (p.stdout[-2000:] + "\n" + p.stderr[-3000:]).strip()
         raise CaseFailed(f"{what}: exit {p.returncode}: {' '.join(map(str, cmd))}\n{tail}")
-    return wall, p.stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, p.stdout
 
 
 def last_json_line(text: str) -> dict:
@@ -505,6 +521,7 @@ class Suite:
                 lambda out: self.hpcprep_cmd(4, cfg, out, layered=True))
         outs = {k: work / (f"out-{k}.h5" if k in ("io_floor", "numpy") else f"out-{k}") for k in variants}
         wall = {k: [] for k in variants}
+        cpu = {k: [] for k in variants}       # user + system seconds of every process of the run
         inner = {k: [] for k in variants}
         rss = {k: [] for k in variants}       # max over ranks, per repeat
         rss_ranks = {k: [] for k in variants}  # per repeat: list per rank
@@ -516,8 +533,9 @@ class Suite:
             for k in rot:
                 label, _, make = variants[k]
                 self.log(f"  ref1 repeat {r + 1}/{repeats}: {label}")
-                w, stdout = run_cmd(make(outs[k]), work, timeout, f"ref1 {k}")
+                w, c, stdout = run_timed(make(outs[k]), work, timeout, f"ref1 {k}")
                 wall[k].append(w)
+                cpu[k].append(c)
                 if k.startswith("hpcprep"):
                     rep = json.loads((outs[k] / "report.json").read_text())
                     inner[k].append(rep["seconds"])
@@ -542,12 +560,14 @@ class Suite:
             res["note"] = (f"steps not in hpcprep yet, left out of both sides: {', '.join(missing)}")
         for k, (label, nranks, _) in variants.items():
             v = {"label": label, "ranks": nranks, "wall_seconds": summarize(wall[k]),
+                 "cpu_seconds": summarize(cpu[k]),
                  "internal_seconds": summarize(inner[k]), "peak_rss_mb_max_rank": summarize(rss[k]),
                  "peak_rss_mb_per_rank": rss_ranks[k], "phases": phases[k], "rows_out": rows_out.get(k)}
             v["rows_per_s"] = summarize([rows / s for s in wall[k]])
             v["input_gb_per_s"] = summarize([input_bytes / s / 1e9 for s in wall[k]])
             res["variants"][k] = v
             self.figure(case, f"{label}: wall", wall[k], "s")
+            self.figure(case, f"{label}: CPU seconds (user + system, all processes)", cpu[k], "s")
             self.figure(case, f"{label}: in-process seconds", inner[k], "s",
                         note="report.json seconds / the script's own timer: no interpreter start, imports, MPI init")
             self.figure(case, f"{label}: rows/s", [rows / s for s in wall[k]], "rows/s")
@@ -564,6 +584,11 @@ class Suite:
                 vals = [b / h for h, b in zip(wall[k], wall[base])]
                 vals_in = [b / h for h, b in zip(inner[k], inner[base])]
                 ratios[name] = {"wall": summarize(vals), "internal": summarize(vals_in)}
+                if base == "numpy":
+                    # CPU seconds per row: hpcprep's over the script's (same rows; < 1: less CPU)
+                    ratios[name]["cpu"] = summarize([h / b for h, b in zip(cpu[k], cpu[base])])
+                    self.figure(case, f"CPU seconds {k} / numpy", [h / b for h, b in zip(cpu[k], cpu[base])],
+                                "x", note="all processes, paired per repeat (< 1: hpcprep uses less CPU)")
                 self.figure(case, f"throughput ratio {k} / {base}", vals, "x",
                             note="baseline wall / hpcprep wall, paired per repeat (>1: hpcprep faster)")
         res["ratios"] = ratios
@@ -575,14 +600,7 @@ class Suite:
             raise CaseFailed("REF-1 output check failed: " + "; ".join(c["what"] + ": " + c["detail"]
                                                                        for c in failed))
         if not self.quick:
-            med = ratios["hpcprep_n2/numpy"]["wall"]["median"]
-            self.targets.append({"target": "REF-1 hpcprep -n 2 >= 1.5x NumPy throughput",
-                                 "value": med, "goal": 1.5, "met": med >= 1.5})
-            med_f = ratios["hpcprep_n2/io_floor"]["wall"]["median"]
-            self.targets.append({"target": "REF-1 hpcprep -n 2 within 2x of the I/O floor",
-                                 "value": 1 / med_f if med_f else None, "goal": 2.0,
-                                 "met": bool(med_f) and 1 / med_f <= 2.0,
-                                 "note": "value = hpcprep wall / I/O floor wall (median of pairs)"})
+            self.ref1_targets(ratios)
         if not a.keep_outputs:
             for k, p in outs.items():
                 if p.is_dir():
@@ -590,6 +608,21 @@ class Suite:
                 elif p.exists():
                     p.unlink()
         return res
+
+    def ref1_targets(self, ratios) -> None:
+        """The goals of issue 17 (performance), medians of the paired ratios."""
+        for k, goal in (("hpcprep_n2", 2.0), ("hpcprep_n1", 1.0)):
+            med = ratios[f"{k}/numpy"]["wall"]["median"]
+            self.targets.append({"target": f"REF-1 {k.replace('hpcprep_n', 'hpcprep -n ')} >= {goal}x "
+                                           f"NumPy throughput", "value": med, "goal": goal, "met": med >= goal})
+        med = ratios["hpcprep_n2/numpy"]["cpu"]["median"]
+        self.targets.append({"target": "REF-1 CPU seconds of hpcprep -n 2 (all ranks) <= 1.1x the NumPy "
+                                       "script's", "value": med, "goal": 1.1, "met": med <= 1.1})
+        med_f = ratios["hpcprep_n2/io_floor"]["wall"]["median"]
+        self.targets.append({"target": "REF-1 hpcprep -n 2 within 2x of the I/O floor",
+                             "value": 1 / med_f if med_f else None, "goal": 2.0,
+                             "met": bool(med_f) and 1 / med_f <= 2.0,
+                             "note": "value = hpcprep wall / I/O floor wall (median of pairs)"})
 
     def profile_hpcprep(self, cfg, work, dest: Path, n=2, top=25) -> dict:
         """One more ``hpcprep -n 2`` run under cProfile (one .prof per rank in ``dest``); top functions."""
@@ -710,15 +743,51 @@ class Suite:
         self.figure("memory", f"peak RSS per rank, -n 2, {rows:,} rows ({input_bytes / 2**30:.2f} GiB)",
                     [max(p) for p in per_rank], "MB")
         self.figure("memory", "peak RSS (max rank) / rank's share of input", ratio, "x",
-                    note="goal < 2.5x (issue 2)")
-        self.targets.append({"target": "peak RSS per rank < 2.5x its share of the input (-n 2, >= 1 GiB)",
-                             "value": statistics.median(ratio), "goal": 2.5,
-                             "met": statistics.median(ratio) < 2.5})
+                    note="goal <= 2x (issue 17; 2.5x in issue 2)")
+        self.targets.append({"target": "peak RSS per rank <= 2x its share of the input (-n 2, >= 1 GiB)",
+                             "value": statistics.median(ratio), "goal": 2.0,
+                             "met": statistics.median(ratio) <= 2.0})
         return {"rows": rows, "input_bytes": input_bytes, "input_gib": input_bytes / 2**30,
                 "share_bytes_per_rank": share, "peak_rss_mb_per_rank": per_rank,
                 "ratio_max_rank_to_share": summarize(ratio), "wall_seconds": summarize(walls),
                 "steps": [s for s, _ in steps], "steps_missing": missing,
                 "memory_per_rank_budget": "2GiB (default)"}
+
+    # ---- cost over rows (issue 17) ----------------------------------------------------------------
+    def case_scaling(self) -> dict:
+        """REF-1 at ``-n 2`` on 2**20, 2**22 and 2**24 rows: time per row, and whether a rank spilled."""
+        if self.quick and not self.args.scaling_rows:
+            return {"status": "skipped", "reason": "full mode only (up to 2**24 rows, 2.3 GB of input)"}
+        sizes = [int(v) for v in self.args.scaling_rows.split(",")] if self.args.scaling_rows \
+            else [1 << 20, 1 << 22, 1 << 24]
+        work = Path(self.args.workdir)
+        steps, _ = self.ref1_steps()
+        runs = []
+        for rows in sizes:
+            data = self.generate(rows, 4 if rows > 1_000_000 else 2, f"scale-{rows}")
+            cfg = self.write_config(data, steps, work / f"scale-{rows}.toml")
+            out = work / f"out-scale-{rows}"
+            self.log(f"  scaling: hpcprep -n 2 on {rows:,} rows")
+            wall, cpu, _ = run_timed(self.hpcprep_cmd(2, cfg, out), work, 3600, f"scaling {rows}")
+            rep = json.loads((out / "report.json").read_text())
+            spilled = sum(s.get("bytes_spilled", 0) for rk in rep["ranks"]
+                          for s in rk.get("sample", {}).values())
+            runs.append({"rows": rows, "wall_seconds": wall, "cpu_seconds": cpu,
+                         "us_per_row": wall / rows * 1e6, "cpu_us_per_row": cpu / rows * 1e6,
+                         "bytes_spilled": spilled,
+                         "peak_rss_mb_max_rank": max(rk["peak_rss_mb"] for rk in rep["ranks"]),
+                         "seconds_by_stage": {f"rank{rk['rank']}": rk["seconds"] for rk in rep["ranks"]}})
+            shutil.rmtree(out, ignore_errors=True)
+        best = min(r["us_per_row"] for r in runs)
+        for r in runs:
+            r["per_row_vs_best"] = r["us_per_row"] / best
+            self.figure("scaling", f"-n 2, {r['rows']:,} rows: time per row", [r["us_per_row"]], "us",
+                        note=f"{r['per_row_vs_best']:.2f}x the best; spilled {r['bytes_spilled'] / 2**20:.0f} MiB")
+        worst = max(r["per_row_vs_best"] for r in runs)
+        self.targets.append({"target": "time per row within 15% over 2**20 .. 2**24 rows (-n 2)",
+                             "value": worst, "goal": 1.15, "met": worst <= 1.15,
+                             "note": "value = slowest per-row time / fastest"})
+        return {"runs": runs, "steps": [s for s, _ in steps]}
 
     # ---- the PyTorch loader (issue 16) ------------------------------------------------------------
     def case_loader(self) -> dict:
@@ -1038,6 +1107,8 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, default=0, help="REF-1 rows (default 200k quick, 4M full)")
     p.add_argument("--files", type=int, default=0, help="REF-1 input files (default 2, or 4 above 1M rows)")
     p.add_argument("--memory-rows", type=int, default=0, help="memory case rows (default 8M, full mode)")
+    p.add_argument("--scaling-rows", default="",
+                   help="scaling case row counts, comma-separated (default 2**20,2**22,2**24, full mode)")
     p.add_argument("--no-layered", action="store_true", help="skip REF-1's layered -n 4 run")
     p.add_argument("--module-timeout", type=float, default=0, help="seconds per module case")
     mem_gib = (machine().get("memory_gib") or 0)
@@ -1072,7 +1143,7 @@ def main(argv=None) -> int:
                            "mpiexec": mpiexec()}}
     try:
         for case in cases:
-            fn = {"ref1": suite.case_ref1, "memory": suite.case_memory,
+            fn = {"ref1": suite.case_ref1, "memory": suite.case_memory, "scaling": suite.case_scaling,
                   "loader": suite.case_loader, "gpu": suite.case_gpu}.get(case) or (lambda c=case: suite.case_module(c))
             suite.run_case(case, fn)
     finally:
