@@ -6,7 +6,9 @@ mergeable state, ``merge_states`` combines two states, and ``set_fitted`` turns
 the merged state into fitted attributes (names ending in ``_``). The layer
 driver merges the per-chunk states in chunk-id order (:func:`merge_by_chunk`),
 so the fitted values are bit-identical for every layout. ``apply`` returns the
-transformed chunk and a dict ``reason -> rows dropped``.
+transformed chunk and a dict ``reason -> rows dropped``. A step that changes
+values is rebuilt fitted from its table and what ``stats`` saved
+(``Step.from_stats``): ``hpcprep.transform.Transform`` replays it with ``apply``.
 """
 
 from typing import Any, ClassVar
@@ -53,6 +55,8 @@ class Step:
     #: The step's place in the config (``standardize[0].steps[3]``), set by :func:`make_step`.
     where: str = ""
     needs_fit: ClassVar[bool] = False
+    #: Whether the step changes values, not only drops rows: ``Transform`` replays it (:meth:`replayed`).
+    changes_values: ClassVar[bool] = False
     params: ClassVar[dict[str, Param]] = {}
 
     def __init__(self, **config):
@@ -126,6 +130,46 @@ class Step:
     def stats(self) -> dict[str, np.ndarray]:
         """Fitted parameters to store under ``/stats/<layer>.<index>.<op>/`` in data.h5."""
         return {}
+
+    # ---- inference (hpcprep.transform.Transform) ---------------------------------
+    @classmethod
+    def replayed(cls, config: dict) -> bool:
+        """Whether ``Transform`` replays a step of this validated table: one that changes
+        values (a step that only drops rows is skipped, so every new row gets an answer)."""
+        return cls.changes_values
+
+    @classmethod
+    def from_stats(cls, config: dict, feature_names_in: list[str], stats: dict) -> "Step":
+        """The fitted step again, from its table and the parameters :meth:`stats` saved.
+
+        Parameters
+        ----------
+        config : dict
+            The step's validated table without ``op`` (as :func:`make_step` validates it).
+        feature_names_in : list of str
+            The features the step received.
+        stats : dict of str -> ndarray
+            What :meth:`stats` returned (read back from ``/stats/<label>/``; nested
+            groups as ``"group/name"``).
+
+        Returns
+        -------
+        Step
+            Bound and fitted: its :meth:`apply` gives what the run's step gave.
+
+        Raises
+        ------
+        KeyError
+            A parameter the step needs is not in ``stats``.
+        """
+        step = cls(**config)
+        step.bind(feature_names_in)
+        step.set_stats(stats)
+        return step
+
+    def set_stats(self, stats: dict) -> None:
+        """Set the fitted attributes from what :meth:`stats` saved (steps that change values)."""
+        raise TypeError(f"step {self.op} changes no values: it is not rebuilt from its stats")
 
 
 def merge_by_chunk(comm, states: dict[int, Any], merge):

@@ -50,6 +50,10 @@ class Categorical(Step):
 
     op = "categorical"
     needs_fit = True
+    changes_values = True
+    #: ``encoding = "codes"`` of datasets written before int64 codes: the index as one float
+    #: feature named as the column (set by :meth:`set_stats` from such a dataset's stats).
+    codes_as_feature = False
     params = {
         "columns": Param(list, [], check=list_of(str), doc="raw categorical columns; empty = all"),
         "encoding": Param(str, "onehot", choices=("onehot", "codes", "hash"),
@@ -141,6 +145,11 @@ class Categorical(Step):
             return hash_codes(values, cfg["buckets"], cfg["hash_key"])
         return encode_index(np.asarray(values, dtype=str), self._kept[name], self.other_[name])
 
+    @property
+    def writes_codes(self) -> bool:
+        """Whether the step gives int64 codes (``chunk.extras["codes"]``) rather than features."""
+        return self.config["encoding"] in CODE_ENCODINGS and not self.codes_as_feature
+
     def apply(self, chunk):
         enc = self.config["encoding"]
         columns = self._columns(chunk) if enc == "hash" else self.columns_
@@ -148,7 +157,7 @@ class Categorical(Step):
             return chunk, {}
         raw = {name: categorical_column(chunk, name, "categorical", self.feature_names_in_)
                for name in columns}
-        if enc in CODE_ENCODINGS:
+        if self.writes_codes:
             return with_codes(chunk, [self.codes(name, v) for name, v in raw.items()]), {}
         parts = [chunk.features]
         for name, v in raw.items():
@@ -173,6 +182,23 @@ class Categorical(Step):
             out[f"other/{name}"] = np.bool_(self.other_[name])
             out[f"counts/{name}"] = np.array(self.counts_[name], dtype=np.int64)
         return out
+
+    def set_stats(self, stats):
+        enc = self.config["encoding"]
+        if enc == "hash":
+            if (int(stats["buckets"]), int(stats["hash_key"])) != (self.config["buckets"],
+                                                                   self.config["hash_key"]):
+                raise DataError("categorical: stats and config disagree on buckets or hash_key")
+            return
+        names, vocab = [str(c) for c in np.atleast_1d(stats["columns"])], {}
+        for name in names:
+            kept = np.asarray(stats[f"categories/{name}"], dtype=str)
+            counts = np.asarray(stats[f"counts/{name}"], dtype=np.int64)
+            vocab[name] = (kept, counts[:len(kept)], int(counts.sum()))
+        self.set_fitted((names, vocab))
+        if enc == "codes" and "encoding" not in stats:   # written before int64 codes
+            self.codes_as_feature = True
+            self.feature_names_out_ += names
 
 
 def encode_index(values: np.ndarray, kept: np.ndarray, other: bool) -> np.ndarray:

@@ -48,6 +48,7 @@ class Impute(Step):
 
     op = "impute"
     needs_fit = True
+    changes_values = True
     params = {
         "strategy": Param(str, "mean", choices=STRATEGIES, doc="statistic of the chosen columns"),
         "columns": Param(list, [], check=list_of(str, int), doc="features to fill; empty = all"),
@@ -134,3 +135,7 @@ class Impute(Step):
     def stats(self):
         return {"fill": self.statistics_, "columns": self.columns_, "n": self.n_samples_seen_,
                 "exact": self.exact_}
+
+    def set_stats(self, stats):
+        self.statistics_, self.columns_ = stats["fill"], stats["columns"].astype(bool)
+        self.n_samples_seen_, self.exact_ = stats["n"], stats["exact"]

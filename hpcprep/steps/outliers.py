@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..kernels.transform import scale_clip
 from ..schema import Param, fraction, list_of, positive
 from ._columns import split_columns
@@ -37,6 +37,7 @@ class Outliers(Step):
 
     op = "outliers"
     needs_fit = True
+    changes_values = True   # with action = "clip" (:meth:`replayed`)
     params = {
         "method": Param(str, "zscore", choices=("zscore", "quantile"), doc="how the range is fitted"),
         "threshold": Param(float, 3.0, check=positive, doc="zscore: largest allowed |z|"),
@@ -58,6 +59,10 @@ class Outliers(Step):
 
     def describe(self):
         return f"outliers ({self.config['method']}, {self.config['action']})"
+
+    @classmethod
+    def replayed(cls, config):
+        return config["action"] == "clip"   # dropping rows is not replayed
 
     def bind(self, feature_names):
         names = super().bind(feature_names)
@@ -221,3 +226,13 @@ class Outliers(Step):
         if self.config["method"] == "zscore":
             out.update(mean=self.mean_, std=self.std_)
         return out
+
+    def set_stats(self, stats):
+        if bool(stats["clip"]) != (self.config["action"] == "clip"):
+            raise DataError(f"outliers: stats say clip = {bool(stats['clip'])}, the config "
+                            f"action = {self.config['action']!r}")
+        self.lo_, self.hi_, self.exact_ = stats["lo"], stats["hi"], stats["exact"]
+        self.columns_ = stats["columns"].astype(bool)
+        if self.config["method"] == "zscore":
+            self.mean_, self.std_ = stats["mean"], stats["std"]
+        self._cuts = {}

@@ -68,6 +68,7 @@ class Reduce(Step):
 
     op = "reduce"
     needs_fit = True
+    changes_values = True
     params = {
         "tolerance": Param(float, 0.01, check=fraction,
                            doc="largest allowed relative reconstruction error"),
@@ -120,3 +121,12 @@ class Reduce(Step):
                 "reconstruction_error": np.float64(self.reconstruction_error_),
                 "n": np.float64(self.n_samples_seen_),
                 "feature_names_in": names_array(self.feature_names_in_)}
+
+    def set_stats(self, stats):
+        self.mean_, self.components_ = stats["mean"], stats["components"]
+        self.explained_variance_ = stats["explained_variance"]
+        self.explained_variance_ratio_ = stats["explained_variance_ratio"]
+        self.reconstruction_error_ = float(stats["reconstruction_error"])
+        self.n_samples_seen_ = float(stats["n"])
+        self.n_components_ = len(self.components_)
+        self.feature_names_out_ = [f"pc{i}" for i in range(self.n_components_)]

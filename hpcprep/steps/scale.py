@@ -44,6 +44,7 @@ class Scale(Step):
 
     op = "scale"
     needs_fit = True
+    changes_values = True
     methods = ("standard", "minmax", "robust")
     params = {
         "method": Param(str, "standard", choices=methods, doc="scaling method"),
@@ -145,6 +146,15 @@ class Scale(Step):
         if self.method == "robust":
             return {"center": self.center_, "scale": self.scale_, "exact": self.exact_}
         return {"mean": self.mean_, "std": self.scale_, "n": self.n_samples_seen_}
+
+    def set_stats(self, stats):
+        if self.method == "minmax":
+            self.data_min_, self.data_max_ = stats["data_min"], stats["data_max"]
+            self.scale_, self.min_ = stats["scale"], stats["min"]
+        elif self.method == "robust":
+            self.center_, self.scale_, self.exact_ = stats["center"], stats["scale"], stats["exact"]
+        else:
+            self.mean_, self.scale_, self.n_samples_seen_ = stats["mean"], stats["std"], stats["n"]
 
 
 def _finite_min_max(x):

@@ -84,6 +84,7 @@ class Select(Step):
 
     op = "select"
     needs_fit = True
+    changes_values = True
     params = {
         "max_missing": Param(float, 0.5, check=fraction, doc="largest allowed missing fraction"),
         "min_variance": Param(float, 0.0, check=non_negative, doc="drop if variance <= this"),
@@ -136,3 +137,9 @@ class Select(Step):
         return {"keep": self.keep_, "missing_rate": self.missing_rate_, "variance": self.variance_,
                 "corr": self.corr_,
                 "feature_names_in": names_array(self.feature_names_in_)}
+
+    def set_stats(self, stats):
+        self.keep_ = stats["keep"].astype(bool)
+        self.missing_rate_, self.variance_, self.corr_ = (stats["missing_rate"], stats["variance"],
+                                                          stats["corr"])
+        self.feature_names_out_ = [n for n, k in zip(self.feature_names_in_, self.keep_) if k]
