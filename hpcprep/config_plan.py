@@ -25,11 +25,17 @@ def _non_negative_list(value):
 
 def _slowdown(value):
     for key, factor in value.items():
-        if not str(key).isdigit():
-            return f"keys are input rank numbers, got {key!r}"
+        if not _slowdown_rank(key)[1].isdigit():
+            return f"keys are input rank numbers, or w and a writer's number (w0), got {key!r}"
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1 <= factor <= 1e3:
-            return f"factor of input rank {key} must be a number in [1, 1000], got {factor!r}"
+            return f"factor of {key} must be a number in [1, 1000], got {factor!r}"
     return None
+
+
+def _slowdown_rank(key) -> tuple[str, str]:
+    """``("writer", "3")`` for the key ``"w3"``, ``("input rank", "3")`` for ``"3"``."""
+    key = str(key)
+    return ("writer", key[1:]) if key.startswith("w") else ("input rank", key)
 
 
 def _fractions(value):
@@ -42,15 +48,25 @@ def _speeds(value):
         (f"every speed must lie in (0, 1e15], got {v!r}" for v in value if not 0 < v <= SPEED_MAX), None)
 
 
+def _shard_speeds(value):
+    if isinstance(value, str):
+        return None if value == "measured" else 'expected a list of speeds or "measured"'
+    return _speeds(value)
+
+
 PLAN = {
     "balance": Param(str, "equal", choices=("equal", "speeds", "calibrate"),
                      doc="how chunks are given to input ranks: equal rows, by given speeds, or by "
                          "speeds measured in a calibration read"),
     "speeds": Param(list, [], check=_speeds,
                     doc="relative speed of each input rank (overrides the calibration's)"),
-    "shard_speeds": Param(list, [], check=_speeds,
-                          doc="relative speed of each writer rank: shard sizes follow it"),
-    "calibration_rows": Param(int, 65536, check=read_rows, doc="rows each input rank times at start-up"),
+    "shard_speeds": Param((list, str), [], check=_shard_speeds,
+                          doc="relative speed of each writer rank: shard sizes follow it; "
+                              "\"measured\": the writers time a calibration write (shard "
+                              "boundaries then vary from run to run, the rows do not)"),
+    "calibration_rows": Param(int, 65536, check=read_rows,
+                              doc="rows of each calibration read (of each chunk, for 0.3 s) and "
+                                  "of each calibration write (shard_speeds = \"measured\")"),
     "tasks": Param(str, "all", choices=("all", "paths", "files"),
                    doc="what the plan schedules as tasks: all input as one, one per entry of "
                        "input.paths, or one per file"),
@@ -66,7 +82,8 @@ PLAN = {
                                "(default 1: keep all); rows are subsampled by key"),
     "emulate_slowdown": Param(dict, {}, check=_slowdown,
                               doc="benchmarks on one machine: { input rank = factor >= 1 }: that "
-                                  "input rank's reads take factor times as long (it sleeps)"),
+                                  "input rank's reads take factor times as long (it sleeps); "
+                                  "{ wK = factor }: writer K's shard writes"),
     "w1": Param((int, float), 1.0, check=non_negative, doc="objective weight of the makespan"),
     "w2": Param((int, float), 0.0, check=non_negative,
                 doc="objective weight of accuracy (the learning curve of kept fractions)"),
@@ -93,12 +110,14 @@ def check_plan(cfg, n_input, n_writers, total, world_size):
                           "\"calibrate\" (where it overrides the measured speeds)")
     for key, n in (("speeds", n_input), ("shard_speeds", n_writers)):
         speeds = getattr(plan, key)
-        if speeds and len(speeds) != n:   # each speed is range-checked by _speeds
+        if speeds and speeds != "measured" and len(speeds) != n:   # range-checked by _speeds
             raise ConfigError(f"plan.{key} = {speeds}: needs {n} positive speeds")
-    late = [k for k in plan.emulate_slowdown if int(k) >= n_input]
-    if late:
-        raise ConfigError(f"plan.emulate_slowdown.{late[0]}: no input rank {late[0]} "
-                          f"(input ranks 0..{n_input - 1})")
+    for key in plan.emulate_slowdown:
+        what, number = _slowdown_rank(key)
+        n = n_writers if what == "writer" else n_input
+        if int(number) >= n:
+            raise ConfigError(f"plan.emulate_slowdown.{key}: no {what} {number} "
+                              f"({what}s 0..{n - 1})")
     if plan.memory and len(plan.memory) != n_input:
         raise ConfigError(f"plan.memory = {plan.memory}: needs one size per input rank ({n_input})")
     for size in plan.memory:

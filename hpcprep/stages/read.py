@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import itertools
 import time
 from dataclasses import replace
 
@@ -15,26 +17,33 @@ from ..steps import make_step
 from .subsample import SubsampledReader
 
 
-class SlowedReader:
-    """A reader made ``factor`` times slower: after each read it sleeps ``factor - 1`` times the
-    read's time (``plan.emulate_slowdown``: heterogeneous ranks on one machine, for benchmarks)."""
+class Slowed:
+    """An object whose ``method`` takes ``factor`` times as long: after each call it sleeps
+    ``factor - 1`` times the call's time (``plan.emulate_slowdown``: heterogeneous ranks on
+    one machine, for benchmarks). Every other attribute is the wrapped object's."""
 
-    def __init__(self, reader, factor: float):
-        self.reader, self.factor = reader, factor
-
-    def read(self, desc):
-        t0 = time.perf_counter()
-        chunk = self.reader.read(desc)
-        time.sleep((self.factor - 1.0) * (time.perf_counter() - t0))
-        return chunk
+    def __init__(self, inner, factor: float, method: str):
+        self.inner, self.factor, self.method = inner, factor, method
 
     def __getattr__(self, name):
-        return getattr(self.reader, name)
+        attr = getattr(self.inner, name)
+        if name != self.method:
+            return attr
+
+        def call(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = attr(*args, **kwargs)
+            time.sleep((self.factor - 1.0) * (time.perf_counter() - t0))
+            return out
+
+        return call
 
 
-def _slowed(reader, cfg: RunConfig, input_index: int):
-    factor = float(cfg.plan.emulate_slowdown.get(str(input_index), 1.0))
-    return reader if factor == 1.0 else SlowedReader(reader, factor)
+def slowed(obj, cfg: RunConfig, key: str, method: str):
+    """``obj`` slowed as ``plan.emulate_slowdown[key]`` says (``"3"``: input rank 3's reads,
+    ``"w3"``: writer 3's shard writes), or ``obj`` itself."""
+    factor = float(cfg.plan.emulate_slowdown.get(key, 1.0))
+    return obj if factor == 1.0 else Slowed(obj, factor, method)
 
 
 class TimedReader:
@@ -69,7 +78,7 @@ def open_input(ctx, subsample: dict[int, int]) -> ReaderStream | None:
     reader = ChunkReader(cfg.input, plan.feature_dtype, plan.label_dtype,
                          rejects=_input_rejects(ctx), label_classes=plan.label_classes,
                          kept_text=plan.kept_text)
-    reader = TimedReader(_slowed(reader, cfg, index), ctx.clock)
+    reader = TimedReader(slowed(reader, cfg, str(index), "read"), ctx.clock)
     ctx.report["input"] = {"chunks": len(descs), "rows": sum(d.rows for d in descs),
                            "bad_records": reader.bad_samples}
     if subsample:
@@ -128,32 +137,52 @@ def balance_input(ctx) -> dict:
     return report
 
 
-def _calibrate(cfg, plan, input_index: int, min_seconds: float = 0.1) -> float:
-    """Rows per second this input rank reads and converts.
+def _calibrate(cfg, plan, input_index: int, min_seconds: float = 0.3) -> float:
+    """Rows per second this input rank reads and converts, timed on rows not read before.
 
-    Reads (part of) its first chunk again and again for at least ``min_seconds``:
-    shorter timings were too noisy to plan with (docs/assign.md).
+    Reads the first ``plan.calibration_rows`` rows of each chunk in input order,
+    from the first chunk of its equal share on (wrapping around to the first
+    chunk), and times the reads after the first for at least ``min_seconds``.
+    What the timing must not measure (docs/assign.md "Calibration"): the same
+    rows read again came from caches (HDF5's chunk cache, the CPU's) at 3x the
+    rate of the run's reads; and a young process's first reads fault in the
+    memory malloc grows its heap by, so a window of 0.1 s (a handful of reads)
+    weighed them more than the run does and predicted about 1.5x too long.
     """
-    descs = plan.chunks_of(input_index) or plan.chunks[:1]
-    if not descs or descs[0].rows <= 0:
+    probes = [_probe(d, cfg.plan.calibration_rows) for d in _calibration_order(plan, input_index)]
+    if not probes:
         return 1.0
-    d = descs[0]
-    rows = d.rows if d.by_bytes else min(d.rows, cfg.plan.calibration_rows)
-    probe = d if d.by_bytes else replace(d, stop=d.start + rows, rows=rows)
-    reader = _slowed(ChunkReader(cfg.input, plan.feature_dtype, plan.label_dtype,
-                                 label_classes=plan.label_classes, kept_text=plan.kept_text),
-                     cfg, input_index)
+    reader = slowed(ChunkReader(cfg.input, plan.feature_dtype, plan.label_dtype,
+                                label_classes=plan.label_classes, kept_text=plan.kept_text),
+                    cfg, str(input_index), "read")
+    # the last two chunks read stay alive, as in the run (a chunk in flight while the next is read)
+    held = collections.deque(maxlen=2)
     try:
-        reader.read(probe)  # opens the file: not timed
+        held.append(reader.read(probes[0]))   # not timed: opens the file
         done, t0 = 0, time.perf_counter()
-        while True:
-            reader.read(probe)
-            done += rows
+        for k in itertools.count(1):
+            probe = probes[k % len(probes)]
+            held.append(reader.read(probe))
+            done += probe.rows
             elapsed = time.perf_counter() - t0
             if elapsed >= min_seconds:
                 return done / elapsed
     finally:
         reader.close()
+
+
+def _calibration_order(plan, input_index: int) -> list:
+    """The chunks with rows, from this input rank's first one on, then the ones before it."""
+    mine = plan.chunks_of(input_index)
+    first = mine[0].chunk_id if mine else 0   # chunk ids are positions in plan.chunks
+    return [d for d in plan.chunks[first:] + plan.chunks[:first] if d.rows > 0]
+
+
+def _probe(desc, rows: int):
+    """The first ``rows`` rows of a chunk (a chunk of lines is read whole)."""
+    if desc.by_bytes or desc.rows <= rows:
+        return desc
+    return replace(desc, stop=desc.start + rows, rows=rows)
 
 
 def plan_input(cfg: RunConfig, plan, speeds, source: str) -> dict:

@@ -7,7 +7,9 @@ global position, so no rank holds more than a block.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 
 import numpy as np
 
@@ -18,6 +20,7 @@ from ..mpi.agree import root_decides
 from ..mpi.exchange import rounds
 from ..output.shards import ShardWriter
 from ..partition import equal_counts, largest_remainder, offsets
+from .read import slowed
 
 
 def write(ctx, sampled) -> dict | None:
@@ -29,26 +32,76 @@ def write(ctx, sampled) -> dict | None:
     if last.comm is None:
         return None
     with ctx.clock("write"):
+        speeds = measure_writers(ctx, last.comm, sampled.rdt, sampled.names)
         split_names = last.output_names
         if split_names is None:
-            return _write_output(ctx, sampled, 0, "")
-        return {"splits": {name: _write_output(ctx, sampled, i, name + "/")
+            return _write_output(ctx, sampled, 0, "", speeds)
+        return {"splits": {name: _write_output(ctx, sampled, i, name + "/", speeds)
                            for i, name in enumerate(split_names)}}
 
 
-def shard_targets(cfg: RunConfig, writers, total: int, split: bool = False) -> np.ndarray:
+def measure_writers(ctx, writers, rdt, names, min_seconds: float = 0.1) -> list[float] | None:
+    """With ``plan.shard_speeds = "measured"``: rows per second of every writer (collective over
+    ``writers``; also ``report.json``'s ``ranks[i].shard_plan``). None without it, and with
+    ``output.shard_sizes``, which wins: then nothing is measured.
+
+    Each writer writes ``plan.calibration_rows`` rows of zeros (at most a quarter of
+    its memory budget) as a shard of its own into the output's temporary folder,
+    again and again for at least ``min_seconds`` (the first write, which opens
+    HDF5's machinery, is not timed), and removes it.
+    """
+    cfg = ctx.cfg
+    if cfg.plan.shard_speeds != "measured" or cfg.output.shard_sizes:
+        return None
+    p = writers.Get_rank()
+    path = ctx.location.join(f"calibration-{p:05d}.h5")
+    rows = max(1, min(cfg.plan.calibration_rows, ctx.budget // (4 * rdt.itemsize)))
+    records = np.zeros(rows, dtype=rdt)
+    try:
+        _write_shard(ctx, path, records, names, p)   # not timed
+        done, t0 = 0, time.perf_counter()
+        while True:
+            _write_shard(ctx, path, records, names, p)
+            done += rows
+            elapsed = time.perf_counter() - t0
+            if elapsed >= min_seconds:
+                break
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    speeds = writers.allgather(done / elapsed)
+    ctx.report["shard_plan"] = {"speeds_from": "measured", "speeds": speeds}
+    return speeds
+
+
+def _write_shard(ctx, path: str, records: np.ndarray, names, p: int) -> None:
+    """Write ``records`` as a whole shard at ``path`` (writer ``p``'s emulated slowdown applies)."""
+    writer = _shard_writer(ctx, path, len(records), records.dtype, names, p)
+    writer.write_at(0, records)
+    writer.close()
+
+
+def _shard_writer(ctx, path: str, rows: int, rdt, names, p: int):
+    """A :class:`ShardWriter`, its writes slowed as ``plan.emulate_slowdown.w<p>`` says."""
+    return slowed(ShardWriter(path, rows, rdt, names), ctx.cfg, f"w{p}", "write_at")
+
+
+def shard_targets(cfg: RunConfig, writers, total: int, split: bool = False,
+                  measured: list[float] | None = None) -> np.ndarray:
     """Rows of each writer's shard: ``output.shard_sizes`` (exact), by ``plan.shard_speeds``
     (the assignment program; collective over ``writers``), or equal.
 
     With splits the split sizes are known only at run time, so the sizes are
     taken as relative weights and each split is cut in proportion (largest
-    remainder), unless they sum to exactly the split's rows.
+    remainder), unless they sum to exactly the split's rows. ``measured``: the
+    writers' speeds with ``plan.shard_speeds = "measured"`` (:func:`measure_writers`).
     """
     n_writers = writers.Get_size()
     sizes = cfg.output.shard_sizes
     if not sizes and cfg.plan.shard_speeds:
+        speeds = measured if cfg.plan.shard_speeds == "measured" else cfg.plan.shard_speeds
         # rank 0 of the writers solves (hpcprep.assign.solve), every writer follows
-        return np.asarray(root_decides(writers, _shard_rows, total, cfg.plan.shard_speeds,
+        return np.asarray(root_decides(writers, _shard_rows, total, speeds,
                                        job_wide=False), dtype=np.int64)
     if not sizes:
         return equal_counts(total, n_writers)
@@ -80,19 +133,20 @@ def _first_row(comm, rows: int) -> np.ndarray:
     return np.array(comm.allgather(int(start[0]) if comm.Get_rank() else 0), dtype=np.int64)
 
 
-def _write_output(ctx, sampled, i: int, prefix: str) -> dict:
+def _write_output(ctx, sampled, i: int, prefix: str, speeds=None) -> dict:
     """Rebalance output ``i`` of the last layer to the planned shard sizes and write this rank's shard."""
     last, rdt = sampled.layers[-1], sampled.rdt
     comm, p = last.comm, last.comm.Get_rank()
     out = last.outputs[i]
-    offs = offsets(shard_targets(ctx.cfg, comm, last.totals_out[i], split=prefix != ""))
+    offs = offsets(shard_targets(ctx.cfg, comm, last.totals_out[i], split=prefix != "",
+                                 measured=speeds))
     starts = _first_row(comm, out.rows)
     cursor = np.maximum(starts, offs[p]) - offs[p]   # where each source's next row lands here
     if prefix:
         os.makedirs(ctx.location.join(prefix, "shards"), exist_ok=True)
     rel = f"shards/part-{p:05d}.h5"
-    writer = ShardWriter(ctx.location.join(prefix + rel), int(offs[p + 1] - offs[p]), rdt,
-                         sampled.names)
+    writer = _shard_writer(ctx, ctx.location.join(prefix + rel), int(offs[p + 1] - offs[p]), rdt,
+                           sampled.names, p)
     position = int(starts[p])
     for rec in rounds(comm, out.blocks(), np.empty(0, rdt)):
         counts = contiguous_targets(position, len(rec), offs)
