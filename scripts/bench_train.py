@@ -1,7 +1,8 @@
-"""Benchmark: data-parallel training at 2 ranks with a straggler and with transient interference.
+"""Benchmark: data-parallel training at 2 ranks with a straggler, a fixed step cost, transient
+interference; the ordered reduction vs the Allreduce.
 
 Runs ``mpiexec -n 2 python -m hpcprep.train`` on one synthetic dataset (an mlp, so that a
-step is compute-bound), in six configurations, interleaved and repeated:
+step is compute-bound), in ten configurations, interleaved and repeated:
 
 - ``no_straggler``: equal batch sizes, no slowdown;
 - ``equal``: rank 1 emulated 2x slower (``train.emulate_slowdown = {1 = 2.0}``), equal sizes:
@@ -11,7 +12,14 @@ step is compute-bound), in six configurations, interleaved and repeated:
 - ``adaptive``: the same straggler, ``train.balance = "adaptive"`` (rank 0 re-plans from
   measured step times);
 - ``transient_equal`` / ``transient_adaptive``: no straggler, but both ranks are slowed 2-4x
-  for 2-4 steps at random moments (``train.emulate_episodes``, the same episodes for both).
+  for 2-4 steps at random moments (``train.emulate_episodes``, the same episodes for both);
+- ``fixed_ideal`` / ``fixed_adaptive`` / ``fixed_proportional``: rank 1 2x slower *and* paying
+  a fixed cost per step (``train.emulate_step_cost``) as long as computing ``FIXED_SAMPLES``
+  samples at full speed (from a calibration run), so the equal-finish split is [5:1]: given in
+  advance, adaptive with the fitted fixed cost (``rebalance_model = "affine"``, the default), and
+  adaptive with the per-sample model of before (``"proportional"``);
+- ``ordered``: no straggler, ``train.reduce = "ordered"`` (gradients summed along a fixed tree
+  of blocks: the same bits at any rank count), against ``no_straggler`` (one Allreduce).
 
 Ratios are paired within a repetition (configurations run back to back, in an order rotated
 each repetition) and reported as min / median / max over the repetitions (5, 1 with ``quick``). Seconds per epoch are the mean
@@ -40,7 +48,15 @@ RATIOS = {  # name: (numerator, denominator)
     "equal": ("equal", "no_straggler"), "adaptive": ("adaptive", "no_straggler"),
     "ideal": ("ideal", "no_straggler"), "adaptive_vs_ideal": ("adaptive", "ideal"),
     "transient_adaptive_vs_equal": ("transient_adaptive", "transient_equal"),
+    "fixed_adaptive_vs_ideal": ("fixed_adaptive", "fixed_ideal"),
+    "fixed_proportional_vs_ideal": ("fixed_proportional", "fixed_ideal"),
+    "fixed_adaptive_vs_proportional": ("fixed_adaptive", "fixed_proportional"),
+    "ordered_vs_allreduce": ("ordered", "no_straggler"),
 }
+#: The fixed step cost of rank 1 in the fixed_* runs, in samples computed at full speed: with rank 1
+#: 2x slower, b0 = 2 b1 + 1024 and b0 + b1 = 2048 give the split [1707, 341], 5:1.
+FIXED_SAMPLES = 1024
+FIXED_SHARES = [5, 1]
 
 
 def _train(dataset: Path, out: Path, sets: list[str], timeout: int) -> dict:
@@ -63,10 +79,12 @@ def _train(dataset: Path, out: Path, sets: list[str], timeout: int) -> dict:
     return {
         "seconds_per_epoch": mean(lambda e: e["epoch_seconds"]),
         "compute_seconds_max": mean(lambda e: max(e["compute_seconds"])),
+        "reduce_seconds_min": mean(lambda e: min(e["allreduce_seconds"])),
         "allreduce_share": mean(lambda e: e["allreduce_share"]),
         "batch_sizes": bal["sizes"], "replans": len(bal["replans"]),
         "replan_steps": [r["step"] for r in bal["replans"]],
-        "seconds_per_sample": bal.get("seconds_per_sample"),
+        "replan_sizes": [r["new_sizes"] for r in bal["replans"]],
+        "seconds_per_sample": bal.get("seconds_per_sample"), "fixed_s": bal.get("fixed_s"),
         "val_accuracy": epochs[-1]["val_accuracy"], "wall_seconds": wall,
     }
 
@@ -92,13 +110,18 @@ def _toml_list(items: list[dict]) -> str:
     return "[" + ", ".join("{" + ", ".join(f"{k} = {v}" for k, v in it.items()) + "}" for it in items) + "]"
 
 
-def _configs(base: list[str], episodes: list[dict], replan: list[str]) -> dict:
+def _configs(base: list[str], episodes: list[dict], replan: list[str], step_cost: float) -> dict:
     slow = ["emulate_slowdown={1=2.0}"]
     adaptive = ["balance=adaptive", *replan]
     noisy = [f"emulate_episodes={_toml_list(episodes)}"]
+    fixed = slow + [f"emulate_step_cost={{1={step_cost!r}}}"]
     return {"no_straggler": base, "equal": base + slow, "ideal": base + slow + ["shares=[2, 1]"],
             "adaptive": base + slow + adaptive, "transient_equal": base + noisy,
-            "transient_adaptive": base + noisy + adaptive}
+            "transient_adaptive": base + noisy + adaptive,
+            "fixed_ideal": base + fixed + [f"shares={FIXED_SHARES}"],
+            "fixed_adaptive": base + fixed + adaptive,
+            "fixed_proportional": base + fixed + adaptive + ["rebalance_model=proportional"],
+            "ordered": base + ["reduce=ordered"]}
 
 
 def _mmm(values: list[float], unit: str = "") -> dict:
@@ -120,8 +143,12 @@ def run(quick: bool = False) -> dict:
         dataset = make_linear_dataset(tmp / "ds", n=rows, d=d, seed=1, val_fraction=0.1, shards=4)
         base = ["model=mlp", f"hidden={json.dumps(hidden)}", "optimizer=adam", "lr=0.001",
                 f"epochs={epochs}", f"batch_size={batch}", "seed=1", "device=cpu", "checkpoint_every=0"]
+        # calibration: seconds per sample of a rank's compute, for the fixed step cost
+        cal = _train(dataset, tmp / "calibrate", base + ["epochs=2"], timeout=600)
+        per_sample = cal["compute_seconds_max"] / (train_rows / 2)
+        step_cost = round(FIXED_SAMPLES * per_sample, 4)
         configs = _configs(base, episodes, [f"rebalance_every={every}", f"rebalance_window={window}",
-                                            f"rebalance_patience={patience}"])
+                                            f"rebalance_patience={patience}"], step_cost)
         runs = {name: [] for name in configs}
         names = list(configs)
         for rep in range(repeats):   # back to back, rotating order: ratios paired within a repetition
@@ -131,7 +158,15 @@ def run(quick: bool = False) -> dict:
         "quick": quick, "rows": rows, "train_rows": train_rows, "n_features": d, "hidden": hidden,
         "global_batch": batch, "epochs": epochs, "steps": steps, "rebalance_every": every,
         "rebalance_window": window, "rebalance_patience": patience, "ranks": 2, "repeats": repeats, "episodes": episodes,
+        "calibration_seconds_per_sample": per_sample, "fixed_step_cost_s": step_cost,
+        "fixed_samples": FIXED_SAMPLES, "fixed_ideal_sizes": _fixed_ideal(batch),
         "machine": f"{platform.node()} ({os.cpu_count()} cores), Python {platform.python_version()}"})
+
+
+def _fixed_ideal(batch: int) -> list[int]:
+    """The equal-finish split of the fixed_* runs: b0 = 2 b1 + FIXED_SAMPLES, b0 + b1 = batch."""
+    b1 = round((batch - FIXED_SAMPLES) / 3)
+    return [batch - b1, b1]
 
 
 def _summarize(runs: dict, res: dict) -> dict:
@@ -153,6 +188,14 @@ def _summarize(runs: dict, res: dict) -> dict:
     res["ratios"]["rank0_per_sample_ideal_vs_no_straggler"] = _mmm(
         [a["seconds_per_sample"][0] / b["seconds_per_sample"][0]
          for a, b in zip(runs["ideal"], runs["no_straggler"])], "x")
+    # how far each fixed-cost run's final split is from the equal-finish one (rows of rank 1)
+    ideal = res["fixed_ideal_sizes"][1]
+    res["fixed_split_error_rows"] = {name: _mmm([r["batch_sizes"][1] - ideal for r in runs[name]], "rows")
+                                     for name in ("fixed_adaptive", "fixed_proportional")}
+    # the ordered reduction: compute (one loss_grad per block) and reduction seconds per epoch
+    res["ordered_cost"] = {key: {name: _mmm([r[key] for r in runs[name]], "s")
+                                 for name in ("no_straggler", "ordered")}
+                           for key in ("compute_seconds_max", "reduce_seconds_min")}
     return res
 
 
@@ -163,12 +206,17 @@ def _row(label: str, x: dict) -> str:
             f"{last['replans']} | {100 * last['allreduce_share']:.1f}% |")
 
 
+def _mmm_text(x: dict, fmt: str) -> str:
+    return " / ".join(fmt.format(x[k]) for k in ("min", "median", "max"))
+
+
 def markdown(res: dict) -> str:
     r, q = res["results"], res["ratios"]
     f = lambda k: f"{q[k]['min']:.2f} / **{q[k]['median']:.2f}** / {q[k]['max']:.2f}"  # noqa: E731
     cmd = "python scripts/bench_train.py" + (" --quick" if res["quick"] else "")
     lines = [
-        "# Training benchmark: a 2x straggler and transient interference at 2 ranks", "",
+        "# Training benchmark: a 2x straggler, a fixed step cost, transient interference, "
+        "the ordered reduction, at 2 ranks", "",
         f"Made by `{cmd}` on {res['machine']}. mlp {res['hidden']} on {res['train_rows']} training "
         f"rows x {res['n_features']} features, Adam, global batch {res['global_batch']}, {res['epochs']} "
         f"epochs ({res['steps']} steps), `mpiexec -n 2`, one BLAS thread per rank; adaptive: "
@@ -183,6 +231,10 @@ def markdown(res: dict) -> str:
         _row("rank 1 2x slower, adaptive", r["adaptive"]),
         _row("transient interference, equal", r["transient_equal"]),
         _row("transient interference, adaptive", r["transient_adaptive"]),
+        _row(f"rank 1 2x slower + fixed cost, ideal split {res['fixed_ideal_sizes']} given", r["fixed_ideal"]),
+        _row("rank 1 2x slower + fixed cost, adaptive (affine model)", r["fixed_adaptive"]),
+        _row("rank 1 2x slower + fixed cost, adaptive (proportional model, before)", r["fixed_proportional"]),
+        _row("no straggler, reduce = ordered", r["ordered"]),
         "", "| ratio | min / **median** / max |", "|---|---|",
         f"| equal / no straggler | {f('equal')} |", f"| ideal / no straggler | {f('ideal')} |",
         f"| adaptive / no straggler | {f('adaptive')} |",
@@ -191,6 +243,17 @@ def markdown(res: dict) -> str:
         f"| compute-only model of the ideal, (4/3 C + O) / (C + O) | {f('ideal_compute_model')} |",
         f"| rank 0 seconds per sample, ideal run / no-straggler run | "
         f"{f('rank0_per_sample_ideal_vs_no_straggler')} |",
+        f"| **fixed cost: adaptive (affine) / ideal** | {f('fixed_adaptive_vs_ideal')} |",
+        f"| fixed cost: adaptive (proportional, before) / ideal | {f('fixed_proportional_vs_ideal')} |",
+        f"| fixed cost: affine / proportional | {f('fixed_adaptive_vs_proportional')} |",
+        f"| **reduce = ordered / Allreduce** (no straggler) | {f('ordered_vs_allreduce')} |",
+        "", f"Fixed cost: rank 1 sleeps {res['fixed_step_cost_s']:.4f} s per step ({res['fixed_samples']} "
+        f"samples at the calibrated {res['calibration_seconds_per_sample'] * 1e6:.1f} us per sample); "
+        f"final rank-1 rows minus the ideal {res['fixed_ideal_sizes'][1]}: "
+        + "; ".join(f"{k} {_mmm_text(v, '{:+.0f}')}" for k, v in res["fixed_split_error_rows"].items()) + ".",
+        "", "Ordered reduction, seconds per epoch (min / median / max): "
+        + "; ".join(f"{key} {name} {_mmm_text(v, '{:.3f}')}" for key, per in res["ordered_cost"].items()
+                    for name, v in per.items()) + ".",
         "", f"Transient episodes ({len(res['episodes'])}, the same in both runs): "
         + ", ".join(f"r{e['rank']}@{e['start']}x{e['factor']:g}*{e['steps']}" for e in res["episodes"]) + ".",
         "", "Raw numbers:", "", "```json", json.dumps(res, indent=1), "```", ""]

@@ -65,8 +65,11 @@ EXACT_SCRIPT = textwrap.dedent("""
               "emulate_slowdown": {str(n - 1): 3.0}}
     fullbatch = {"model": "logreg", "optimizer": "sgd", "momentum": 0.0, "lr": lr, "epochs": steps,
                  "batch_size": spec["rows"], **replan}
+    ordered = {"reduce": "ordered", "reduce_block": 4}
     for mode, extra in (("shares", {"shares": spec["shares"][str(n)]}), ("adaptive", replan),
-                        ("fullbatch", fullbatch)):
+                        ("fullbatch", fullbatch),
+                        ("ordered-shares", {"shares": spec["shares"][str(n)], **ordered}),
+                        ("ordered-adaptive", {**replan, **ordered})):
         res = train(f"{work}/ds2", {**cfg, **extra}, comm, stream=None)
         out[f"train-{mode}"] = res["params"].tolist()
         out[f"train-{mode}-balance"] = res["balance"]
@@ -117,6 +120,12 @@ def test_full_batch_gd_is_exact_at_any_rank_count(work, n):
     for mode in ("shares", "adaptive"):
         np.testing.assert_allclose(np.array(got[f"train-{mode}"]), ref, rtol=1e-10,
                                    atol=1e-10 * np.abs(ref).max(), err_msg=f"trainer {mode} at {n} ranks")
+    # the ordered reduction: the same bits as one process, whatever the ranks and batch sizes
+    ref = train(work / "ds2", {**TRAIN_CFG, "reduce": "ordered", "reduce_block": 4}, MPI.COMM_SELF,
+                stream=None)["params"]
+    for mode in ("ordered-shares", "ordered-adaptive"):
+        np.testing.assert_array_equal(np.array(got[f"train-{mode}"]), ref, err_msg=f"{mode} at {n} ranks")
+    assert (n == 1) == (not got["train-ordered-adaptive-balance"]["replans"])
     # full-batch gradient descent through the trainer, re-planning the batch sizes after each step
     ref = reference(work, "logreg", 2, [])
     np.testing.assert_allclose(np.array(got["train-fullbatch"]), ref, rtol=1e-10,

@@ -14,23 +14,28 @@ from conftest import mpirun
 from hpcprep.errors import ConfigError
 from hpcprep.train.cli import load_config
 from hpcprep.train.emulate import Emulation, parse_episodes
-from hpcprep.train.replan import RankTimings, ReplanSettings, Replanner, bounded_sizes, share_bounds
+from hpcprep.train.replan import (MIN_GROUP, RankTimings, ReplanSettings, Replanner, bounded_sizes,
+                                  fit_step_time, share_bounds)
 from hpcprep.train.spec import validate_config
 from hpcprep.train.synth import make_linear_dataset
 
 
-def simulate(per_sample, steps, batch=1200, settings=ReplanSettings(every=5, window=10), sizes=None):
-    """Feed every rank's window with ``seconds = b_i * per_sample(rank, step)`` and check every
-    ``settings.every`` steps, as the trainer does; returns (final sizes, re-plan records)."""
+def simulate(per_sample, steps, batch=1200, settings=ReplanSettings(every=5, window=10), sizes=None,
+             fixed=None, granule=1):
+    """Feed every rank's window with ``seconds = a_i + b_i * per_sample(step)[i]`` (``fixed``: the
+    ``a_i``, default 0) and check every ``settings.every`` steps, as the trainer does; returns
+    (final sizes, re-plan records)."""
     n = len(per_sample(0))
     sizes = sizes or [batch // n] * n
-    timings = [RankTimings(settings.window) for _ in range(n)]
-    planner, replans = Replanner(batch, n, settings), []
+    fixed = fixed or [0.0] * n
+    timings = [RankTimings(settings.window, settings.model) for _ in range(n)]
+    planner, replans = Replanner(batch, n, settings, granule), []
     for step in range(steps):
         for r, t in enumerate(timings):
-            t.record(sizes[r], sizes[r] * per_sample(step)[r])
+            t.record(sizes[r], fixed[r] + sizes[r] * per_sample(step)[r])
         if (step + 1) % settings.every == 0:
-            rec = planner.check(step + 1, sizes, [t.report()[0] for t in timings])
+            reports = [t.report() for t in timings]
+            rec = planner.check(step + 1, sizes, [r[0] for r in reports], [r[1] for r in reports])
             if rec is not None:
                 replans.append(rec)
                 sizes = rec["new_sizes"]
@@ -103,12 +108,79 @@ def test_share_bounds_keep_every_rank_measured():
 
 def test_rank_timings_median_and_empty_batches():
     t = RankTimings(3)
-    assert t.report() == (None, None)
+    assert t.report() == (None, 0.0, None)
     for b, s in [(10, 1.0), (0, 0.01), (10, 0.1), (10, 0.2), (10, 0.3)]:
         t.record(b, s)
-    assert t.report() == (pytest.approx(0.02), pytest.approx(0.2))
+    assert t.report() == (pytest.approx(0.02), 0.0, pytest.approx(0.2))
     t.sizes_changed()
-    assert t.report()[1] is None and t.report()[0] == pytest.approx(0.02)
+    assert t.report()[2] is None and t.report()[0] == pytest.approx(0.02)
+
+
+def test_fit_step_time_separates_the_fixed_part():
+    rng = np.random.default_rng(1)
+    steps = [(b, 0.05 + 1e-3 * b * rng.uniform(0.98, 1.02)) for b in [600] * 6 + [300] * 5]
+    steps[2] = (600, 5.0)                                # an episode: one step 8x slower
+    p, a = fit_step_time(steps)
+    assert p == pytest.approx(1e-3, rel=0.05) and a == pytest.approx(0.05, rel=0.1)
+    # the proportional model sees the fixed part as per-sample time, more so at the smaller size
+    assert fit_step_time(steps, "proportional") == (pytest.approx(np.median([t / b for b, t in steps])), 0.0)
+    # one batch size (or too few steps at the second) cannot tell a from p: proportional
+    one = steps[:6] + steps[6:6 + MIN_GROUP - 1]
+    assert fit_step_time(one) == fit_step_time(one, "proportional")
+    # a fit that makes no sense (larger batches faster; a negative fixed part): proportional
+    faster = [(600, 0.3)] * 3 + [(300, 0.4)] * 3
+    assert fit_step_time(faster)[1] == 0.0
+    negative = [(600, 0.5)] * 3 + [(300, 0.2)] * 3
+    assert fit_step_time(negative) == fit_step_time(negative, "proportional")
+    assert fit_step_time([]) == (None, 0.0)
+
+
+def test_fit_step_time_needs_sizes_far_enough_apart_for_the_noise():
+    # +-10% noise on t = b * 1e-3 (no fixed part): sizes 10% apart cannot tell a from p (fitted
+    # anyway, the line through the two medians had a fixed part of about 0.2 s here)
+    rng = np.random.default_rng(3)
+    noisy = lambda b, n: [(b, b * 1e-3 * rng.uniform(0.9, 1.1)) for _ in range(n)]  # noqa: E731
+    close = noisy(600, 8) + noisy(540, 8)
+    assert fit_step_time(close) == fit_step_time(close, "proportional")
+    far = noisy(600, 8) + noisy(200, 8)
+    p, a = fit_step_time(far)
+    assert p == pytest.approx(1e-3, rel=0.25) and a < 0.06
+    # the size before the last change counts as a group, with its error
+    t = RankTimings(8)
+    for b, s in noisy(600, 8):
+        t.record(b, s)
+    t.sizes_changed()
+    for b, s in noisy(200, 8):
+        t.record(b, s)
+    assert t.previous[0] == 600 and t.previous[2] > 0
+    assert t.report()[0] == pytest.approx(1e-3, rel=0.25)
+
+
+def ideal_split(batch, p, a):
+    """Real-valued sizes with equal finish times a_i + b_i p_i (both ranks working)."""
+    level = (batch + sum(ai / pi for ai, pi in zip(a, p))) / sum(1 / pi for pi in p)
+    return [(level - ai) / pi for ai, pi in zip(a, p)]
+
+
+@pytest.mark.parametrize("granule", [1, 8])
+def test_a_fixed_step_cost_is_fitted_and_the_split_equalizes_finish_times(granule):
+    # rank 1 is 2x slower per sample and pays 0.4 s per step: the proportional model reads that
+    # as per-sample time (more so at a smaller batch), re-plans step by step and stops short
+    # once a move gains less than the threshold; the fixed part, fitted from the two batch
+    # sizes seen after the first re-plan, gives the equal-finish split at the next one
+    p, a = [1e-3, 2e-3], [0.0, 0.4]
+    ideal = ideal_split(1200, p, a)                       # [933.3, 266.7]
+    finish = lambda sizes: max(ai + b * pi for b, pi, ai in zip(sizes, p, a))  # noqa: E731
+    sizes, replans = simulate(lambda step: p, 300, fixed=a, granule=granule)
+    assert len(replans) == 2 and all(b % granule == 0 for b in sizes[:-1])
+    assert abs(sizes[1] - ideal[1]) <= granule
+    assert replans[1]["fixed_s"] == pytest.approx(a) and replans[1]["seconds_per_sample"] == pytest.approx(p)
+    assert finish(sizes) <= 1200 / (1 / p[0] + 1 / p[1]) + a[1] / 3 + 2 * granule * p[1]
+    if granule == 1:     # before: per sample only, [916, 284], a step 3.6% longer
+        old, old_replans = simulate(lambda step: p, 300, fixed=a,
+                                    settings=ReplanSettings(every=5, window=10, model="proportional"))
+        assert all(rec["fixed_s"] == [0.0, 0.0] for rec in old_replans)
+        assert old[1] > ideal[1] + 10 and finish(old) > finish(sizes) * 1.03
 
 
 def test_emulated_episodes():
@@ -143,7 +215,7 @@ def test_config_errors_name_the_key(key, value, message):
 
 def test_config_defaults_and_episode_rank_check():
     cfg = load_config(None, ["rebalance_window=7", "emulate_episodes=[{rank=1, factor=3.0, start=2}]"])
-    assert ReplanSettings.from_config(cfg) == ReplanSettings(20, 7, 0.05, 2, 2.0)
+    assert ReplanSettings.from_config(cfg) == ReplanSettings(20, 7, 0.05, 2, 2.0, "affine")
     with pytest.raises(ConfigError, match=r"train.emulate_episodes\[0\].rank = 1: no rank 1"):
         parse_episodes(cfg["emulate_episodes"], size=1)
 
@@ -182,7 +254,7 @@ def test_a_persistent_slowdown_replans_and_is_reported(dataset, tmp_path, monkey
     assert first["new_sizes"] == [90, 30]                  # bounded: at most /2 (the best is [118, 2])
     assert set(first["plan"]) >= {"method", "solver", "status", "solve_time_s", "objective"}
     assert bal["sizes"] == bal["replans"][-1]["new_sizes"] and bal["method"] == "assign"
-    assert len(bal["predicted_step_s"]) == len(bal["measured_step_s"]) == 2
+    assert len(bal["predicted_step_s"]) == len(bal["measured_step_s"]) == len(bal["fixed_s"]) == 2
     assert bal["checks"] == 20 // 5
     # one progress line per re-plan, on rank 0 only; the epoch records hold them too
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("replan at step")]

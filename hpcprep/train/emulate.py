@@ -6,7 +6,9 @@ steps = 3 }]`` makes it four times slower for steps 10, 11 and 12 only
 (transient interference; ``steps = 0``: to the end of the run, a persistent
 change). Steps count from 0 over the whole run. A rank slowed by ``f`` sleeps
 ``(f - 1) ×`` its compute time after computing (:class:`.parallel.DataParallel`);
-factors of overlapping entries multiply.
+factors of overlapping entries multiply. ``train.emulate_step_cost = { 1 = 0.05 }`` adds a fixed
+0.05 s to every step of rank 1 (a per-step cost that does not grow with the batch: a
+slower link, launch latency), slept after the slowdown.
 """
 
 from ..errors import ConfigError
@@ -26,21 +28,37 @@ def _rank_problem(rank: int, size: int | None) -> str | None:
     return None
 
 
-def parse_slowdown(table: dict, size: int | None = None) -> dict[int, float]:
-    """``{"1": 2.0}`` -> ``{1: 2.0}``; checks ranks (when ``size`` is known) and factors >= 1."""
+def _cost_problem(seconds) -> str | None:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < 1e6:
+        return f"{seconds!r}: expected seconds >= 0"
+    return None
+
+
+def _rank_table(table: dict, name: str, value_problem, size: int | None) -> dict[int, float]:
     out = {}
-    for key, factor in table.items():
+    for key, value in table.items():
         try:
             rank = int(key)
         except ValueError:
-            raise ConfigError(f"train.emulate_slowdown.{key}: keys are rank numbers") from None
-        if _factor_problem(factor):
-            raise ConfigError(f"train.emulate_slowdown.{key} = {factor!r}: expected a number >= 1")
+            raise ConfigError(f"train.{name}.{key}: keys are rank numbers") from None
+        problem = value_problem(value)
+        if problem:
+            raise ConfigError(f"train.{name}.{key} = {problem}")
         problem = _rank_problem(rank, size)
         if problem:
-            raise ConfigError(f"train.emulate_slowdown.{key}: {problem}")
-        out[rank] = float(factor)
+            raise ConfigError(f"train.{name}.{key}: {problem}")
+        out[rank] = float(value)
     return out
+
+
+def parse_slowdown(table: dict, size: int | None = None) -> dict[int, float]:
+    """``{"1": 2.0}`` -> ``{1: 2.0}``; checks ranks (when ``size`` is known) and factors >= 1."""
+    return _rank_table(table, "emulate_slowdown", _factor_problem, size)
+
+
+def parse_step_cost(table: dict, size: int | None = None) -> dict[int, float]:
+    """``{"1": 0.05}`` -> ``{1: 0.05}``; checks ranks (when ``size`` is known) and seconds >= 0."""
+    return _rank_table(table, "emulate_step_cost", _cost_problem, size)
 
 
 def _episode(item, where: str, size: int | None) -> tuple[int, float, int, int]:
@@ -72,10 +90,12 @@ def parse_episodes(items: list, size: int | None = None) -> list[tuple[int, floa
 
 
 class Emulation:
-    """The slowdown factor of one rank at each step."""
+    """The slowdown factor of one rank at each step, and its fixed step cost."""
 
-    def __init__(self, rank: int, slowdown: dict[int, float], episodes: list):
+    def __init__(self, rank: int, slowdown: dict[int, float], episodes: list,
+                 step_cost: dict[int, float] | None = None):
         self.base = slowdown.get(rank, 1.0)
+        self.step_cost = (step_cost or {}).get(rank, 0.0)
         self.episodes = [(f, start, steps) for r, f, start, steps in episodes if r == rank]
 
     def factor(self, step: int) -> float:

@@ -8,6 +8,8 @@ the *sum* of its per-sample gradients ``G_i = b_i g_i`` and writes
 total, so every rank gets ``Σ b_i g_i / Σ b_i``: exactly the gradient of the
 global batch, whatever the split. When ``B == 0`` (every rank empty) the step
 does not update; every rank knows ``B``, so every rank takes the same path.
+With ``reduce = "ordered"`` the sums go through :class:`.ordered.OrderedReduce`
+instead of the Allreduce: the same totals, added in an order fixed by the samples.
 
 :class:`AdaptiveComm` is the optional communication-saving mode (local SGD with
 an adaptive averaging interval).
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from mpi4py import MPI
+
+from .ordered import OrderedReduce, to_units
 
 
 def _sync(xp):
@@ -33,7 +37,8 @@ class StepResult:
     total: int              # Σ b_i
     loss_sum: float         # Σ of per-sample losses over the global batch
     compute_s: float        # this rank's forward/backward time (with the emulated slowdown)
-    allreduce_s: float      # time in the Allreduce (including waiting for slower ranks)
+    allreduce_s: float      # time in the reduction (including waiting for slower ranks)
+    busy_s: float           # this rank's time from the end of the last reduction to this one
 
 
 class DataParallel:
@@ -50,11 +55,21 @@ class DataParallel:
         Emulate a slower rank: after computing, sleep ``(slowdown - 1) ×`` the
         compute time. The trainer sets it before each step
         (``train.emulate_slowdown``, ``train.emulate_episodes``: :mod:`.emulate`).
+    granule : int, optional
+        Rows per block of the ordered reduction (``train.reduce = "ordered"``);
+        None: one Allreduce. With a granule, :meth:`step` needs every rank's ``sizes``.
+
+    Attributes
+    ----------
+    step_cost : float
+        Emulated fixed seconds per step (``train.emulate_step_cost``), slept after computing.
     """
 
-    def __init__(self, comm, model, xp=np, slowdown: float = 1.0):
+    def __init__(self, comm, model, xp=np, slowdown: float = 1.0, granule: int | None = None):
         self.comm, self.model, self.xp = comm, model, xp
-        self.slowdown = float(slowdown)
+        self.slowdown, self.step_cost = float(slowdown), 0.0
+        self.ordered = None if granule is None else OrderedReduce(comm, model, granule, xp)
+        self.clock = None       # end of the last reduction (None: measure busy as compute)
         self.size = model.size
         self.buf = xp.zeros(self.size + 2, dtype=xp.float64)
         self.host = self.buf if xp is np else np.zeros(self.size + 2)
@@ -73,27 +88,55 @@ class DataParallel:
             loss = 0.0
         self.buf[self.size] = b
         self.buf[self.size + 1] = loss
+        return self._emulate(t0)
+
+    def _emulate(self, t0: float) -> float:
+        """Seconds since ``t0`` after the emulated slowdown and step cost."""
         _sync(self.xp)
         dt = time.perf_counter() - t0
-        if self.slowdown > 1.0:
-            time.sleep((self.slowdown - 1.0) * dt)
+        if self.slowdown > 1.0 or self.step_cost > 0.0:
+            time.sleep((self.slowdown - 1.0) * dt + self.step_cost)
             dt = time.perf_counter() - t0
         return dt
 
-    def step(self, params, x, y) -> StepResult:
-        """One synchronous step: local gradient sum, one fused Allreduce, global mean.
+    def restart_clock(self) -> None:
+        """Forget the last reduction's end (at an epoch's start: evaluation is not step time)."""
+        self.clock = None
 
-        Collective: every rank of ``comm`` calls it once per step, with ``x``, ``y``
-        possibly empty (0 rows).
-        """
-        compute = self.local(params, x, y)
-        t0 = time.perf_counter()
+    def _allreduce(self) -> None:
         if self.xp is not np:
             self.host[...] = self.buf.get()
         self.comm.Allreduce(MPI.IN_PLACE, self.host, op=MPI.SUM)
+
+    def _ordered(self, params, x, y, sizes) -> tuple[float, object]:
+        """The ordered step's local part: (compute seconds, this rank's tree nodes)."""
+        t0 = time.perf_counter()
+        n_blocks = -(-int(sum(sizes)) // self.ordered.granule)
+        first = int(sum(to_units(sizes, self.ordered.granule)[:self.comm.Get_rank()]))
+        nodes = self.ordered.local(params, x, y, first, n_blocks)
+        return self._emulate(t0), nodes
+
+    def step(self, params, x, y, sizes=None) -> StepResult:
+        """One synchronous step: local gradient sum, one fused reduction, global mean.
+
+        Collective: every rank of ``comm`` calls it once per step, with ``x``, ``y``
+        possibly empty (0 rows); with the ordered reduction, ``sizes`` are every rank's
+        rows of this global batch, cut at block boundaries.
+        """
+        if self.ordered is None:
+            compute = self.local(params, x, y)
+        else:
+            compute, nodes = self._ordered(params, x, y, sizes)
+        t0 = time.perf_counter()
+        busy = compute if self.clock is None else t0 - self.clock
+        if self.ordered is None:
+            self._allreduce()
+        else:
+            self.ordered.reduce(nodes, sizes, self.host)
         if self.xp is not np:
             self.buf[...] = self.xp.asarray(self.host)
-        allreduce = time.perf_counter() - t0
+        self.clock = time.perf_counter()
+        allreduce = self.clock - t0
         self.allreduce_s += allreduce
         self.compute_s += compute
         self.calls += 1
@@ -103,7 +146,7 @@ class DataParallel:
         if total > 0:
             grad = self.buf[:self.size]
             grad /= total
-        return StepResult(grad, total, loss_sum, compute, allreduce)
+        return StepResult(grad, total, loss_sum, compute, allreduce, busy)
 
 
 class AdaptiveComm:

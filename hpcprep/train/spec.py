@@ -3,7 +3,7 @@
 from ..config import seed_check
 from ..errors import ConfigError
 from ..schema import Param, between, fraction, list_of, non_negative, positive, validate_table
-from .emulate import parse_episodes, parse_slowdown
+from .emulate import parse_episodes, parse_slowdown, parse_step_cost
 from .models import MODELS
 
 
@@ -60,10 +60,21 @@ TRAIN_SPEC = {
                                 doc="adaptive: consecutive checks that see a change before a re-plan"),
     "rebalance_max_change": Param(float, 2.0, check=between(1, 1e6, "[1, 1e6]"),
                                   doc="adaptive: one re-plan changes a rank's batch by at most this factor"),
+    "rebalance_model": Param(str, "affine", choices=("affine", "proportional"),
+                             doc="adaptive: a rank's step time, fixed + per sample (fitted once two "
+                                 "batch sizes were seen) or per sample only"),
+    "reduce": Param(str, "allreduce", choices=("allreduce", "ordered"),
+                    doc="gradient sum: one Allreduce (fast), or in an order fixed by the samples "
+                        "(the same bits at any rank count and node layout)"),
+    "reduce_block": Param(int, 0, check=between(0, BATCH_MAX, "[0, 2**31 - 1]"),
+                          doc="ordered: rows per block, the unit of the fixed order and of the "
+                              "batch sizes (0: ceil(batch_size / 64), at least 32)"),
     "shares": Param(list, [], check=_shares,
                     doc="fixed relative per-rank batch shares (default equal; adaptive start)"),
     "emulate_slowdown": Param(dict, {}, check=_problem(parse_slowdown),
                               doc='make ranks slower, e.g. { 1 = 2.0 } (rank 1 takes 2x as long)'),
+    "emulate_step_cost": Param(dict, {}, check=_problem(parse_step_cost),
+                               doc="add fixed seconds to every step of ranks, e.g. { 1 = 0.05 }"),
     "emulate_episodes": Param(list, [],
                               doc="slow ranks for some steps: [{ rank = 1, factor = 4.0, start = 10, "
                                   "steps = 3 }] (steps 0: to the end)"),
@@ -83,6 +94,10 @@ def validate_config(table: dict) -> dict:
     """Validate a ``[train]`` table and fill in defaults (raises ConfigError naming the key)."""
     cfg = validate_table(table, TRAIN_SPEC, "train")
     parse_episodes(cfg["emulate_episodes"])       # its errors name the item's key
-    cfg["emulate_slowdown"] = {str(k): float(v) for k, v in cfg["emulate_slowdown"].items()}
+    for key in ("emulate_slowdown", "emulate_step_cost"):
+        cfg[key] = {str(k): float(v) for k, v in cfg[key].items()}
+    if cfg["reduce"] == "ordered" and cfg["adaptive_comm"]:
+        raise ConfigError("train.reduce = 'ordered' is for the synchronous step; "
+                          "train.adaptive_comm = true averages models with an Allreduce")
     cfg["shares"] = [float(v) for v in cfg["shares"]]
     return cfg

@@ -12,7 +12,8 @@ a rank whose piece is empty still takes part in every Allreduce.
 
 Consequences: the parameters after any number of steps do not depend on the
 number of ranks nor on the per-rank batch sizes (up to floating-point summation
-order), so adaptive batch sizes change the speed of a step, not its result.
+order; with ``reduce = "ordered"`` bit for bit), so adaptive batch sizes change the
+speed of a step, not its result.
 """
 
 import json
@@ -29,12 +30,13 @@ from ..loader import block_ranges, epoch_blocks
 from ..mpi.agree import agreed, root_decides
 from . import checkpoint
 from .balance import Balancer
-from .emulate import Emulation, parse_episodes, parse_slowdown
+from .emulate import Emulation, parse_episodes, parse_slowdown, parse_step_cost
 from .datasets import count_classes, open_train_val
 from .log import TrainLog
 from .metrics import evaluate
 from .models import make_model
 from .optim import make_optimizer
+from .ordered import block_rows
 from .parallel import AdaptiveComm, DataParallel
 from .replan import ReplanSettings, replan_line
 from .spec import validate_config
@@ -112,9 +114,10 @@ class _Run:
         comm.Bcast(host, root=0)
         self.params[...] = xp.asarray(host) if xp is not np else host
         self.opt = make_optimizer(cfg["optimizer"], self.model.size, cfg["lr"], cfg["momentum"], xp)
+        granule = block_rows(cfg["reduce_block"], cfg["batch_size"]) if cfg["reduce"] == "ordered" else None
         self.balancer = Balancer(comm, cfg["batch_size"], cfg["balance"],
-                                 ReplanSettings.from_config(cfg), cfg["shares"])
-        self.dp = DataParallel(comm, self.model, xp)
+                                 ReplanSettings.from_config(cfg), cfg["shares"], granule or 1)
+        self.dp = DataParallel(comm, self.model, xp, granule=granule)
         self.ac = AdaptiveComm(comm, self.model.size, cfg["threshold"], cfg["max_interval"], xp) \
             if cfg["adaptive_comm"] else None
         self.rng = np.random.default_rng(cfg["seed"])
@@ -145,11 +148,11 @@ class _Run:
         self.pref = self.ds.prefetcher(self.xp, np.float64)
 
     def piece(self, blocks, rot, k):
-        """This rank's row ranges of global batch ``k``, and their number of rows."""
+        """This rank's row ranges of global batch ``k``, and every rank's number of rows."""
         start, length = blocks[k]
         sizes = self.balancer.block(length)
         lo = sum(sizes[:self.rank])
-        return block_ranges(start + lo, sizes[self.rank], rot, self.ds.rows), sizes[self.rank]
+        return block_ranges(start + lo, sizes[self.rank], rot, self.ds.rows), sizes
 
     def checkpoint(self, path, epoch: int) -> None:
         checkpoint.save(path, self.comm, model=self.model, params=self.params, optimizer=self.opt,
@@ -185,14 +188,14 @@ def _apply_gradient(run: _Run, g) -> None:
     run.opt.step(run.params, g)
 
 
-def _sync_step(run: _Run, epoch: int, x, y) -> tuple[float, float, int]:
-    """A step with one gradient Allreduce: ``(compute seconds, loss sum, rows)``."""
-    res = run.dp.step(run.params, x, y)
+def _sync_step(run: _Run, epoch: int, x, y, sizes) -> tuple[float, float, int]:
+    """A step with one gradient reduction: ``(busy seconds, loss sum, rows)``."""
+    res = run.dp.step(run.params, x, y, sizes)
     if res.total > 0:
         _stop_unless_finite(run.xp, _where(run, epoch, run.step + 1), res.loss_sum, res.grad,
                             "the gradient")
         _apply_gradient(run, res.grad)
-    return res.compute_s, res.loss_sum, res.total
+    return res.busy_s, res.loss_sum, res.total
 
 
 def _local_step(run: _Run, epoch: int, x, y, b: int, loss_sum) -> float:
@@ -215,20 +218,21 @@ def _epoch_steps(run: _Run, epoch: int, rot, blocks) -> tuple[float, float]:
     loss_sum = np.zeros(2)  # adaptive_comm: local loss sum and samples
     epoch_loss, epoch_seen = 0.0, 0
     for k in range(len(blocks)):
-        ranges, b = run.piece(blocks, rot, k)
+        ranges, sizes = run.piece(blocks, rot, k)
+        b = sizes[run.rank]
         x, y = run.pref.get(ranges)
         if k + 1 < len(blocks):
             run.pref.want(run.piece(blocks, rot, k + 1)[0])
         if y is not None:
             y = y.astype(np.int64, copy=False) if xp is np else y.astype(xp.int64)
-        run.dp.slowdown = run.emulation.factor(run.step)
+        run.dp.slowdown, run.dp.step_cost = run.emulation.factor(run.step), run.emulation.step_cost
         if ac is None:
-            compute, loss, seen = _sync_step(run, epoch, x, y)
+            seconds, loss, seen = _sync_step(run, epoch, x, y, sizes)
             epoch_loss += loss
             epoch_seen += seen
         else:
-            compute = _local_step(run, epoch, x, y, b, loss_sum)
-        run.balancer.record(b, compute)
+            seconds = _local_step(run, epoch, x, y, b, loss_sum)
+        run.balancer.record(b, seconds)
         run.step += 1
         rec = run.balancer.after_step(run.step)
         if rec is not None:
@@ -273,6 +277,7 @@ def _epoch(run: _Run, epoch: int) -> None:
     rot, blocks = epoch_blocks(run.ds.rows, cfg["batch_size"], cfg["seed"], epoch)
     t0 = time.perf_counter()
     c0, a0 = run.dp.compute_s, run.allreduce_s()
+    run.dp.restart_clock()
     loss, seen = _epoch_steps(run, epoch, rot, blocks)
     seconds = time.perf_counter() - t0
     mine = {"compute": run.dp.compute_s - c0, "allreduce": run.allreduce_s() - a0,
@@ -310,7 +315,8 @@ def _checked_config(config: dict, comm) -> tuple[dict, Emulation]:
     try:  # the same config on every rank: the same error on every rank
         cfg = validate_config(config)
         slow = Emulation(comm.Get_rank(), parse_slowdown(cfg["emulate_slowdown"], size),
-                         parse_episodes(cfg["emulate_episodes"], size))
+                         parse_episodes(cfg["emulate_episodes"], size),
+                         parse_step_cost(cfg["emulate_step_cost"], size))
         if cfg["shares"] and len(cfg["shares"]) != size:
             raise ConfigError(f"train.shares has {len(cfg['shares'])} entries for {size} ranks")
     except ConfigError as e:
