@@ -105,14 +105,12 @@ def shard_targets(cfg: RunConfig, writers, total: int, split: bool = False,
                                        job_wide=False), dtype=np.int64)
     if not sizes:
         return equal_counts(total, n_writers)
-    what = (f"output.shard_sizes = {sizes}: needs {n_writers} non-negative sizes "
-            f"(one per rank of the last sampling layer)")
-    if len(sizes) != n_writers or min(sizes) < 0:
-        raise ConfigError(what)
+    # one non-negative size per writer: checked with the config (config._check_shard_sizes)
     if sum(sizes) == total:
         return np.asarray(sizes, dtype=np.int64)
     if not split or sum(sizes) == 0:
-        raise ConfigError(f"{what} summing to {total} rows")
+        raise ConfigError(f"output.shard_sizes = {sizes}: needs {n_writers} non-negative sizes "
+                          f"(one per rank of the last sampling layer) summing to {total} rows")
     w = np.asarray(sizes, dtype=np.float64)
     # shares as (w / sum) * total, not total * w / sum: the same floats, so the same
     # shards as datasets written before (near-ties are decided by the last bit)
