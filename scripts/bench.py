@@ -137,6 +137,15 @@ def bench_env() -> dict:
     return env
 
 
+def compile_package() -> None:
+    """Write hpcprep's bytecode as ``pip install`` does, so every timed process starts as a
+    user's would: an editable install under PYTHONDONTWRITEBYTECODE=1 (these machines)
+    would otherwise compile every module in every process (~0.35 s of CPU each)."""
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "hpcprep"), quiet=1)
+
+
 def mpiexec() -> str:
     here = Path(sys.executable).parent / "mpiexec"
     found = str(here) if here.exists() else shutil.which("mpiexec")
@@ -1130,6 +1139,7 @@ def main(argv=None) -> int:
     unknown = set(cases) - set(ALL_CASES)
     if unknown:
         p.error(f"unknown cases: {', '.join(sorted(unknown))}; known: {', '.join(ALL_CASES)}")
+    compile_package()
     own_workdir = not args.workdir
     if own_workdir:
         args.workdir = tempfile.mkdtemp(prefix="hpcprep-bench-", dir="/tmp" if os.path.isdir("/tmp") else None)

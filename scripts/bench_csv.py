@@ -313,6 +313,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--table", action="store_true", help="print a Markdown table after the JSON")
     args = ap.parse_args(argv)
+    from bench import compile_package
+
+    compile_package()
     report = run(args.quick, args.repeats)
     print(json.dumps(report, indent=2))
     if args.table:

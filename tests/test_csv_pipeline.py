@@ -1,6 +1,7 @@
 """CSV input through the whole pipeline: byte ranges over input ranks, malformed lines counted."""
 
 import json
+import os
 
 import h5py
 import numpy as np
@@ -65,6 +66,16 @@ def test_same_output_for_every_layout(csv_runs):
         got = read_all(work / name)
         for key in ("ids", "features", "labels"):
             assert np.array_equal(got[key], ref[key]), (name, key)
+
+
+def test_arrow_threads_are_the_ranks_share_of_the_cores(csv_runs):
+    work, _ = csv_runs
+    visible = len(os.sched_getaffinity(0))
+    for name, ranks_on_node in (("n1", 1), ("n3", 3)):
+        report = json.loads((work / name / "report.json").read_text())
+        for r in report["ranks"]:
+            if "input" in r["roles"]:
+                assert r["input"]["arrow_threads"] == max(1, visible // ranks_on_node), name
 
 
 def test_values_and_counts_match_a_reference(csv_runs):

@@ -25,6 +25,21 @@ SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".feather": "feather", ".ar
             ".ipc": "feather"}
 
 
+def share_cores(ranks_on_node: int) -> int:
+    """Size Arrow's CPU thread pool to this rank's share of its node's cores.
+
+    Ranks of one node that each parse with a pool of every core slow each other
+    down (measured: CSV at ``-n 2`` on 2 cores, docs/csv.md). A rank the
+    launcher bound to fewer cores than the node has keeps those; otherwise it
+    gets ``cores // ranks_on_node`` (at least 1). Returns the pool size.
+    """
+    visible = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    bound = visible < (os.cpu_count() or visible)
+    threads = max(1, visible if bound else visible // max(1, ranks_on_node))
+    pa.set_cpu_count(threads)
+    return threads
+
+
 def wanted_columns(inp: InputConfig) -> list[str]:
     """The configured columns: features, label, weight, categorical, dates (no duplicates)."""
     cols = list(inp.features) + [c for c in (inp.label, inp.weight) if c] + \

@@ -28,7 +28,7 @@ import numpy as np
 
 from .csv_convert import _Builder, _Columns, _as_bytes, _to_float
 from .csv_records import BAD_FIELD_COUNT
-from .csv_split import _count_blank
+from .csv_split import _count_blank, count_newlines
 
 #: Float literals that Arrow and Python's ``float()`` both read, to the same value.
 FLOAT_SYNTAX = (r"^[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?"
@@ -74,7 +74,7 @@ def parse_arrow(buf: bytes, header, cols: _Columns, delimiter: str, na_values, n
     text = [header[h] for h in cols.cats]
     if set(numeric) & set(text) or not _plain_enough(buf, delimiter):
         return None
-    nlines = buf.count(b"\n")
+    nlines = count_newlines(buf)
     if nlines == 0:
         return None
     read = lambda as_text: _read_table(buf, header, numeric, text, delimiter,  # noqa: E731
@@ -193,7 +193,8 @@ def _arrow_read(buf, header, numeric, text, delimiter, na_values, numeric_type, 
     try:
         table = pacsv.read_csv(
             pa.BufferReader(buf),
-            read_options=pacsv.ReadOptions(column_names=list(header), use_threads=threads),
+            read_options=pacsv.ReadOptions(column_names=list(header),
+                                           use_threads=threads and pa.cpu_count() > 1),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char='"', double_quote=True,
                                              escape_char=False, newlines_in_values=False,
                                              ignore_empty_lines=True, invalid_row_handler=skip),

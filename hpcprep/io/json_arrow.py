@@ -103,7 +103,7 @@ def _read(buf: bytes, keys: list, n_numeric: int):
                        + [(k, pa.string()) for k in keys[n_numeric:]])
     try:
         table = pajson.read_json(
-            pa.BufferReader(buf),
+            pa.BufferReader(buf), read_options=pajson.ReadOptions(use_threads=pa.cpu_count() > 1),
             parse_options=pajson.ParseOptions(explicit_schema=schema, newlines_in_values=False,
                                               unexpected_field_behavior="ignore"))
     except pa.ArrowException:

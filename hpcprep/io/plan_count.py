@@ -74,9 +74,14 @@ def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: InputCo
 def _count_chunk(c: ChunkDesc, inp: InputConfig | None, keep_dir: str | None = None) -> tuple[list, tuple | None]:
     """``[(start, stop, records, lines, first bad record or None)]`` of one line chunk:
     itself, or the pieces of a compressed file; and the entry of its kept text (or None)."""
-    from .csv_split import _read_range, buffer_counts
+    from .csv_split import _read_range, buffer_counts, scan_counts
 
     if not c.compression:
+        if inp is None or inp.on_bad_row != "error":   # only quoted lines need a check
+            quoted = c.format == "csv" and inp is not None
+            scan = scan_counts(c.path, c.start, c.stop, stop_at_quote=quoted)
+            if not scan.has_cr and not (quoted and scan.has_quote):
+                return [(c.start, c.stop, scan.records, scan.lines, None)], None
         raw = _read_range(c.path, c.start, c.stop)   # read once: counted, and checked
         records, lines = buffer_counts(raw)
         return [(c.start, c.stop, records, lines, _check(raw, c, inp))], None

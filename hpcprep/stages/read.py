@@ -81,6 +81,10 @@ def open_input(ctx, subsample: dict[int, int]) -> ReaderStream | None:
     reader = TimedReader(slowed(reader, cfg, str(index), "read"), ctx.clock)
     ctx.report["input"] = {"chunks": len(descs), "rows": sum(d.rows for d in descs),
                            "bad_records": reader.bad_samples}
+    if descs and descs[0].format not in ("hdf5", "npy"):   # parsed or decoded by Arrow
+        from ..io.arrow import share_cores
+
+        ctx.report["input"]["arrow_threads"] = share_cores(ctx.report["device"]["local_size"])
     if subsample:
         reader = SubsampledReader(reader, ctx.seed, subsample, ctx.report["input"])
     stream = ReaderStream(descs, reader, cache=fits and planned <= ctx.budget // 2,

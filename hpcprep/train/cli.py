@@ -16,7 +16,6 @@ import tomllib
 from ..errors import ConfigError
 from ..mpi.agree import root_decides
 from .spec import TRAIN_SPEC, validate_config
-from .trainer import train
 
 
 def parse_set(item: str):
@@ -78,6 +77,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args, comm) -> int:
     """Handle ``hpcprep train`` (collective over ``comm``)."""
+    from .trainer import train   # torch and the loader: only when training
+
     cfg = root_decides(comm, load_config, args.config, args.set)
     train(args.dataset, cfg, comm, out=args.out, resume=args.resume,
           stream=None if args.quiet else sys.stdout)
