@@ -52,8 +52,8 @@ def sort_order(keys: np.ndarray, records: np.ndarray, kernels: Kernels = HOST) -
     ----------
     keys : ndarray of uint64
         Sort keys of the rows.
-    records : structured ndarray
-        The rows (field ``id``, optional field ``c``: copy tag).
+    records : structured ndarray or dict
+        The rows (field ``id``, optional field ``c``: copy tag), or those fields by name.
     kernels : Kernels
         The run's kernels (the keys are sorted on its device).
 
@@ -65,10 +65,27 @@ def sort_order(keys: np.ndarray, records: np.ndarray, kernels: Kernels = HOST) -
     k = keys[order]
     if len(k) > 1 and bool((k[1:] == k[:-1]).any()):
         cols = [records["id"], keys]
-        if "c" in records.dtype.names:
+        if "c" in (records if isinstance(records, dict) else records.dtype.names):
             cols.insert(0, records["c"])
         order = np.lexsort(cols)
     return order
+
+
+def _scatter_sorted(pieces: list, order: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The records of ``pieces`` (consumed) in ``order``, an order of their concatenation.
+
+    Each piece is written once to its rows' places (records viewed as raw bytes,
+    so each is one copy), instead of concatenating the pieces and gathering.
+    """
+    where = np.empty(len(order), np.int64)
+    where[order] = np.arange(len(order))
+    out = np.empty(len(order), dtype)
+    raw, start = out.view(f"V{dtype.itemsize}"), 0
+    while pieces:
+        rec = pieces.pop(0)[0]
+        raw[where[start:start + len(rec)]] = rec.view(raw.dtype)
+        start += len(rec)
+    return out
 
 
 class _Run:
@@ -203,10 +220,10 @@ class RowStore:
             order = sort_order(key, rec, self.kernels)
             return gather_rows(rec, order), key[order]
         key = np.concatenate([p[1] for p in pieces])
-        rec = np.concatenate([p[0] for p in pieces])
-        pieces.clear()
-        order = sort_order(key, rec, self.kernels)
-        return gather_rows(rec, order), key[order]
+        ties = {name: np.concatenate([p[0][name] for p in pieces])
+                for name in ("id", "c") if name in self.dtype.names}
+        order = sort_order(key, ties, self.kernels)
+        return _scatter_sorted(pieces, order, self.dtype), key[order]
 
     def _take_fine(self, lo: int, hi: int):
         """Sorted rows of fine buckets ``lo .. hi`` (released from the store)."""
