@@ -8,7 +8,7 @@ import pytest
 from hpcprep.kernels import (HOST, Kernels, aes_keys, det_log, destination_order, gather_rows,
                              key_order, keyed_hash, moments_of, multiply_add, pack_rows,
                              poisson1_multiplicity, random_keys, repeat_indices, row_hash,
-                             row_words, scale_clip, splitmix64)
+                             row_words, scale_clip, scatter_pieces, splitmix64)
 from hpcprep.kernels.select import POISSON1_THRESHOLDS
 from hpcprep.layers.sample import record_dtype
 
@@ -90,6 +90,21 @@ def test_gather_rows():
     rec = np.zeros(4, dtype=[("a", "<i4"), ("b", "<f8", (2,))])
     rec["a"] = np.arange(4)
     np.testing.assert_array_equal(gather_rows(rec, idx[:3]), rec[[3, 3, 0]])
+
+
+def test_scatter_pieces_is_the_concatenation_in_order():
+    dt = np.dtype([("id", "<i8"), ("x", "<f4", (3,)), ("c", "u1")])
+    rng = np.random.default_rng(0)
+    pieces = []
+    for n in (5, 0, 7, 1):
+        rec = np.zeros(n, dt)
+        rec["id"], rec["x"], rec["c"] = rng.integers(0, 99, n), rng.random((n, 3)), rng.integers(0, 3, n)
+        pieces.append((rec, None))
+    whole = np.concatenate([p[0] for p in pieces])
+    order = rng.permutation(len(whole))
+    got = scatter_pieces(pieces, order, dt)
+    assert pieces == [] and got.dtype == dt
+    assert got.tobytes() == whole[order].tobytes()
 
 
 # ------------------------------------------------------------------ moments

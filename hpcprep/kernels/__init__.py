@@ -10,7 +10,7 @@ from .active import HOST, Kernels
 from .hashing import GOLDEN, key_to_unit, random_keys, splitmix64, stream_base
 from .keyed import keyed_hash
 from .moments import moments_of
-from .pack import gather_rows, pack_rows
+from .pack import gather_rows, pack_rows, scatter_pieces
 from .route import contiguous_targets, destination_order, key_range_owner
 from .rowhash import row_hash, row_words
 from .select import (aes_keys, det_log, global_kth_key, key_order, poisson1_multiplicity,
@@ -19,7 +19,7 @@ from .transform import multiply_add, scale_clip
 
 __all__ = [
     "HOST", "Kernels", "GOLDEN", "key_to_unit", "random_keys", "splitmix64", "stream_base",
-    "keyed_hash", "moments_of", "gather_rows", "pack_rows", "contiguous_targets",
+    "keyed_hash", "moments_of", "gather_rows", "pack_rows", "scatter_pieces", "contiguous_targets",
     "destination_order", "key_range_owner", "row_hash", "row_words", "aes_keys", "det_log",
     "global_kth_key", "key_order", "poisson1_multiplicity", "repeat_indices", "multiply_add",
     "scale_clip",

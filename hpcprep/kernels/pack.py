@@ -98,3 +98,36 @@ def gather_rows(x, idx):
     if is_cupy(xp):
         return xp.ascontiguousarray(xp.take(x, xp.asarray(idx), axis=0))
     return np.take(x, idx, axis=0)
+
+
+def scatter_pieces(pieces: list, order: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The records of ``pieces`` (``(records, ...)`` tuples, consumed) in ``order``.
+
+    ``order`` orders the concatenation of the pieces' records. Each piece is
+    written once to its rows' places (records viewed as raw bytes, so each row
+    is one copy) instead of concatenating the pieces and gathering: one copy
+    of every row less (host arrays).
+
+    Parameters
+    ----------
+    pieces : list of tuple
+        ``(records, ...)``; emptied as the pieces are written.
+    order : ndarray of int64
+        A permutation of ``0 .. total rows``.
+    dtype : numpy dtype
+        The records' dtype.
+
+    Returns
+    -------
+    ndarray
+        ``concatenate(records)[order]``.
+    """
+    where = np.empty(len(order), np.int64)
+    where[order] = np.arange(len(order))
+    out = np.empty(len(order), dtype)
+    raw, start = out.view(f"V{dtype.itemsize}"), 0
+    while pieces:
+        rec = pieces.pop(0)[0]
+        raw[where[start:start + len(rec)]] = rec.view(raw.dtype)
+        start += len(rec)
+    return out

@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from ..kernels.active import HOST, Kernels
-from ..kernels.pack import gather_rows
+from ..kernels.pack import gather_rows, scatter_pieces
 from ..kernels.route import destination_order
 
 #: One fence key per this many rows of a run (at most; small runs get at least 64 fences).
@@ -69,23 +69,6 @@ def sort_order(keys: np.ndarray, records: np.ndarray, kernels: Kernels = HOST) -
             cols.insert(0, records["c"])
         order = np.lexsort(cols)
     return order
-
-
-def _scatter_sorted(pieces: list, order: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """The records of ``pieces`` (consumed) in ``order``, an order of their concatenation.
-
-    Each piece is written once to its rows' places (records viewed as raw bytes,
-    so each is one copy), instead of concatenating the pieces and gathering.
-    """
-    where = np.empty(len(order), np.int64)
-    where[order] = np.arange(len(order))
-    out = np.empty(len(order), dtype)
-    raw, start = out.view(f"V{dtype.itemsize}"), 0
-    while pieces:
-        rec = pieces.pop(0)[0]
-        raw[where[start:start + len(rec)]] = rec.view(raw.dtype)
-        start += len(rec)
-    return out
 
 
 class _Run:
@@ -223,7 +206,7 @@ class RowStore:
         ties = {name: np.concatenate([p[0][name] for p in pieces])
                 for name in ("id", "c") if name in self.dtype.names}
         order = sort_order(key, ties, self.kernels)
-        return _scatter_sorted(pieces, order, self.dtype), key[order]
+        return scatter_pieces(pieces, order, self.dtype), key[order]
 
     def _take_fine(self, lo: int, hi: int):
         """Sorted rows of fine buckets ``lo .. hi`` (released from the store)."""
