@@ -17,6 +17,7 @@ from .csv_records import BAD_NUMBER
 
 _MAX_GATHER = 1 << 26       # bytes of one fixed-width column gather before falling back
 _BLOCK = 64                 # below this many values, a failing bulk conversion goes one by one
+_PIECE = 1 << 16            # bytes per step of not_plain_floats
 
 
 @dataclass
@@ -67,6 +68,25 @@ def _to_float(col: np.ndarray, na: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     _convert_one_by_one(col, np.flatnonzero(odd), out, bad)
     _convert_bisect(col, np.flatnonzero(~odd), out, bad)
     return out, bad
+
+
+def not_plain_floats(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Mask of the strings ``data[offsets[i]:offsets[i + 1]]`` that are empty or hold a byte
+    other than the plain float bytes ``0-9 . e E + -`` (Arrow's string layout)."""
+    odd = offsets[1:] == offsets[:-1]
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    x, m = np.empty(min(hi - lo, _PIECE), np.uint8), np.empty(min(hi - lo, _PIECE), bool)
+    for s in range(lo, hi, _PIECE):   # pieces that stay in cache
+        piece = data[s:min(s + _PIECE, hi)]
+        k = piece.size
+        np.subtract(piece, 43, out=x[:k])   # plain: 43 (+), 45 (-), 46 (.), 48-57, e, E
+        np.greater(x[:k], 14, out=m[:k])
+        m[:k] |= (x[:k] == 1) | (x[:k] == 4)
+        m[:k] &= np.bitwise_or(piece, 32, out=x[:k]) != 101
+        hits = np.flatnonzero(m[:k])
+        if hits.size:   # (in the offsets' dtype: searchsorted would convert them, every time)
+            odd[np.searchsorted(offsets, (hits + s).astype(offsets.dtype), "right") - 1] = True
+    return odd
 
 
 _FLOAT_BYTES = np.zeros(256, bool)

@@ -8,6 +8,7 @@ first bad record of the whole input in file order is raised on every rank.
 import numpy as np
 
 from ..config import InputConfig
+from .csv_records import BadRecord
 from .plan import ChunkDesc, InputPlan
 from .plan_formats import PROBE_RECORDS, _header_of
 
@@ -82,6 +83,9 @@ def _count_chunk(c: ChunkDesc, inp: InputConfig | None, keep_dir: str | None = N
             scan = scan_counts(c.path, c.start, c.stop, stop_at_quote=quoted)
             if not scan.has_cr and not (quoted and scan.has_quote):
                 return [(c.start, c.stop, scan.records, scan.lines, None)], None
+            found = _scan_quoted(c.path, c.start, c.stop, inp.delimiter) if quoted else None
+            if found is not None:
+                return [(c.start, c.stop, *found)], None
         raw = _read_range(c.path, c.start, c.stop)   # read once: counted, and checked
         records, lines = buffer_counts(raw)
         return [(c.start, c.stop, records, lines, _check(raw, c, inp))], None
@@ -103,13 +107,64 @@ def _count_chunk(c: ChunkDesc, inp: InputConfig | None, keep_dir: str | None = N
     return out, (keep.done() if keep is not None else None)
 
 
+def _scan_quoted(path, start: int, end: int, delimiter: str):
+    """``(records, lines, first quoted newline or None)`` of the CSV range ``[start, end)``,
+    as :func:`_count_chunk` finds them in a whole read, but streamed: pieces of whole
+    lines go through one reused buffer (fresh pages of a whole read cost more than
+    the check), each counted and its quotes checked. None if the range holds a ``\\r``
+    (line ends may be CRLF: the caller reads it whole)."""
+    from .csv_split import _SCAN_PIECE, _seek_line_start
+
+    buf = bytearray(min(_SCAN_PIECE, end - start) + 1)   # + 1: a final newline the range lacks
+    is_nl, pair = np.empty(len(buf), bool), np.empty(len(buf), bool)
+    have = lines = blank = 0      # have: bytes of an unfinished line at the front of buf
+    bad = None
+    with open(path, "rb", buffering=0) as f:
+        _seek_line_start(f, path, start)
+        pos = start
+        while pos < end:
+            if have == len(buf) - 1:   # a line longer than the buffer
+                buf = buf + bytearray(len(buf))
+                is_nl, pair = np.empty(len(buf), bool), np.empty(len(buf), bool)
+            k = f.readinto(memoryview(buf)[have:min(len(buf) - 1, have + end - pos)])
+            if k <= 0:
+                raise ValueError(f"{path}: range [{start}, {end}) is past the end of the file")
+            pos, n = pos + k, have + k
+            if pos == end and buf[n - 1] != 10:
+                buf[n], n = 10, n + 1
+            cut = n if pos == end else buf.rfind(b"\n", 0, n) + 1
+            if cut and buf.find(b"\r", 0, cut) >= 0:
+                return None
+            if cut:
+                if bad is None:
+                    bad = _open_quote_piece(buf, cut, delimiter, lines)
+                nl = np.equal(np.frombuffer(buf, np.uint8, count=cut), 10, out=is_nl[:cut])
+                lines += int(np.count_nonzero(nl))
+                blank += int(nl[0]) + int(np.count_nonzero(np.logical_and(
+                    nl[1:], nl[:-1], out=pair[:cut - 1])))
+                buf[:n - cut] = buf[cut:n]
+            have = n - cut
+    return lines - blank, lines, bad
+
+
+def _open_quote_piece(buf: bytearray, cut: int, delimiter: str, before: int):
+    """The first quoted newline of the whole lines ``buf[:cut]`` as a BadRecord whose line
+    counts the ``before`` lines ahead of them, or None."""
+    from .csv_arrow import quotes_well_formed
+
+    if buf.find(b'"', 0, cut) < 0 or quotes_well_formed(buf, delimiter, stop=cut):
+        return None
+    found = _open_quote(bytes(buf[:cut]), delimiter)
+    return None if found is None else BadRecord(before + found.line, found.reason, found.raw)
+
+
 def _check(raw: bytes, c: ChunkDesc, inp: InputConfig | None):
     """The first bad record of the lines ``raw`` to report while counting (see
     :func:`count_csv_chunks`), or None."""
     if inp is None:
         return None
     if c.format == "csv" and inp.on_bad_row != "error":
-        return _open_quote(raw, inp)
+        return _open_quote(raw, inp.delimiter)
     return _first_bad_in(raw, c, inp)
 
 
@@ -171,12 +226,12 @@ def _line_offset(buf: bytes, line: int) -> int:
     return int(np.flatnonzero(np.frombuffer(buf, np.uint8) == 10)[line - 1]) + 1
 
 
-def _open_quote(raw: bytes, inp: InputConfig):
+def _open_quote(raw: bytes, delimiter: str):
     """The first quoted newline of the CSV lines ``raw`` as a BadRecord (relative line), or None."""
     from .csv_parse import open_quote_in
-    from .csv_records import BadRecord, QuotedNewlineError, buffer_lines
+    from .csv_records import QuotedNewlineError, buffer_lines
 
-    line = open_quote_in(raw, inp.delimiter)
+    line = open_quote_in(raw, delimiter)
     if line is None:
         return None
     return BadRecord(line, QuotedNewlineError.reason, buffer_lines(raw, [line])[0])
