@@ -20,7 +20,7 @@ from test_csv_arrow import QUOTED, TEXTS, assert_same, both
 import hpcprep.io.csv_arrow as csv_arrow
 import hpcprep.io.csv_split as csv_split
 from hpcprep.io.csv_records import BAD_FIELD_COUNT, BAD_NUMBER
-from hpcprep.io.csv_split import _read_range, buffer_counts, split_byte_ranges
+from hpcprep.io.csv_split import _normalize, _read_range, buffer_counts, split_byte_ranges
 from hpcprep.io.plan_count import _open_quote, _scan_quoted
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
@@ -63,12 +63,27 @@ def test_streamed_quote_check_counts_and_finds_what_a_whole_read_does(tmp_path, 
                 raw = _read_range(path, start, end)
                 found = _scan_quoted(path, start, end, ",")
                 assert found[:2] == buffer_counts(raw)
+                assert found[3] == csv_arrow.quotes_well_formed(_normalize(raw), ",")
                 want = _open_quote(raw, ",")
                 assert (found[2] is None) == (want is None)
                 if want is not None:
                     assert (found[2].line, found[2].reason, found[2].raw) == \
                         (want.line, want.reason, want.raw)
     assert open_at is None or _scan_quoted(path, *split_byte_ranges(path, 10 ** 6)[0], ",")[2]
+
+
+def test_a_stray_quote_makes_the_chunk_not_plain_and_the_parse_checks_it(tmp_path):
+    from hpcprep.io.csv_parse import parse_buffer
+
+    path = tmp_path / "stray.csv"
+    path.write_text('a,b\n"1",2\nx"y,3\n')
+    start, end = split_byte_ranges(path, 100)[0]
+    records, lines, bad, plain = _scan_quoted(path, start, end, ",")
+    assert (records, lines, bad, plain) == (2, 2, None, False)
+    raw = _read_range(path, start, end)
+    block = parse_buffer(raw, path, header=["a", "b"], features=["b"], categorical=["a"],
+                         first_line=2, quotes_plain=plain)
+    assert block.categorical["a"].tolist() == ["1", 'x"y'] and not block.bad.any()
 
 
 def test_streamed_quote_check_leaves_crlf_to_a_whole_read(tmp_path):

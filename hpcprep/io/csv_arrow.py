@@ -46,7 +46,7 @@ class _NotMissingNaN(Exception):
 
 
 def parse_arrow(buf: bytes, header, cols: _Columns, delimiter: str, na_values, na_s,
-                first_line: int):
+                first_line: int, quotes_plain: bool = False):
     """Parse normalized whole lines ``buf`` (LF line ends, a final newline) with Arrow.
 
     Parameters
@@ -64,6 +64,8 @@ def parse_arrow(buf: bytes, header, cols: _Columns, delimiter: str, na_values, n
         bytes array.
     first_line : int
         Physical line number of the first line of ``buf``.
+    quotes_plain : bool
+        Every ``"`` of ``buf`` is known plain (checked while counting): not checked again.
 
     Returns
     -------
@@ -73,7 +75,7 @@ def parse_arrow(buf: bytes, header, cols: _Columns, delimiter: str, na_values, n
     """
     numeric = [header[h] for h in cols.numeric]
     text = [header[h] for h in cols.cats]
-    if set(numeric) & set(text) or not _plain_enough(buf, delimiter):
+    if set(numeric) & set(text) or not _plain_enough(buf, delimiter, quotes_plain):
         return None
     nlines = count_newlines(buf)
     if nlines == 0:
@@ -110,7 +112,7 @@ def _build(read, cols, nlines, buf, numeric, text, na_s):
     return out, blank
 
 
-def _plain_enough(buf: bytes, delimiter: str) -> bool:
+def _plain_enough(buf: bytes, delimiter: str, quotes_plain: bool = False) -> bool:
     """Whether Arrow splits ``buf`` into the records and fields the csv rules say (docs/csv.md)."""
     if b"\x00" in buf or b"\r" in buf or buf.startswith(_BOM):
         return False
@@ -119,7 +121,7 @@ def _plain_enough(buf: bytes, delimiter: str) -> bool:
             buf.decode("utf-8")
         except UnicodeDecodeError:
             return False
-    return b'"' not in buf or quotes_well_formed(buf, delimiter)
+    return quotes_plain or b'"' not in buf or quotes_well_formed(buf, delimiter)
 
 
 def quotes_well_formed(buf, delimiter: str, stop: int | None = None) -> bool:

@@ -79,11 +79,13 @@ def parse_range(path, start: int, end: int, *, header, features, label=None,
 
 
 def parse_buffer(raw: bytes, path, *, header, features, label=None, categorical=(), weight=None,
-                 delimiter: str = ",", na_values=DEFAULT_NA_VALUES, first_line: int) -> CsvBlock:
+                 delimiter: str = ",", na_values=DEFAULT_NA_VALUES, first_line: int,
+                 quotes_plain: bool = False) -> CsvBlock:
     """:func:`parse_range` of bytes already read (whole lines; ``path`` names errors).
 
     For input that is not a plain byte range of a file, e.g. a piece of a
-    decompressed stream.
+    decompressed stream. ``quotes_plain``: the caller found every ``"`` of ``raw``
+    plain (``ChunkDesc.quotes_plain``), so the Arrow path does not check them again.
     """
     dbyte = _check_delimiter(delimiter)
     cols = _resolve_columns(path, header, features, label, categorical, weight)
@@ -91,7 +93,7 @@ def parse_buffer(raw: bytes, path, *, header, features, label=None, categorical=
     na_s = np.array([v.encode("utf-8") for v in na_values], dtype="S") if len(na_values) \
         else np.array([], "S1")
     buf = _normalize(raw)
-    arrow = parse_arrow(buf, header, cols, delimiter, na_values, na_s, first_line)
+    arrow = parse_arrow(buf, header, cols, delimiter, na_values, na_s, first_line, quotes_plain)
     parts, lines = ([arrow[0]], [arrow[1]]) if arrow is not None else \
         _parse_pieces(path, buf, first_line, cols, dbyte, delimiter, na_s, na_u)
     if len(parts) == 1:

@@ -35,6 +35,8 @@ class ChunkDesc:
     number of the chunk's first line (CSV: header = 1; JSON lines: first = 1).
     ``compression`` is ``""`` or the codec of a compressed file; such a file is
     planned as one chunk and cut into pieces of ``chunk_rows`` lines when counted.
+    ``quotes_plain``: the counting pass found every ``"`` of a CSV chunk plain
+    (:func:`~hpcprep.io.csv_arrow.quotes_well_formed`), so its parse skips that check.
     """
 
     chunk_id: int
@@ -47,6 +49,7 @@ class ChunkDesc:
     rows: int
     first_line: int = 0
     compression: str = ""
+    quotes_plain: bool = False
 
     @property
     def by_bytes(self) -> bool:

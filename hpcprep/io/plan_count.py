@@ -51,11 +51,13 @@ def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: InputCo
     next_id, line, file_rows, first_bad = 0, {}, [0] * len(plan.files), None
     chunks, ends = [], []
     for c in plan.chunks:
-        for start, stop, records, lines, bad in counts.get(c.chunk_id, [(c.start, c.stop, c.rows, 0, None)]):
+        for start, stop, records, lines, bad, plain in counts.get(
+                c.chunk_id, [(c.start, c.stop, c.rows, 0, None, c.quotes_plain)]):
             first_line = line.get(c.file_index, 2 if c.format == "csv" else 1)
             line[c.file_index] = first_line + lines
             chunks.append(replace(c, chunk_id=len(chunks), start=start, stop=stop, rows=records,
-                                  first_id=next_id, first_line=first_line if c.by_bytes else 0))
+                                  first_id=next_id, first_line=first_line if c.by_bytes else 0,
+                                  quotes_plain=plain))
             file_rows[c.file_index] += records
             next_id += records
             if bad is not None and first_bad is None:
@@ -73,8 +75,10 @@ def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: InputCo
 
 
 def _count_chunk(c: ChunkDesc, inp: InputConfig | None, keep_dir: str | None = None) -> tuple[list, tuple | None]:
-    """``[(start, stop, records, lines, first bad record or None)]`` of one line chunk:
-    itself, or the pieces of a compressed file; and the entry of its kept text (or None)."""
+    """``[(start, stop, records, lines, first bad record or None, quotes plain)]`` of one line
+    chunk: itself, or the pieces of a compressed file; and the entry of its kept text (or None).
+    "quotes plain": every ``"`` of the range was found plain while counting (then the
+    parse need not check them again); False where unknown."""
     from .csv_split import _read_range, buffer_counts, scan_counts
 
     if not c.compression:
@@ -82,13 +86,13 @@ def _count_chunk(c: ChunkDesc, inp: InputConfig | None, keep_dir: str | None = N
             quoted = c.format == "csv" and inp is not None
             scan = scan_counts(c.path, c.start, c.stop, stop_at_quote=quoted)
             if not scan.has_cr and not (quoted and scan.has_quote):
-                return [(c.start, c.stop, scan.records, scan.lines, None)], None
+                return [(c.start, c.stop, scan.records, scan.lines, None, True)], None
             found = _scan_quoted(c.path, c.start, c.stop, inp.delimiter) if quoted else None
             if found is not None:
                 return [(c.start, c.stop, *found)], None
         raw = _read_range(c.path, c.start, c.stop)   # read once: counted, and checked
         records, lines = buffer_counts(raw)
-        return [(c.start, c.stop, records, lines, _check(raw, c, inp))], None
+        return [(c.start, c.stop, records, lines, _check(raw, c, inp), False)], None
     from .lines import Decompressed, KeptText, pieces
 
     out, stream = [], Decompressed(c.path, c.compression)
@@ -97,7 +101,7 @@ def _count_chunk(c: ChunkDesc, inp: InputConfig | None, keep_dir: str | None = N
         for p, buf in pieces(stream, c.start, inp.chunk_rows if inp else PROBE_RECORDS):
             if keep is not None:
                 keep.write(buf)
-            out.append((p.start, p.stop, p.records, p.lines, _check(buf, c, inp)))
+            out.append((p.start, p.stop, p.records, p.lines, _check(buf, c, inp), False))
     except BaseException:
         if keep is not None:
             keep.discard()
@@ -108,7 +112,7 @@ def _count_chunk(c: ChunkDesc, inp: InputConfig | None, keep_dir: str | None = N
 
 
 def _scan_quoted(path, start: int, end: int, delimiter: str):
-    """``(records, lines, first quoted newline or None)`` of the CSV range ``[start, end)``,
+    """``(records, lines, first quoted newline or None, quotes plain)`` of the CSV range ``[start, end)``,
     as :func:`_count_chunk` finds them in a whole read, but streamed: pieces of whole
     lines go through one reused buffer (fresh pages of a whole read cost more than
     the check), each counted and its quotes checked. None if the range holds a ``\\r``
@@ -118,7 +122,7 @@ def _scan_quoted(path, start: int, end: int, delimiter: str):
     buf = bytearray(min(_SCAN_PIECE, end - start) + 1)   # + 1: a final newline the range lacks
     is_nl, pair = np.empty(len(buf), bool), np.empty(len(buf), bool)
     have = lines = blank = 0      # have: bytes of an unfinished line at the front of buf
-    bad = None
+    bad, plain = None, True
     with open(path, "rb", buffering=0) as f:
         _seek_line_start(f, path, start)
         pos = start
@@ -137,25 +141,27 @@ def _scan_quoted(path, start: int, end: int, delimiter: str):
                 return None
             if cut:
                 if bad is None:
-                    bad = _open_quote_piece(buf, cut, delimiter, lines)
+                    bad, ok = _open_quote_piece(buf, cut, delimiter, lines)
+                    plain = plain and ok
                 nl = np.equal(np.frombuffer(buf, np.uint8, count=cut), 10, out=is_nl[:cut])
                 lines += int(np.count_nonzero(nl))
                 blank += int(nl[0]) + int(np.count_nonzero(np.logical_and(
                     nl[1:], nl[:-1], out=pair[:cut - 1])))
                 buf[:n - cut] = buf[cut:n]
             have = n - cut
-    return lines - blank, lines, bad
+    return lines - blank, lines, bad, plain
 
 
 def _open_quote_piece(buf: bytearray, cut: int, delimiter: str, before: int):
     """The first quoted newline of the whole lines ``buf[:cut]`` as a BadRecord whose line
-    counts the ``before`` lines ahead of them, or None."""
+    counts the ``before`` lines ahead of them (or None), and whether every quote there
+    is plain (:func:`~hpcprep.io.csv_arrow.quotes_well_formed`)."""
     from .csv_arrow import quotes_well_formed
 
     if buf.find(b'"', 0, cut) < 0 or quotes_well_formed(buf, delimiter, stop=cut):
-        return None
+        return None, True
     found = _open_quote(bytes(buf[:cut]), delimiter)
-    return None if found is None else BadRecord(before + found.line, found.reason, found.raw)
+    return (None if found is None else BadRecord(before + found.line, found.reason, found.raw)), False
 
 
 def _check(raw: bytes, c: ChunkDesc, inp: InputConfig | None):

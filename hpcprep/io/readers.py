@@ -208,8 +208,8 @@ class ChunkReader:
             return parse_json_lines(raw, desc.path, **kw)
         from .csv_parse import parse_buffer
 
-        return parse_buffer(raw, desc.path, header=self._header(desc),
-                            delimiter=self.inp.delimiter, **kw)
+        return parse_buffer(raw, desc.path, header=self._header(desc), delimiter=self.inp.delimiter,
+                            quotes_plain=desc.quotes_plain, **kw)
 
     def _read_lines(self, desc: ChunkDesc) -> Chunk:
         """Parse a CSV or JSON lines chunk; bad records are dropped and counted, or raise (on_bad_row)."""
