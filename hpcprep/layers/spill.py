@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from ..heap import release_free_memory
 from ..kernels.active import HOST, Kernels
 from ..kernels.pack import gather_rows, scatter_pieces
 from ..kernels.route import destination_order
@@ -282,6 +283,7 @@ class RowStore:
                 acc += int(sizes[hi])
                 hi += 1
             got = self._take_fine(lo, hi)
+            release_free_memory()   # the pieces just freed: else RSS keeps them (hpcprep.heap)
             lo = hi
             if got is not None:
                 yielded = True
@@ -300,21 +302,15 @@ class RowStore:
         target = max(1, int(bucket_bytes) // (self.dtype.itemsize + 8))
         lows = [0] * len(runs)
         for b in _bucket_bounds(runs, target) + [None]:
-            pieces_r, pieces_k = [], []
+            pieces = []
             for i, run in enumerate(runs):
                 hi = run.n if b is None else run.position(b)
                 r, k = run.read(lows[i], hi)
                 lows[i] = hi
                 if len(r):
-                    pieces_r.append(r)
-                    pieces_k.append(k)
-            if not pieces_r:
-                continue
-            rec = np.concatenate(pieces_r) if len(pieces_r) > 1 else pieces_r[0]
-            key = np.concatenate(pieces_k) if len(pieces_k) > 1 else pieces_k[0]
-            del pieces_r, pieces_k
-            order = sort_order(key, rec, self.kernels)
-            yield gather_rows(rec, order), key[order]
+                    pieces.append((r, k))
+            if pieces:
+                yield self._sort_pieces(pieces)
         for run in runs:
             run.remove()
         self.rows = 0
