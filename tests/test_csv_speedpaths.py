@@ -133,3 +133,27 @@ PLAIN = st.text(alphabet="0123456789.eE+-", max_size=7)
 def test_plain_looking_numbers_convert_as_in_the_hand_written_parser(rows):
     shipped, hand, _ = both("".join(",".join(r) + "\n" for r in rows).encode())
     assert_same(shipped, hand)
+
+
+@pytest.mark.parametrize("read_bytes", [1, 7, 64, 1 << 22])
+def test_pieces_of_a_compressed_file_hold_chunk_lines_lines_each(tmp_path, read_bytes):
+    import gzip
+
+    import hpcprep.io.lines as lines
+
+    rng = np.random.default_rng(read_bytes)
+    parts = [b"1,2\n", b"\n", b"x", b"3\r\n", b"44,5\n"]
+    text = b"a,b\n" + b"".join(parts[i] for i in rng.integers(0, len(parts), 300)) + b"9,9"
+    path = tmp_path / "in.csv.gz"
+    path.write_bytes(gzip.compress(text))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lines, "_READ", read_bytes)
+        for chunk_lines in (1, 3, 50, 10_000):
+            stream = lines.Decompressed(str(path), lines.compression_of(str(path)))
+            got = list(lines.pieces(stream, 4, chunk_lines))
+            stream.close()
+            assert b"".join(body for _, body in got) == text[4:]
+            for p, body in got:
+                assert text[p.start:p.stop] == body
+                assert (p.records, p.lines) == buffer_counts(body)
+            assert all(body.count(b"\n") == chunk_lines for _, body in got[:-1])

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import DataError
 from .csv_records import BAD_DATE, BAD_ENCODING, BAD_NONE, BAD_NUMBER, BAD_REASONS, CsvBlock
-from .csv_split import _count_blank, _normalize
+from .csv_split import _count_blank, _normalize, count_newlines
 
 #: Compression of a file, by its last suffix.
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd", ".xz": "xz"}
@@ -150,21 +150,26 @@ def pieces(stream: Decompressed, data_start: int, chunk_lines: int):
     stream.range(0, data_start)
     at, carry = data_start, b""
     while True:
-        buf, eof = carry, False
-        while buf.count(b"\n") < chunk_lines:
+        parts, have, eof = [carry], count_newlines(carry), False
+        while have < chunk_lines:   # each part counted once, joined once
             more = stream.read(_READ)
             if not more:
                 eof = True
                 break
-            buf += more
+            parts.append(more)
+            have += count_newlines(more)
+        buf = b"".join(parts)
         if eof:
             body, carry = buf, b""
-        else:
-            cut = int(np.flatnonzero(np.frombuffer(buf, np.uint8) == 10)[chunk_lines - 1]) + 1
+        else:   # the chunk_lines-th newline is in the last part
+            last = np.flatnonzero(np.frombuffer(parts[-1], np.uint8) == 10)
+            before = have - len(last)
+            cut = len(buf) - len(parts[-1]) + int(last[chunk_lines - before - 1]) + 1
             body, carry = buf[:cut], buf[cut:]
+        del parts
         if body:
             nbuf = _normalize(body)
-            lines = nbuf.count(b"\n")
+            lines = count_newlines(nbuf)
             yield Piece(at, at + len(body), lines - _count_blank(nbuf), lines), body
             at += len(body)
         if eof:
