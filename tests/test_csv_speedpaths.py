@@ -2,7 +2,7 @@
 
 - ``quotes_well_formed`` checks a block in pieces of whole lines: the answer is
   the same for every piece size, and is the conjunction of its lines.
-- The counting pass streams a range with quotes (``_scan_quoted``): counts and
+- The counting pass streams a range with quotes (``_scan_range``): counts and
   the first quoted newline equal those of a whole read, for every buffer size.
 - Arrow's skipped rows (a wrong field count) are numbered by their text when a
   threaded read leaves them unnumbered (``_number_skipped``), as a read in one
@@ -21,7 +21,7 @@ import hpcprep.io.csv_arrow as csv_arrow
 import hpcprep.io.csv_split as csv_split
 from hpcprep.io.csv_records import BAD_FIELD_COUNT, BAD_NUMBER
 from hpcprep.io.csv_split import _normalize, _read_range, buffer_counts, split_byte_ranges
-from hpcprep.io.plan_count import _open_quote, _scan_quoted
+from hpcprep.io.plan_count import _open_quote, _scan_range
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -61,7 +61,7 @@ def test_streamed_quote_check_counts_and_finds_what_a_whole_read_does(tmp_path, 
             mp.setattr(csv_split, "_SCAN_PIECE", piece)
             for start, end in split_byte_ranges(path, 3000) + split_byte_ranges(path, 10 ** 6):
                 raw = _read_range(path, start, end)
-                found = _scan_quoted(path, start, end, ",")
+                found = _scan_range(path, start, end, ",")
                 assert found[:2] == buffer_counts(raw)
                 assert found[3] == csv_arrow.quotes_well_formed(_normalize(raw), ",")
                 want = _open_quote(raw, ",")
@@ -69,7 +69,7 @@ def test_streamed_quote_check_counts_and_finds_what_a_whole_read_does(tmp_path, 
                 if want is not None:
                     assert (found[2].line, found[2].reason, found[2].raw) == \
                         (want.line, want.reason, want.raw)
-    assert open_at is None or _scan_quoted(path, *split_byte_ranges(path, 10 ** 6)[0], ",")[2]
+    assert open_at is None or _scan_range(path, *split_byte_ranges(path, 10 ** 6)[0], ",")[2]
 
 
 def test_a_stray_quote_makes_the_chunk_not_plain_and_the_parse_checks_it(tmp_path):
@@ -78,7 +78,7 @@ def test_a_stray_quote_makes_the_chunk_not_plain_and_the_parse_checks_it(tmp_pat
     path = tmp_path / "stray.csv"
     path.write_text('a,b\n"1",2\nx"y,3\n')
     start, end = split_byte_ranges(path, 100)[0]
-    records, lines, bad, plain = _scan_quoted(path, start, end, ",")
+    records, lines, bad, plain = _scan_range(path, start, end, ",")
     assert (records, lines, bad, plain) == (2, 2, None, False)
     raw = _read_range(path, start, end)
     block = parse_buffer(raw, path, header=["a", "b"], features=["b"], categorical=["a"],
@@ -89,7 +89,7 @@ def test_a_stray_quote_makes_the_chunk_not_plain_and_the_parse_checks_it(tmp_pat
 def test_streamed_quote_check_leaves_crlf_to_a_whole_read(tmp_path):
     path = tmp_path / "crlf.csv"
     path.write_bytes(b'a,b\r\n"1","2"\r\n')
-    assert _scan_quoted(path, *split_byte_ranges(path, 100)[0], ",") is None
+    assert _scan_range(path, *split_byte_ranges(path, 100)[0], ",") is None
 
 
 def _skipped_in_one_thread(buf):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv as _pycsv
 import os
-from typing import NamedTuple
 
 import numpy as np
 
@@ -19,7 +18,7 @@ from ..errors import DataError
 
 QUOTE = '"'
 _WINDOW = 1 << 16           # bytes read around each cut by split_byte_ranges
-_SCAN_PIECE = 1 << 22       # bytes per read of scan_counts (fits in cache)
+_SCAN_PIECE = 1 << 22       # bytes per streamed read or count (fits in cache)
 
 
 # --------------------------------------------------------------------------- header
@@ -237,52 +236,6 @@ def count_newlines(buf) -> int:
         piece = arr[s:s + _SCAN_PIECE]
         total += int(np.count_nonzero(np.equal(piece, 10, out=is_nl[:len(piece)])))
     return total
-
-
-class RangeScan(NamedTuple):
-    """What one streaming pass over a byte range found (:func:`scan_counts`)."""
-
-    records: int       # as buffer_counts, valid only when has_cr is False
-    lines: int
-    has_quote: bool    # a '"' somewhere in the range
-    has_cr: bool       # a '\r': line ends may be CRLF, the counts need _normalize
-
-
-def scan_counts(path, start: int, end: int, piece: int = _SCAN_PIECE,
-                stop_at_quote: bool = False) -> RangeScan:
-    """Count the records and lines of a byte range without holding it.
-
-    Reads ``[start, end)`` in pieces into one reused buffer: fresh pages of a
-    whole-range read cost more than the count on these machines. The counts
-    equal :func:`buffer_counts` of the range when ``has_cr`` is False; a caller
-    that needs the quoted lines checked, or finds a ``\r``, reads the range
-    whole instead. With ``stop_at_quote`` it stops at the first piece with a
-    ``"`` (counts -1): a caller that must then read the range whole wastes one piece.
-    """
-    if start == end:
-        return RangeScan(0, 0, False, False)
-    buf = bytearray(min(piece, end - start))
-    view, arr = memoryview(buf), np.frombuffer(buf, np.uint8)
-    is_nl = np.empty(len(buf), bool)
-    lines = blank = 0
-    after_nl, quote, cr, last = True, False, False, 10
-    with open(path, "rb", buffering=0) as f:
-        _seek_line_start(f, path, start)
-        pos = start
-        while pos < end:
-            k = f.readinto(view[:min(len(buf), end - pos)])
-            if k <= 0:
-                raise ValueError(f"{os.fspath(path)}: range [{start}, {end}) is past the end of the file")
-            nl = np.equal(arr[:k], 10, out=is_nl[:k])
-            lines += int(np.count_nonzero(nl))
-            blank += int(after_nl and nl[0]) + int(np.count_nonzero(nl[1:] & nl[:-1]))
-            quote = quote or buf.find(b'"', 0, k) >= 0
-            cr = cr or buf.find(b"\r", 0, k) >= 0
-            if quote and stop_at_quote:
-                return RangeScan(-1, -1, True, cr)
-            after_nl, last, pos = bool(nl[k - 1]), buf[k - 1], pos + k
-    lines += last != 10   # _normalize's final newline
-    return RangeScan(lines - blank, lines, quote, cr)
 
 
 def count_records(path, start: int, end: int) -> int:

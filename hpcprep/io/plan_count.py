@@ -79,15 +79,12 @@ def _count_chunk(c: ChunkDesc, inp: InputConfig | None, keep_dir: str | None = N
     chunk: itself, or the pieces of a compressed file; and the entry of its kept text (or None).
     "quotes plain": every ``"`` of the range was found plain while counting (then the
     parse need not check them again); False where unknown."""
-    from .csv_split import _read_range, buffer_counts, scan_counts
+    from .csv_split import _read_range, buffer_counts
 
     if not c.compression:
         if inp is None or inp.on_bad_row != "error":   # only quoted lines need a check
             quoted = c.format == "csv" and inp is not None
-            scan = scan_counts(c.path, c.start, c.stop, stop_at_quote=quoted)
-            if not scan.has_cr and not (quoted and scan.has_quote):
-                return [(c.start, c.stop, scan.records, scan.lines, None, True)], None
-            found = _scan_quoted(c.path, c.start, c.stop, inp.delimiter) if quoted else None
+            found = _scan_range(c.path, c.start, c.stop, inp.delimiter if quoted else None)
             if found is not None:
                 return [(c.start, c.stop, *found)], None
         raw = _read_range(c.path, c.start, c.stop)   # read once: counted, and checked
@@ -111,12 +108,13 @@ def _count_chunk(c: ChunkDesc, inp: InputConfig | None, keep_dir: str | None = N
     return out, (keep.done() if keep is not None else None)
 
 
-def _scan_quoted(path, start: int, end: int, delimiter: str):
-    """``(records, lines, first quoted newline or None, quotes plain)`` of the CSV range ``[start, end)``,
+def _scan_range(path, start: int, end: int, delimiter: str | None):
+    """``(records, lines, first quoted newline or None, quotes plain)`` of the range ``[start, end)``,
     as :func:`_count_chunk` finds them in a whole read, but streamed: pieces of whole
     lines go through one reused buffer (fresh pages of a whole read cost more than
-    the check), each counted and its quotes checked. None if the range holds a ``\\r``
-    (line ends may be CRLF: the caller reads it whole)."""
+    the count), each counted and, with a CSV ``delimiter`` (None: no quotes to
+    check), its quotes checked. None if the range holds a ``\\r`` (line ends may be
+    CRLF: the caller reads it whole)."""
     from .csv_split import _SCAN_PIECE, _seek_line_start
 
     buf = bytearray(min(_SCAN_PIECE, end - start) + 1)   # + 1: a final newline the range lacks
@@ -140,7 +138,7 @@ def _scan_quoted(path, start: int, end: int, delimiter: str):
             if cut and buf.find(b"\r", 0, cut) >= 0:
                 return None
             if cut:
-                if bad is None:
+                if bad is None and delimiter is not None:
                     bad, ok = _open_quote_piece(buf, cut, delimiter, lines)
                     plain = plain and ok
                 nl = np.equal(np.frombuffer(buf, np.uint8, count=cut), 10, out=is_nl[:cut])
