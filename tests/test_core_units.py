@@ -118,7 +118,8 @@ def test_route_chunk_packs_what_route_would(n_parts):
         sl.bind(["a", "b", "c"], rdt)
         return sl
 
-    packed, counts = layer().route_chunk(chunk, n_parts)
+    packed, counts, own = layer().route_chunk(chunk, n_parts)
+    assert own is None
     routed, counts2 = layer().route(chunk_to_records(chunk, rdt), n_parts)
     assert packed.dtype == rdt and np.array_equal(packed, routed)
     assert counts.tolist() == counts2.tolist() and counts.dtype == np.int64
@@ -128,3 +129,13 @@ def test_route_chunk_packs_what_route_would(n_parts):
     assert np.array_equal(packed["x"], chunk.features[order].astype(np.float32))
     assert np.array_equal(packed["k"], chunk.extras[CODES][order]) and (packed["c"] == 0).all()
     assert counts.tolist() == np.bincount(fine // FINE_PER_RANK, minlength=n_parts).tolist()
+    # this rank's own rows packed apart, one array per fine range: its section cut out of the send buffer
+    own_part = n_parts // 2
+    others, counts3, own = layer().route_chunk(chunk, n_parts, own_part)
+    lo = int(counts[:own_part].sum())
+    hi = lo + int(counts[own_part])
+    assert counts3.tolist() == counts.tolist() and all(p.base is None for p in own)
+    mine = fine[(fine // FINE_PER_RANK) == own_part]
+    assert [len(p) for p in own] == [c for c in np.bincount(mine).tolist() if c]
+    assert np.array_equal(np.concatenate(own), packed[lo:hi])
+    assert np.array_equal(others, np.concatenate((packed[:lo], packed[hi:])))

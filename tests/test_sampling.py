@@ -194,6 +194,29 @@ def test_row_store_buckets_give_the_sorted_sequence(tmp_path, limit):
     assert list(tmp_path.iterdir()) == []
 
 
+
+@pytest.mark.parametrize("limit", [1 << 30, 20_000])
+def test_row_store_keeps_handed_over_buffers_as_views(tmp_path, limit):
+    """``owned`` pieces are cut by slicing, not copied, and sort exactly as copied pieces do."""
+    rec = records(6000)
+    keys = np.sort(random_keys(1, 2, rec["id"]))        # grouped by fine key range, as routed
+
+    def fine(k):
+        return (k >> np.uint64(61)).astype(np.int64)    # 8 fine ranges, non-decreasing in the key
+
+    got = []
+    for owned in (False, True):
+        store = RowStore(DT, limit, str(tmp_path / str(owned)), "t", fine=fine, n_fine=8)
+        pieces = [(rec[lo:lo + 1000].copy(), keys[lo:lo + 1000].copy()) for lo in range(0, 6000, 1000)]
+        for r, k in pieces:
+            store.add(r, k, owned=owned)
+        if limit > 6000 * 100:
+            held = [p[0] for p in store._buf]
+            assert all(any(np.shares_memory(h, r) for r, _ in pieces) for h in held) == owned
+        assert store.spilled == (limit == 20_000)
+        got.append(np.concatenate([b[0] for b in store.buckets(1 << 20)]))
+    assert np.array_equal(got[0], got[1]) and np.array_equal(got[1]["id"], rec["id"][sort_order(keys, rec)])
+
 def test_spilled_layer_equals_in_memory(tmp_path):
     labels = np.arange(3000) % 3
     for table in ({"op": "shuffle"}, {"op": "weighted", "n": 700, "weight": "f0"},

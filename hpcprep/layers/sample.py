@@ -163,15 +163,17 @@ class SampleLayer:
     def keys_of(self, records: np.ndarray) -> np.ndarray:
         return self.mode.keys(self.seed, self.stream, records["id"], records)
 
-    def _routing_order(self, keys: np.ndarray, n_parts: int):
-        """Row order grouped by member, then by fine key range; rows per member.
+    def _routing_order(self, keys: np.ndarray, n_parts: int, fine: bool = False):
+        """Row order grouped by member, then by fine key range; rows per member (``fine``: and
+        rows per fine range, shape ``(n_parts, F)``).
 
         Fine range ``g`` of ``n_parts * F`` lies in member ``g // F``'s range
         (:func:`~hpcprep.kernels.route.key_range_owner`).
         """
         F = self.fine_per_rank
         order, counts = destination_order(key_range_owner(keys, n_parts * F), n_parts * F)
-        return order, counts.reshape(n_parts, F).sum(axis=1)
+        per_fine = counts.reshape(n_parts, F)
+        return (order, per_fine.sum(axis=1)) + ((per_fine,) if fine else ())
 
     def route(self, records: np.ndarray, n_parts: int):
         """Order ``records`` by the member they go to; return them and the counts per member."""
@@ -194,48 +196,73 @@ class SampleLayer:
             return mode.keys is SampleMode.keys
         return mode.route_keys is SampleMode.route_keys
 
-    def route_chunk(self, chunk, n_parts: int):
+    def route_chunk(self, chunk, n_parts: int, own_part: int | None = None):
         """Pack a chunk's rows straight into a send buffer ordered by member; and the counts.
 
         The same rows and order as ``route(chunk_to_records(chunk))``, but each row
         is gathered once, column by column in slices, into the buffer that is sent.
+
+        Returns
+        -------
+        routed, counts, own
+            With ``own_part`` (the member that is this rank), member ``own_part``'s
+            rows are left out of ``routed`` (``counts`` still counts them) and
+            packed into ``own``: one array per fine key range, in order, that the
+            store keeps as they are (one copy of those rows less). Else ``own`` is None.
         """
         if chunk is None:
-            return np.empty(0, self.dtype), np.zeros(n_parts, np.int64)
+            return np.empty(0, self.dtype), np.zeros(n_parts, np.int64), None
         if not self._keys_from_ids():
-            return self.route(chunk_to_records(chunk, self.dtype), n_parts)
+            return *self.route(chunk_to_records(chunk, self.dtype), n_parts), None
         self.rows_offered += len(chunk)
         keys = self.kernels.keys(self.seed, self.stream, np.asarray(chunk.ids))
-        order, counts = self._routing_order(keys, n_parts)
-        return pack_rows(_columns(chunk, self.dtype), self.dtype, order), counts
+        order, counts, per_fine = self._routing_order(keys, n_parts, fine=True)
+        cols = _columns(chunk, self.dtype)
+        if own_part is None:
+            return pack_rows(cols, self.dtype, order), counts, None
+        lo = int(counts[:own_part].sum())
+        hi = lo + int(counts[own_part])
+        cuts = lo + np.concatenate(([0], np.cumsum(per_fine[own_part])))
+        own = [pack_rows(cols, self.dtype, order[a:b])
+               for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()) if b > a]
+        return pack_rows(cols, self.dtype, np.concatenate((order[:lo], order[hi:]))), counts, own
 
-    def receive(self, records: np.ndarray) -> None:
+    def receive(self, records: np.ndarray, owned: bool = False) -> None:
+        """Keep ``records`` (``owned``: handed over, see :meth:`RowStore.add`)."""
         self.rows_received += len(records)
-        self.store.add(records, self.keys_of(records))
+        self.store.add(records, self.keys_of(records), owned)
 
-    def receive_sections(self, received: np.ndarray, counts, own: np.ndarray | None = None,
-                         own_index: int = -1) -> None:
+    def receive_sections(self, received: np.ndarray, counts, own=None, own_index: int = -1) -> None:
         """Keep what one exchange brought: ``received`` (sections of ``counts`` rows by source).
 
         ``own``: this rank's rows for itself (not sent through MPI), taken as the
-        section of source ``own_index``. Sections are handed to the store one by
-        one (each is grouped by fine key range, so the store cuts it by slicing).
+        section of source ``own_index``: a view of the send buffer (copied), or
+        a list of arrays that are handed over (:meth:`route_chunk`). Sections
+        are handed to the store one by one (each is grouped by fine key range,
+        so the store cuts it by slicing).
         """
         counts = [int(c) for c in counts]
         if own is not None and own_index >= 0:
             counts[own_index] = 0
-        if self.fine_per_rank == 1:
+        if self.fine_per_rank == 1:   # one piece, kept whole (the buffer is not recycled)
             self.receive(received)
             if own is not None:
-                self.receive(own)
+                self._receive_own(own)
             return
         at = 0
         for s, c in enumerate(counts):
             if s == own_index and own is not None:
-                self.receive(own)
+                self._receive_own(own)
             if c:
                 self.receive(received[at:at + c])
                 at += c
+
+    def _receive_own(self, own) -> None:
+        if isinstance(own, list):
+            for piece in own:
+                self.receive(piece, owned=True)
+        else:
+            self.receive(own)
 
     def exchange_done(self, link) -> None:
         """Sum what the producers offered (collective over the link, once per exchange)."""

@@ -154,15 +154,16 @@ class RowStore:
     def spilled(self) -> bool:
         return bool(self.runs)
 
-    def add(self, records: np.ndarray, keys: np.ndarray) -> None:
+    def add(self, records: np.ndarray, keys: np.ndarray, owned: bool = False) -> None:
         """Keep ``records`` with their ``keys``; write a sorted run when the buffer passes the limit.
 
         With ``fine`` (a function of the keys giving a bucket in ``[0, n_fine)``,
-        non-decreasing in the key) every piece is cut into its fine key ranges,
-        each kept as its own array (rows grouped by bucket are cut by slicing,
-        others gathered once), so that :meth:`buckets` can release the rows of
-        one key range after another. Pieces that are views are copied: the store
-        never keeps a caller's buffer alive.
+        non-decreasing in the key) every piece is cut into its fine key ranges
+        (rows grouped by bucket are cut by slicing, others gathered once).
+        Slices are copied unless ``owned`` (the caller hands its buffers over:
+        it neither reuses nor changes them), so the store keeps no caller's
+        buffer alive; owned buffers are kept as views, one copy of each row
+        less, and freed once all their key ranges are taken.
         """
         n = len(records)
         if n == 0:
@@ -171,9 +172,9 @@ class RowStore:
         self.rows += n
         self._buf_bytes += records.nbytes + keys.nbytes
         if self.n_fine == 1:
-            if _part_of_larger(records):
+            if not owned and _part_of_larger(records):
                 records = records.copy()
-            if _part_of_larger(keys):
+            if not owned and _part_of_larger(keys):
                 keys = keys.copy()
             self._fb[0].append((records, keys))
         else:
@@ -187,7 +188,8 @@ class RowStore:
             for b in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
                 lo, hi = int(bounds[b]), int(bounds[b + 1])
                 if order is None:
-                    piece = (records[lo:hi].copy(), keys[lo:hi].copy())
+                    piece = (records[lo:hi], keys[lo:hi]) if owned else \
+                        (records[lo:hi].copy(), keys[lo:hi].copy())
                 else:
                     idx = order[lo:hi]
                     piece = (gather_rows(records, idx), keys[idx])

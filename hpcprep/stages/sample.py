@@ -83,10 +83,12 @@ class SampleStage:
             chunks = map(output_codes, chunks)
         ctx.progress.log(f"exchange into sample[0]: {len(producers)} producer(s), "
                          f"{len(cons_link)} sampling rank(s)")
+        me = link.Get_rank()
+        own_part = cons_link.index(me) if me in cons_link else None
         for chunk in rounds(link, chunks, None):
-            routed, counts = layer.route_chunk(chunk, len(cons_link))
+            routed, counts, own = layer.route_chunk(chunk, len(cons_link), own_part)
             del chunk
-            self._send_routed(link, layer, routed, counts, cons_link)
+            self._send_routed(link, layer, routed, counts, cons_link, own)
         layer.exchange_done(link)
 
     def _exchange_between(self, li: int) -> None:
@@ -114,13 +116,18 @@ class SampleStage:
         layer.bind(self.names, self.rdt)
         return layer
 
-    def _send_routed(self, link, layer: SampleLayer, routed, counts, cons_link) -> None:
-        """Send rows grouped by consumer; a consumer keeps its own rows without copying them through MPI."""
+    def _send_routed(self, link, layer: SampleLayer, routed, counts, cons_link, own=None) -> None:
+        """Send rows grouped by consumer; a consumer keeps its own rows without copying them through MPI.
+
+        ``own``: this rank's rows, packed apart (``routed`` lacks them); else
+        they are ``routed``'s section for this rank.
+        """
         me = link.Get_rank()
         sendcounts = np.zeros(link.Get_size(), dtype=np.int64)
         sendcounts[cons_link] = counts
-        own = None
-        if sendcounts[me]:
+        if own is not None:
+            sendcounts[me] = 0          # not in the send buffer
+        elif sendcounts[me]:
             lo = int(sendcounts[:me].sum())
             own = routed[lo:lo + int(sendcounts[me])]
         with self.ctx.clock("exchange"):
