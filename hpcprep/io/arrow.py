@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from ..config import InputConfig
 from ..errors import DataError
+from .arrow_buffers import arrow_floats
 
 #: Input formats of this module, by file suffix.
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".feather": "feather", ".arrow": "feather",
@@ -242,8 +243,8 @@ def to_float(col) -> np.ndarray:
     """A numeric Arrow column as float64; nulls become NaN."""
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
-    out = pc.cast(col, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
-    return np.asarray(out, dtype=np.float64)
+    values, _ = arrow_floats(pc.cast(col, pa.float64(), safe=False))
+    return values
 
 
 def to_text(col) -> np.ndarray:
@@ -252,5 +253,5 @@ def to_text(col) -> np.ndarray:
         col = col.cast(col.type.value_type)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         col = pc.cast(col, pa.string())
-    values = pc.fill_null(col, "").to_pylist()
+    values = ["" if v is None else v for v in col.to_pylist()]
     return np.array(values, dtype=str) if values else np.array([], dtype="U1")

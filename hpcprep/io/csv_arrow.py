@@ -26,6 +26,7 @@ import csv as _pycsv
 
 import numpy as np
 
+from .arrow_buffers import arrow_floats, bool_values, from_indices, from_mask, null_like, valid_mask
 from .csv_convert import _Builder, _Columns, _as_bytes, _to_float, not_plain_floats
 from .csv_records import BAD_FIELD_COUNT
 from .csv_split import _count_blank, count_newlines
@@ -294,37 +295,6 @@ def _floats(col) -> np.ndarray:
     return values
 
 
-def arrow_floats(col) -> tuple[np.ndarray, np.ndarray | None]:
-    """A float64 Arrow column as NumPy straight from its buffers (no pandas, no copy if possible).
-
-    Returns
-    -------
-    values : ndarray of float64
-        NaN where null.
-    valid : ndarray of bool or None
-        False where null; None when nothing is null.
-    """
-    parts, valids = [], []
-    for ch in col.chunks:
-        if len(ch) == 0:
-            continue
-        v = np.frombuffer(ch.buffers()[1], np.float64, count=len(ch), offset=ch.offset * 8)
-        valid = np.ones(len(ch), bool)
-        if ch.null_count:
-            bits = np.frombuffer(ch.buffers()[0], np.uint8)
-            valid = np.unpackbits(bits, count=ch.offset + len(ch), bitorder="little")[ch.offset:]
-            valid = valid.astype(bool)
-            v = np.where(valid, v, np.nan)
-        parts.append(v)
-        valids.append(valid)
-    if not parts:
-        return np.empty(0), None
-    values = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    if col.null_count == 0:
-        return values, None
-    return values, valids[0] if len(valids) == 1 else np.concatenate(valids)
-
-
 def _text_to_float(col, na_s):
     """(values, unparsable mask, raw values) of a numeric column read as text.
 
@@ -344,14 +314,13 @@ def _text_to_float(col, na_s):
     try:
         vals = _cast_except(col, odd)
     except pa.ArrowInvalid:
-        odd = ~pc.fill_null(pc.match_substring_regex(col, FLOAT_SYNTAX), True).to_numpy(
-            zero_copy_only=False)
+        odd = ~bool_values(pc.match_substring_regex(col, FLOAT_SYNTAX), null=True)
         vals = _cast_except(col, odd)
     odd = np.flatnonzero(odd)
     bad = np.zeros(n, bool)
     raw = np.zeros(n, "S1")
     if odd.size:
-        texts = pc.take(col, pa.array(odd)).to_pylist()
+        texts = pc.take(col, from_indices(odd)).to_pylist()
         odd_raw = _as_bytes(texts)
         odd_vals, odd_bad = _to_float(odd_raw, na_s)
         vals[odd] = odd_vals
@@ -372,7 +341,7 @@ def _odd_values(ch) -> np.ndarray:
     off = np.frombuffer(bufs[1], np.int32, count=n + 1, offset=ch.offset * 4)
     data = np.frombuffer(bufs[2], np.uint8) if bufs[2] else np.zeros(0, np.uint8)
     odd = not_plain_floats(off, data)
-    return odd & ch.is_valid().to_numpy(zero_copy_only=False) if ch.null_count else odd
+    return odd & valid_mask(ch) if ch.null_count else odd
 
 
 def _cast_except(col, odd: np.ndarray) -> np.ndarray:
@@ -382,7 +351,7 @@ def _cast_except(col, odd: np.ndarray) -> np.ndarray:
     import pyarrow.compute as pc
 
     if odd.any():
-        col = pc.if_else(pa.array(odd), pa.scalar(None, pa.string()), col)
+        col = pc.if_else(from_mask(odd), null_like(col), col)
     values, _ = arrow_floats(col.cast(pa.float64()))
     return values if values.flags.writeable else values.copy()
 

@@ -26,6 +26,8 @@ import numpy as np
 
 from ..config import InputConfig
 from ..errors import ConfigError, DataError
+from .arrow_buffers import (arrow_floats, bool_values, empty_or_null, fixed_values, from_mask, from_strings,
+                            null_like, string_scalar, valid_mask)
 from .csv_records import BAD_DATE, BAD_REASONS
 
 #: The parts a date column can give, in the order the docs list them.
@@ -139,8 +141,9 @@ def _ints(parts, name: str) -> np.ndarray:
     """A captured group as int64 (0 where it did not take part)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    s = pc.fill_null(parts.field(name), "")
-    return pc.cast(pc.if_else(pc.equal(s, ""), "0", s), pa.int64()).to_numpy(zero_copy_only=False)
+    s = parts.field(name)
+    s = pc.if_else(from_mask(empty_or_null(s)), string_scalar("0"), s)
+    return fixed_values(pc.cast(s, pa.int64()), np.int64)[0]
 
 
 def parse_text(values) -> Instants:
@@ -153,14 +156,14 @@ def parse_text(values) -> Instants:
     """
     import pyarrow as pa
     import pyarrow.compute as pc
-    arr = pa.array(values, pa.string()) if isinstance(values, np.ndarray) else values
+    arr = from_strings(values) if isinstance(values, np.ndarray) else values
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     n = len(arr)
-    missing = pc.fill_null(pc.equal(arr, ""), True).to_numpy(zero_copy_only=False)
+    missing = empty_or_null(arr)
     inst = Instants(np.zeros(n, np.int64), np.zeros(n), missing, np.zeros(n, bool))
     if missing.any():
-        arr = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), arr)
+        arr = pc.if_else(from_mask(missing), null_like(arr), arr)
     if n and not missing.all():
         _parse_into(arr, 0, inst)
     return inst
@@ -203,25 +206,26 @@ def _cast_us(arr, first: str) -> np.ndarray | None:
         out = pc.cast(arr, pa.timestamp("us", "UTC" if zoned else None))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    return pc.fill_null(pc.cast(out, pa.int64()), 0).to_numpy(zero_copy_only=False)
+    return fixed_values(pc.cast(out, pa.int64()), np.int64, 0)[0]
 
 
 def _parse_regex(arr) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(secs, frac, bad)`` of a block of strings by :data:`_ISO` (nulls: not bad)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    parts = pc.extract_regex(pc.fill_null(arr, ""), _ISO)
-    matched = parts.is_valid().to_numpy(zero_copy_only=False)
+    parts = pc.extract_regex(arr, _ISO)     # null where null or not matched
+    matched = valid_mask(parts)
     y, mo, d, h, mi, s, oh, om = (_ints(parts, k) for k in ("y", "mo", "d", "h", "mi", "s", "oh", "om"))
     days = days_from_civil(y, mo, d)
     ok = matched & (mo >= 1) & (mo <= 12) & (d >= 1) & (h < 24) & (mi < 60) & (s < 60) \
         & (oh < 24) & (om < 60)
     ok &= civil_from_days(days)[2] == d     # the day exists in its month
-    sign = np.where(pc.fill_null(parts.field("sign"), "").to_numpy(zero_copy_only=False) == "-", -1, 1)
+    sign = np.where(bool_values(pc.equal(parts.field("sign"), string_scalar("-"))), -1, 1)
     secs = days * _DAY + h * 3600 + mi * 60 + s - sign * (oh * 3600 + om * 60)
-    frac = pc.cast(pc.binary_join_element_wise("0.", parts.field("f"), "0", ""), pa.float64())
-    frac = np.nan_to_num(frac.to_numpy(zero_copy_only=False))
-    bad = ~ok & arr.is_valid().to_numpy(zero_copy_only=False)
+    frac = pc.cast(pc.binary_join_element_wise(string_scalar("0."), parts.field("f"), string_scalar("0"),
+                                               string_scalar("")), pa.float64())
+    frac = np.nan_to_num(arrow_floats(frac)[0])
+    bad = ~ok & valid_mask(arr)
     return np.where(ok, secs, 0), np.where(ok, frac, 0.0), bad
 
 
@@ -245,13 +249,13 @@ def from_arrow(col) -> Instants:
     t = col.type
     if not is_date_type(t):
         return parse_text(pc.cast(col, pa.string()) if not pa.types.is_string(t) else col)
-    missing = col.is_null().to_numpy(zero_copy_only=False)
+    missing = ~valid_mask(col)
     if pa.types.is_date32(t):   # days
         v, per, scale = pc.cast(pc.cast(col, pa.int32()), pa.int64()), 1, _DAY
     else:                        # milliseconds (date64) or the timestamp's unit
         per = 1000 if pa.types.is_date64(t) else _UNITS[t.unit]
         v, scale = pc.cast(col, pa.int64()), 1
-    v = pc.fill_null(v, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    v = fixed_values(v, np.int64, 0)[0]
     secs = np.floor_divide(v, per)
     frac = (v - secs * per) / per
     return Instants(secs * scale, frac, missing, np.zeros(len(v), bool))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .csv_arrow import arrow_floats
+from .arrow_buffers import arrow_floats
 from .csv_split import _count_blank
 
 
