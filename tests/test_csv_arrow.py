@@ -260,20 +260,20 @@ def test_a_compressed_file_is_decompressed_once_with_a_keep_dir(tmp_path, codec)
     import bz2
     import gzip
 
-    import hpcprep.io.lines as lines
+    import hpcprep.io.compressed as compressed
 
     text = _write_inputs(tmp_path)["messy"].read_bytes()
     path = tmp_path / f"messy.csv.{codec}"
     path.write_bytes((gzip if codec == "gz" else bz2).compress(text))
     opened = []
-    real = lines.open_stream
+    real = compressed.open_stream
 
     def counted(*a):
         opened.append(a)
         return real(*a)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(lines, "open_stream", counted)
+        mp.setattr(compressed, "open_stream", counted)
         twice = _read_all(path, 700)
         n_twice = len(opened)
         opened.clear()

@@ -139,7 +139,7 @@ def test_plain_looking_numbers_convert_as_in_the_hand_written_parser(rows):
 def test_pieces_of_a_compressed_file_hold_chunk_lines_lines_each(tmp_path, read_bytes):
     import gzip
 
-    import hpcprep.io.lines as lines
+    import hpcprep.io.compressed as compressed
 
     rng = np.random.default_rng(read_bytes)
     parts = [b"1,2\n", b"\n", b"x", b"3\r\n", b"44,5\n"]
@@ -147,10 +147,10 @@ def test_pieces_of_a_compressed_file_hold_chunk_lines_lines_each(tmp_path, read_
     path = tmp_path / "in.csv.gz"
     path.write_bytes(gzip.compress(text))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(lines, "_READ", read_bytes)
+        mp.setattr(compressed, "_READ", read_bytes)
         for chunk_lines in (1, 3, 50, 10_000):
-            stream = lines.Decompressed(str(path), lines.compression_of(str(path)))
-            got = list(lines.pieces(stream, 4, chunk_lines))
+            stream = compressed.Decompressed(str(path), compressed.compression_of(str(path)))
+            got = list(compressed.pieces(stream, 4, chunk_lines))
             stream.close()
             assert b"".join(body for _, body in got) == text[4:]
             for p, body in got:

@@ -75,7 +75,7 @@ def _head(c, inp: InputConfig) -> tuple[list | None, bytes]:
 
         start = read_header(c.path, inp.delimiter)[1] if header is not None else 0
         return header, _head_lines(c.path, start)
-    from .lines import Decompressed, pieces
+    from .compressed import Decompressed, pieces
 
     stream = Decompressed(c.path, c.compression)
     try:

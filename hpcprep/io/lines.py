@@ -1,33 +1,19 @@
-"""Line-based inputs beyond plain CSV: JSON lines, and compressed CSV / JSON lines.
+"""JSON lines (``.jsonl``, ``.ndjson``): one JSON object per line.
 
-JSON lines (``.jsonl``, ``.ndjson``): one JSON object per line; a newline
-never occurs inside a record, so plain files split into byte ranges at line
-starts like CSV. Blank lines are not records but count as lines.
-
-Compressed files (``.gz``, ``.bz2``, ``.zst``, ``.xz``) cannot be split: one
-input rank decompresses each file as a stream. While counting (see
-:func:`hpcprep.io.plan_count.count_csv_chunks`) it cuts the decompressed text into
-pieces of ``chunk_rows`` lines; the pieces become the file's chunks, with
-offsets into the decompressed text, and a reader continues its open stream
-from piece to piece.
+A newline never occurs inside a record, so plain files split into byte ranges
+at line starts like CSV. Blank lines are not records but count as lines.
+Compressed ones are streamed by :mod:`hpcprep.io.compressed`.
 """
 
 from __future__ import annotations
 
-import bz2
 import json
-import lzma
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DataError
 from .csv_records import BAD_DATE, BAD_ENCODING, BAD_NONE, BAD_NUMBER, BAD_REASONS, CsvBlock
-from .csv_split import _count_blank, _normalize, count_newlines
-
-#: Compression of a file, by its last suffix.
-COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".zstd": "zstd", ".xz": "xz"}
+from .csv_split import _normalize
 
 BAD_JSON = 5
 BAD_NOT_OBJECT = 6
@@ -41,188 +27,6 @@ JSON_BAD_REASONS = {
     BAD_MISSING_KEY: "missing key",
     BAD_NESTED: "a list or object where a value belongs",
 }
-
-_READ = 1 << 22   # bytes decompressed at a time
-
-
-def compression_of(path: str) -> str:
-    """``gzip``, ``bz2``, ``zstd``, ``xz`` from the suffix, or ``""`` (not compressed)."""
-    return COMPRESSIONS.get(os.path.splitext(path)[1].lower(), "")
-
-
-# --------------------------------------------------------------------------- streams
-
-def open_stream(path: str, compression: str):
-    """A binary file object of the decompressed content (``read(n)``, ``close()``)."""
-    try:
-        if compression == "xz":
-            return lzma.open(path, "rb")
-        if compression == "bz2":
-            return bz2.open(path, "rb")
-        import pyarrow as pa
-
-        return pa.input_stream(path, compression=compression)
-    except OSError as e:
-        raise DataError(f"{path}: cannot open ({e})") from None
-
-
-class Decompressed:
-    """A decompressed file read forward; reopened when asked to go back.
-
-    Parameters
-    ----------
-    path, compression : str
-        The file and its compression (:func:`compression_of`).
-    """
-
-    def __init__(self, path: str, compression: str):
-        self.path, self.compression = path, compression
-        self._f = None
-        self.pos = 0
-
-    def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes from the current position (fewer only at the end)."""
-        if self._f is None:
-            self._f = open_stream(self.path, self.compression)
-        parts, want = [], n
-        while want > 0:
-            try:
-                piece = self._f.read(min(want, _READ))
-            except (OSError, EOFError, lzma.LZMAError, ValueError) as e:
-                raise DataError(f"{self.path}: corrupt or truncated {self.compression} data "
-                                f"after {self.pos} bytes ({e})") from None
-            except Exception as e:   # pyarrow's errors (ArrowInvalid, ...)
-                if type(e).__module__.startswith("pyarrow"):
-                    raise DataError(f"{self.path}: corrupt or truncated {self.compression} data "
-                                    f"after {self.pos} bytes ({e})") from None
-                raise
-            if not piece:
-                break
-            parts.append(bytes(piece))
-            want -= len(piece)
-            self.pos += len(piece)
-        return b"".join(parts)
-
-    def range(self, start: int, stop: int) -> bytes:
-        """Decompressed bytes ``[start, stop)``: continues the stream, or reopens it to go back."""
-        if start < self.pos:
-            self.close()
-        while self.pos < start:
-            if not self.read(min(start - self.pos, _READ)):
-                break
-        buf = self.read(stop - start)
-        if len(buf) != stop - start:
-            raise DataError(f"{self.path}: ends at {self.pos} decompressed bytes, before {stop} "
-                            f"(changed since planned?)")
-        return buf
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-        self._f, self.pos = None, 0
-
-
-def first_line(stream: Decompressed, limit: int = 1 << 16) -> bytes:
-    """The first line of a stream (with its newline), reading at most ``limit`` bytes of it."""
-    buf = b""
-    while b"\n" not in buf and len(buf) < limit:
-        piece = stream.read(4096)
-        if not piece:
-            break
-        buf += piece
-    k = buf.find(b"\n")
-    return buf if k < 0 else buf[:k + 1]
-
-
-@dataclass(frozen=True)
-class Piece:
-    """``lines`` physical lines of a decompressed file: bytes ``[start, stop)``, ``records`` records."""
-
-    start: int
-    stop: int
-    records: int
-    lines: int
-
-
-def pieces(stream: Decompressed, data_start: int, chunk_lines: int):
-    """Yield ``(Piece, bytes)`` of ``chunk_lines`` lines each (the last may have fewer),
-    from decompressed byte ``data_start`` to the end."""
-    stream.range(0, data_start)
-    at, carry = data_start, b""
-    while True:
-        parts, have, eof = [carry], count_newlines(carry), False
-        while have < chunk_lines:   # each part counted once, joined once
-            more = stream.read(_READ)
-            if not more:
-                eof = True
-                break
-            parts.append(more)
-            have += count_newlines(more)
-        buf = b"".join(parts)
-        if eof:
-            body, carry = buf, b""
-        else:   # the chunk_lines-th newline is in the last part
-            last = np.flatnonzero(np.frombuffer(parts[-1], np.uint8) == 10)
-            before = have - len(last)
-            cut = len(buf) - len(parts[-1]) + int(last[chunk_lines - before - 1]) + 1
-            body, carry = buf[:cut], buf[cut:]
-        del parts
-        if body:
-            nbuf = _normalize(body)
-            lines = count_newlines(nbuf)
-            yield Piece(at, at + len(body), lines - _count_blank(nbuf), lines), body
-            at += len(body)
-        if eof:
-            return
-
-
-# --------------------------------------------------------------------------- kept text
-
-class KeptText:
-    """Write a compressed file's decompressed text to ``keep_dir`` as it is counted.
-
-    The kept file holds the text at the same offsets (bytes before ``data_start``
-    are not written, but the one before it is a newline, so a range there starts at
-    a line start). :meth:`done` gives the entry :func:`kept_range` reads it by
-    (the counting pass keeps them in ``InputPlan.kept_text``, per process).
-    """
-
-    def __init__(self, keep_dir: str, path: str, file_index: int, data_start: int):
-        os.makedirs(keep_dir, exist_ok=True)
-        self.source, self.path = path, os.path.join(keep_dir, f"inflated-{file_index:06d}.txt")
-        self._f = open(self.path, "wb")
-        if data_start:
-            self._f.seek(data_start - 1)
-            self._f.write(b"\n")
-
-    def write(self, buf: bytes) -> None:
-        self._f.write(buf)
-
-    def done(self) -> tuple[str, int, int]:
-        """Close the kept file; its entry: (kept path, source size, source mtime)."""
-        self._f.close()
-        st = os.stat(self.source)
-        return self.path, st.st_size, st.st_mtime_ns
-
-    def discard(self) -> None:
-        self._f.close()
-        os.unlink(self.path)
-
-
-def kept_range(kept_text: dict, path: str, start: int, stop: int) -> bytes | None:
-    """Decompressed bytes ``[start, stop)`` of ``path`` from its kept text, or None if not kept
-    (or the file changed, or its kept text is gone). ``kept_text``: source path -> the
-    entry of :meth:`KeptText.done`."""
-    kept = kept_text.get(path)
-    if kept is None or not os.path.exists(kept[0]):
-        return None
-    st = os.stat(path)
-    if (st.st_size, st.st_mtime_ns) != kept[1:]:
-        return None
-    from .csv_split import _read_range
-
-    return _read_range(kept[0], start, stop)
-
 
 # --------------------------------------------------------------------------- JSON lines
 

@@ -79,7 +79,7 @@ class InputPlan:
     #: tasks gave them (:func:`hpcprep.stages.tasks.assign_chunks`); else ``ranges`` hold
     assigned: list[list[int]] | None = None
     #: this process's decompressed texts kept while counting: source path -> (kept path,
-    #: source size, source mtime) (:class:`hpcprep.io.lines.KeptText`); never broadcast
+    #: source size, source mtime) (:class:`hpcprep.io.compressed.KeptText`); never broadcast
     kept_text: dict = field(default_factory=dict)
 
     @property
@@ -182,7 +182,7 @@ def detect_format(path: str, configured: str) -> str:
     (a compression suffix such as ``.gz`` is looked through: ``x.csv.gz`` is CSV)."""
     if configured != "auto":
         return configured
-    from .lines import compression_of
+    from .compressed import compression_of
 
     stem = os.path.splitext(path)[0] if compression_of(path) else path
     fmt = SUFFIX_FORMATS.get(os.path.splitext(stem)[1].lower())
@@ -373,7 +373,7 @@ def _finish_plan(files, file_rows, chunks, layout, inp, n_input_ranks, weights) 
 
 
 def _compression(path: str, fmt: str) -> str:
-    from .lines import compression_of
+    from .compressed import compression_of
 
     compression = compression_of(path)
     if compression and fmt not in LINE_FORMATS:

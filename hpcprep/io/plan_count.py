@@ -20,7 +20,7 @@ def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: InputCo
     (every rank calls it; only input ranks read). Afterwards every chunk has
     ``rows``, ``first_id`` and ``first_line`` on every rank. A compressed file,
     planned as one chunk, is decompressed by the rank that has it and becomes
-    the pieces of ``chunk_rows`` lines it found (:func:`hpcprep.io.lines.pieces`),
+    the pieces of ``chunk_rows`` lines it found (:func:`hpcprep.io.compressed.pieces`),
     all kept by that rank: ``plan.chunks`` and ``plan.ranges`` are renumbered.
 
     Given ``inp``, each chunk is also checked: with ``on_bad_row = "error"`` it is
@@ -32,7 +32,7 @@ def count_csv_chunks(plan: InputPlan, comm, input_ranks: list[int], inp: InputCo
 
     Given ``keep_dir`` (a folder of this rank's that the run removes, e.g. its
     spill folder), the decompressed text of each compressed file is kept there
-    as it is counted (:class:`hpcprep.io.lines.KeptText`), so that the reader
+    as it is counted (:class:`hpcprep.io.compressed.KeptText`), so that the reader
     reads it back instead of decompressing the file a second time.
     """
     from dataclasses import replace
@@ -90,7 +90,7 @@ def _count_chunk(c: ChunkDesc, inp: InputConfig | None, keep_dir: str | None = N
         raw = _read_range(c.path, c.start, c.stop)   # read once: counted, and checked
         records, lines = buffer_counts(raw)
         return [(c.start, c.stop, records, lines, _check(raw, c, inp), False)], None
-    from .lines import Decompressed, KeptText, pieces
+    from .compressed import Decompressed, KeptText, pieces
 
     out, stream = [], Decompressed(c.path, c.compression)
     keep = KeptText(keep_dir, c.path, c.file_index, c.start) if keep_dir else None

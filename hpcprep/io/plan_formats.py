@@ -144,7 +144,7 @@ def _header_of(c: ChunkDesc, inp: InputConfig) -> list[str]:
 
     if not c.compression:
         return read_header(c.path, inp.delimiter)[0]
-    from .lines import Decompressed, first_line
+    from .compressed import Decompressed, first_line
 
     stream = Decompressed(c.path, c.compression)
     try:
@@ -235,7 +235,7 @@ def _text_columns(inp) -> list[str]:
 
 def _probe_compressed(path, fmt, compression, inp) -> int:
     """Check a compressed file's header (CSV) and first records; return where its data starts."""
-    from .lines import Decompressed, first_line, pieces
+    from .compressed import Decompressed, first_line, pieces
 
     stream = Decompressed(path, compression)
     try:

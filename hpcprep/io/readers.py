@@ -155,7 +155,7 @@ class ChunkReader:
             from .csv_split import _read_range
 
             return _read_range(desc.path, desc.start, desc.stop)
-        from .lines import Decompressed, kept_range
+        from .compressed import Decompressed, kept_range
 
         kept = kept_range(self.kept_text, desc.path, desc.start, desc.stop)   # decompressed while counted
         if kept is not None:
