@@ -11,7 +11,7 @@ import time
 from .config import RunConfig
 from .mpi.agree import AgreedError, root_decides
 from .io.classes import collect_label_classes
-from .io.plan import build_input_plan, check_input_columns, expand_paths
+from .io.plan import build_input_plan, check_input_columns, expand_paths, import_readers
 from .io.plan_count import count_csv_chunks
 from .kernels.active import Kernels
 from .output.location import OutputLocation
@@ -76,6 +76,7 @@ def run_pipeline(cfg: RunConfig, comm, progress, cleanups: list | None = None,
 
     t_start = time.perf_counter()
     topo = build_topology(comm, cfg.layout, len(cfg.standardize), len(cfg.sample))
+    import_readers(cfg.input)
     plan, location, checkpoint = root_decides(comm, _prepare, cfg, len(topo.input_ranks),
                                               progress, resume)
     location.track(cleanups)

@@ -105,12 +105,9 @@ class InputPlan:
 
 
 def expand_paths(patterns: list[str]) -> list[str]:
-    """Files matching the globs, sorted, without duplicates.
-
-    Directories among the matches are skipped; a pattern that matches no
-    regular, readable file is an error naming it, and so is a matched file
-    that cannot be opened for reading.
-    """
+    """Files matching the globs, sorted, without duplicates (of a matched directory: its
+    Parquet files); a pattern that matches no regular, readable file is an error naming it,
+    and so is a matched file that cannot be opened for reading."""
     files = set()
     for pattern in patterns:
         matched = glob.glob(pattern)
@@ -190,6 +187,26 @@ def detect_format(path: str, configured: str) -> str:
         raise DataError(f"{path}: cannot tell the format from the suffix; set input.format "
                         f"(one of hdf5, npy, csv, parquet, feather, jsonl)")
     return fmt
+
+
+#: The modules that plan and read each format beyond HDF5 and ``.npy`` (:func:`import_readers`).
+READER_MODULES = {"csv": ("hpcprep.io.csv_parse", "pyarrow.csv", "pyarrow.compute"),
+                  "jsonl": ("hpcprep.io.lines", "pyarrow.json"), "parquet": ("hpcprep.io.arrow",),
+                  "feather": ("hpcprep.io.arrow",)}
+
+
+def import_readers(inp: InputConfig) -> None:
+    """Import the modules that will plan and read ``inp``'s formats: every rank, before rank 0
+    plans, so the others import them while they wait (a format not told: the plan reports it)."""
+    import importlib
+
+    for pattern in inp.paths:
+        try:
+            fmt = detect_format(pattern, inp.format)
+        except DataError:
+            continue
+        for name in READER_MODULES.get(fmt, ()):
+            importlib.import_module(name)
 
 
 def npy_label_path(path: str, label: str) -> str:
