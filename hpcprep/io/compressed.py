@@ -169,14 +169,14 @@ def pieces(stream: Decompressed, data_start: int, chunk_lines: int):
                 break
             parts.append(more)
             have += count_newlines(more)
-        buf = b"".join(parts)
         if eof:
-            body, carry = buf, b""
-        else:   # the chunk_lines-th newline is in the last part
+            body, carry = b"".join(parts), b""
+        else:   # the chunk_lines-th newline is in the last part: cut it, join the body once
             last = np.flatnonzero(np.frombuffer(parts[-1], np.uint8) == 10)
-            before = have - len(last)
-            cut = len(buf) - len(parts[-1]) + int(last[chunk_lines - before - 1]) + 1
-            body, carry = buf[:cut], buf[cut:]
+            cut = int(last[chunk_lines - (have - len(last)) - 1]) + 1
+            carry = parts[-1][cut:]
+            parts[-1] = parts[-1][:cut]
+            body = b"".join(parts)
         del parts
         if body:
             nbuf = _normalize(body)
