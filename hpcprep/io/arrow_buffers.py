@@ -132,15 +132,15 @@ def string_scalar(text: str):
     return from_strings(np.array([text]))[0]
 
 
+def string_offsets(ch) -> np.ndarray:
+    """The ``len(ch) + 1`` value offsets of one Arrow string (or large string) array into its
+    data buffer (value ``i`` is ``data[off[i]:off[i + 1]]``)."""
+    dtype = np.dtype(np.int64 if str(ch.type) == "large_string" else np.int32)
+    return np.frombuffer(ch.buffers()[1], dtype, count=len(ch) + 1, offset=ch.offset * dtype.itemsize)
+
+
 def empty_or_null(arr) -> np.ndarray:
     """True where the Arrow string array (or chunked array) ``arr`` is null or ``""``."""
-    parts = []
-    for ch in _chunks(arr):
-        if len(ch) == 0:
-            continue
-        width = 8 if str(ch.type) == "large_string" else 4
-        off = np.frombuffer(ch.buffers()[1], np.int32 if width == 4 else np.int64, count=len(ch) + 1,
-                            offset=ch.offset * width)
-        parts.append(np.diff(off) == 0)
+    parts = [np.diff(string_offsets(ch)) == 0 for ch in _chunks(arr) if len(ch)]
     empty = np.concatenate(parts) if parts else np.zeros(0, bool)
     return empty | ~valid_mask(arr)

@@ -26,7 +26,8 @@ import csv as _pycsv
 
 import numpy as np
 
-from .arrow_buffers import arrow_floats, bool_values, from_indices, from_mask, null_like, valid_mask
+from .arrow_buffers import (arrow_floats, bool_values, from_indices, from_mask, null_like, string_offsets,
+                            valid_mask)
 from .csv_convert import _Builder, _Columns, _as_bytes, _to_float, not_plain_floats
 from .csv_records import BAD_FIELD_COUNT
 from .csv_split import _count_blank, count_newlines
@@ -337,10 +338,9 @@ def _odd_values(ch) -> np.ndarray:
     n = len(ch)
     if n == 0:
         return np.zeros(0, bool)
-    bufs = ch.buffers()
-    off = np.frombuffer(bufs[1], np.int32, count=n + 1, offset=ch.offset * 4)
-    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] else np.zeros(0, np.uint8)
-    odd = not_plain_floats(off, data)
+    data = ch.buffers()[2]
+    data = np.frombuffer(data, np.uint8) if data else np.zeros(0, np.uint8)
+    odd = not_plain_floats(string_offsets(ch), data)
     return odd & valid_mask(ch) if ch.null_count else odd
 
 

@@ -205,15 +205,17 @@ def _count_blank(nbuf: bytes) -> int:
     return newline_counts(nbuf)[1]
 
 
-def newline_counts(buf) -> tuple[int, int]:
-    """Newlines and blank lines of ``buf``, a cache-sized piece at a time with NumPy.
+def newline_counts(buf, scratch=None) -> tuple[int, int]:
+    """Newlines and blank lines of ``buf`` (whole lines), a cache-sized piece at a time with NumPy.
 
     One pass (0.09 s per 300 MB where ``b"\\n\\n" in buf`` alone took 0.33 s:
-    CPython's search stops at every newline).
+    CPython's search stops at every newline). ``scratch``: two bool arrays of at
+    least ``min(len(buf), _SCAN_PIECE)`` elements to reuse (a caller counting
+    piece after piece allocates them once).
     """
     arr = np.frombuffer(buf, np.uint8)
-    is_nl = np.empty(min(len(arr), _SCAN_PIECE), bool)
-    pairs = np.empty(max(0, len(is_nl) - 1), bool)
+    size = min(len(arr), _SCAN_PIECE)
+    is_nl, pairs = scratch if scratch is not None else (np.empty(size, bool), np.empty(size, bool))
     lines = blank = 0
     prev = True   # a newline at byte 0 is a blank line
     for s in range(0, len(arr), _SCAN_PIECE):

@@ -115,7 +115,7 @@ def _scan_range(path, start: int, end: int, delimiter: str | None):
     the count), each counted and, with a CSV ``delimiter`` (None: no quotes to
     check), its quotes checked. None if the range holds a ``\\r`` (line ends may be
     CRLF: the caller reads it whole)."""
-    from .csv_split import _SCAN_PIECE, _seek_line_start
+    from .csv_split import _SCAN_PIECE, _seek_line_start, newline_counts
 
     buf = bytearray(min(_SCAN_PIECE, end - start) + 1)   # + 1: a final newline the range lacks
     is_nl, pair = np.empty(len(buf), bool), np.empty(len(buf), bool)
@@ -141,10 +141,8 @@ def _scan_range(path, start: int, end: int, delimiter: str | None):
                 if bad is None and delimiter is not None:
                     bad, ok = _open_quote_piece(buf, cut, delimiter, lines)
                     plain = plain and ok
-                nl = np.equal(np.frombuffer(buf, np.uint8, count=cut), 10, out=is_nl[:cut])
-                lines += int(np.count_nonzero(nl))
-                blank += int(nl[0]) + int(np.count_nonzero(np.logical_and(
-                    nl[1:], nl[:-1], out=pair[:cut - 1])))
+                got = newline_counts(memoryview(buf)[:cut], (is_nl, pair))   # cut: a line start
+                lines, blank = lines + got[0], blank + got[1]
                 buf[:n - cut] = buf[cut:n]
             have = n - cut
     return lines - blank, lines, bad, plain
